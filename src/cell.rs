@@ -1,0 +1,113 @@
+//! Packed atomic cells: the one generic CAS loop, and tombstones (DESIGN.md §4, §6).
+//! This is the only module that chooses memory orderings for limiter state.
+//!
+//! # The word
+//!
+//! Every single-word algorithm keeps its whole per-key state in one `AtomicU64`:
+//!
+//! ```text
+//! bit 63      : TOMBSTONE flag (the only value with it set is TOMBSTONE itself)
+//! bits 62..0  : algorithm state (GCRA: TAT in ns; windows: their packed counters)
+//! ```
+//!
+//! # Why `Relaxed` is enough for admission
+//!
+//! A check is a read-modify-write of one word. The CAS succeeds only against the latest value in
+//! the word's modification order, so two checks can never both spend the same capacity, whatever
+//! the orderings. The word publishes no other memory, so no check needs to see other writes in
+//! order with it: the successful CAS is `Relaxed`.
+//!
+//! # Why tombstones use `Release`/`Acquire`
+//!
+//! The sweeper reads the clock, decides a key is idle (`state ≤ now`), and CASes the word to
+//! TOMBSTONE with `Release`. A checker that then sees TOMBSTONE (its load or failed CAS is
+//! `Acquire`) re-reads the clock before making a fresh cell. The Release/Acquire pair orders the
+//! sweeper's clock read before the checker's re-read, so with a clock that is a single atomic
+//! (`ManualClock`) the checker's new `now` is at least the sweeper's: the fresh cell is judged at a
+//! time when the old state had already expired, and eviction changes no decision. On x86-64 the
+//! Acquire loads cost nothing extra; on AArch64 they are `ldar` instead of `ldr`.
+
+use crate::sync::{spin_hint, AtomicU64, Ordering};
+
+/// The tombstone: a retired cell. Never revived; a fresh cell replaces it in the map.
+pub(crate) const TOMBSTONE: u64 = 1 << 63;
+
+/// The largest live state any algorithm may store.
+pub(crate) const MAX_STATE: u64 = TOMBSTONE - 1;
+
+/// The cell was retired by the sweeper: drop it and look the key up again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retired;
+
+/// What a pure step wants done with the word.
+#[derive(Debug)]
+pub(crate) enum Step<R> {
+    /// Replace the state with the first value (if the word is unchanged since it was read).
+    Store(u64, R),
+    /// Leave the state as it is (a denial, a peek, or a no-op).
+    Keep(R),
+}
+
+/// The one CAS loop (DESIGN.md §4): `load → step(state) → compare_exchange_weak`, retrying from
+/// the value a failed CAS returns. A `Keep` performs no store. Returns `Err(Retired)` if the word
+/// is (or becomes) the tombstone.
+#[inline]
+pub(crate) fn update<R>(word: &AtomicU64, mut step: impl FnMut(u64) -> Step<R>) -> Result<R, Retired> {
+    // Acquire: pairs with the sweeper's Release in `retire` (module docs); for live states it
+    // is only a plain load on x86-64.
+    let mut current = word.load(Ordering::Acquire);
+    loop {
+        if current == TOMBSTONE {
+            return Err(Retired);
+        }
+        match step(current) {
+            Step::Keep(result) => return Ok(result),
+            Step::Store(new, result) => {
+                debug_assert!(new <= MAX_STATE, "state {new:#x} collides with the tombstone bit");
+                // Success Relaxed: atomicity alone prevents double-spending (module docs).
+                // Failure Acquire: we may have lost to the sweeper's Release tombstone.
+                match word.compare_exchange_weak(current, new, Ordering::Relaxed, Ordering::Acquire) {
+                    Ok(_) => return Ok(result),
+                    Err(actual) => {
+                        current = actual;
+                        spin_hint();
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Reads the state for a peek; `None` if retired (the key is then fresh).
+#[inline]
+pub(crate) fn load(word: &AtomicU64) -> Option<u64> {
+    // Acquire: as in `update`, a peek that sees the tombstone re-reads the clock.
+    let state = word.load(Ordering::Acquire);
+    (state != TOMBSTONE).then_some(state)
+}
+
+/// Sweeper side: tombstones the word if `is_idle(state)`. Returns `true` if this call retired it
+/// (exactly one call per cell ever does).
+pub(crate) fn retire(word: &AtomicU64, is_idle: impl Fn(u64) -> bool) -> bool {
+    // Relaxed: the value only feeds the CAS below, which re-validates it.
+    let mut current = word.load(Ordering::Relaxed);
+    loop {
+        if current == TOMBSTONE || !is_idle(current) {
+            return false;
+        }
+        // Release on success: orders this sweep's clock read before any checker that observes
+        // the tombstone with Acquire (module docs). Relaxed on failure: we only retry.
+        match word.compare_exchange_weak(current, TOMBSTONE, Ordering::Release, Ordering::Relaxed) {
+            Ok(_) => return true,
+            Err(actual) => current = actual,
+        }
+    }
+}
+
+/// Whether the word is the tombstone. A pure test of the word, so it is safe in papaya's
+/// `remove_if` closure, which may run more than once.
+#[inline]
+pub(crate) fn is_retired(word: &AtomicU64) -> bool {
+    // Acquire: a checker that sees the tombstone is about to re-read the clock (module docs).
+    word.load(Ordering::Acquire) == TOMBSTONE
+}

@@ -1,0 +1,249 @@
+//! Time sources. This is the only module that reads a clock (STYLE.md habit 5); everything else
+//! takes `now: Nanos` as a parameter.
+//!
+//! All clocks count [`Nanos`] (u64 nanoseconds) since their own *anchor*, the moment the clock was
+//! created. A limiter never mixes readings of two different clocks.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64 as StdAtomicU64, Ordering as StdOrdering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
+
+/// Nanoseconds since a clock's anchor. `u64` covers about 584 years.
+pub type Nanos = u64;
+
+/// Converts a [`Duration`] to [`Nanos`], saturating at `u64::MAX` instead of panicking.
+///
+/// ```
+/// use std::time::Duration;
+/// assert_eq!(tollgate::clock::duration_to_nanos(Duration::from_millis(3)), 3_000_000);
+/// assert_eq!(tollgate::clock::duration_to_nanos(Duration::MAX), u64::MAX);
+/// ```
+#[inline]
+pub fn duration_to_nanos(d: Duration) -> Nanos {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// A source of monotonic-ish time for a limiter.
+///
+/// Implementations must be cheap (this is on the hot path) and may go backwards by small amounts;
+/// the algorithms treat `now < stored` as `now == stored` for admission, so a clock stepping back
+/// never admits more and never panics.
+///
+/// ```
+/// use tollgate::{Clock, ManualClock};
+/// let clock = ManualClock::new();
+/// assert_eq!(clock.now(), 0);
+/// ```
+pub trait Clock: Send + Sync + 'static {
+    /// Nanoseconds since this clock's anchor.
+    fn now(&self) -> Nanos;
+}
+
+impl<C: Clock + ?Sized> Clock for Arc<C> {
+    #[inline]
+    fn now(&self) -> Nanos {
+        (**self).now()
+    }
+}
+
+/// The default clock: `quanta`'s TSC-based clock (about 10 ns a read on x86-64), in nanoseconds
+/// since the clock was created.
+///
+/// Readings taken on different cores can disagree by up to about a microsecond; the algorithms
+/// tolerate that (see [`Clock`]).
+///
+/// ```
+/// use tollgate::{Clock, QuantaClock};
+/// let clock = QuantaClock::new();
+/// let a = clock.now();
+/// assert!(clock.now() >= a);
+/// ```
+#[derive(Clone)]
+pub struct QuantaClock {
+    clock: quanta::Clock,
+    anchor_raw: u64,
+}
+
+impl QuantaClock {
+    /// A clock anchored now.
+    pub fn new() -> Self {
+        let clock = quanta::Clock::new();
+        let anchor_raw = clock.raw();
+        QuantaClock { clock, anchor_raw }
+    }
+}
+
+impl Default for QuantaClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for QuantaClock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("QuantaClock").finish_non_exhaustive()
+    }
+}
+
+impl Clock for QuantaClock {
+    #[inline]
+    fn now(&self) -> Nanos {
+        // `delta_as_nanos` returns 0 when the raw reading is behind the anchor (cross-core skew),
+        // so this never underflows.
+        self.clock.delta_as_nanos(self.anchor_raw, self.clock.raw())
+    }
+}
+
+/// The process-wide quanta upkeep thread, shared by every [`CachedClock`]: quanta allows only one.
+fn upkeep_slot() -> &'static Mutex<Weak<quanta::Handle>> {
+    static SLOT: OnceLock<Mutex<Weak<quanta::Handle>>> = OnceLock::new();
+    SLOT.get_or_init(|| Mutex::new(Weak::new()))
+}
+
+/// A coarse clock: reads quanta's `recent()` time, which an upkeep thread refreshes every
+/// `interval` (about 1 ns a read instead of about 10).
+///
+/// **Resolution is the upkeep interval**: readings advance in steps of about `interval`, so a
+/// limiter using it sees time up to one interval late. That never over-admits (a late `now` only
+/// makes a check stricter), but a denied caller may be told to retry up to one interval early.
+/// Pick an interval well below your emission interval (the default, 1 ms, suits rates up to a
+/// few hundred per second per key; use 50–100 µs for faster quotas).
+///
+/// The upkeep thread is shared by all `CachedClock`s in the process and stops when the last one is
+/// dropped; the first clock's interval wins while it runs.
+///
+/// ```
+/// use std::time::Duration;
+/// use tollgate::{CachedClock, Clock};
+/// let clock = CachedClock::new(Duration::from_micros(100)).unwrap();
+/// let _ = clock.now();
+/// ```
+#[derive(Clone)]
+pub struct CachedClock {
+    clock: quanta::Clock,
+    anchor: quanta::Instant,
+    _upkeep: Arc<quanta::Handle>,
+}
+
+/// Why a [`CachedClock`] could not start.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ClockError {
+    /// The upkeep thread could not be spawned, or quanta refused the interval.
+    Upkeep {
+        /// quanta's message.
+        reason: String,
+    },
+}
+
+impl fmt::Display for ClockError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClockError::Upkeep { reason } => {
+                write!(f, "cannot start the clock upkeep thread: {reason}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ClockError {}
+
+impl CachedClock {
+    /// A cached clock refreshed every `interval` (shared upkeep thread, see the type docs).
+    pub fn new(interval: Duration) -> Result<Self, ClockError> {
+        let interval = interval.max(Duration::from_micros(1));
+        let mut slot = upkeep_slot().lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let handle = match slot.upgrade() {
+            Some(handle) => handle,
+            None => {
+                let handle = quanta::Upkeep::new(interval)
+                    .start()
+                    .map_err(|e| ClockError::Upkeep { reason: e.to_string() })?;
+                let handle = Arc::new(handle);
+                *slot = Arc::downgrade(&handle);
+                handle
+            }
+        };
+        drop(slot);
+        let clock = quanta::Clock::new();
+        let anchor = clock.now();
+        Ok(CachedClock { clock, anchor, _upkeep: handle })
+    }
+}
+
+impl fmt::Debug for CachedClock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CachedClock").finish_non_exhaustive()
+    }
+}
+
+impl Clock for CachedClock {
+    #[inline]
+    fn now(&self) -> Nanos {
+        duration_to_nanos(self.clock.recent().saturating_duration_since(self.anchor))
+    }
+}
+
+/// A clock moved by hand, for tests and simulations. Clones share the same time.
+///
+/// It can be set backwards, to check that limiters never panic or over-admit when time does.
+///
+/// ```
+/// use std::time::Duration;
+/// use tollgate::{Clock, ManualClock};
+/// let clock = ManualClock::new();
+/// let handle = clock.clone();
+/// handle.advance(Duration::from_millis(5));
+/// assert_eq!(clock.now(), 5_000_000);
+/// handle.set(1);
+/// assert_eq!(clock.now(), 1);
+/// ```
+#[derive(Clone, Default)]
+pub struct ManualClock {
+    // A std atomic even under loom: time is a model input, not part of the protocol (sync.rs).
+    nanos: Arc<StdAtomicU64>,
+}
+
+impl ManualClock {
+    /// A clock at 0 ns.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A clock at `start` ns.
+    pub fn starting_at(start: Nanos) -> Self {
+        let clock = Self::new();
+        clock.set(start);
+        clock
+    }
+
+    /// Moves time forward by `by` (saturating at `u64::MAX` ns).
+    pub fn advance(&self, by: Duration) {
+        let by = duration_to_nanos(by);
+        // SeqCst: tests reason about "advance happened before that check" across threads without
+        // other synchronization; a single total order on the clock makes that reasoning valid.
+        let _ =
+            self.nanos.fetch_update(StdOrdering::SeqCst, StdOrdering::SeqCst, |t| Some(t.saturating_add(by)));
+    }
+
+    /// Sets the time, forwards or backwards.
+    pub fn set(&self, nanos: Nanos) {
+        // SeqCst: same total order as `advance`.
+        self.nanos.store(nanos, StdOrdering::SeqCst);
+    }
+}
+
+impl fmt::Debug for ManualClock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ManualClock").field("nanos", &self.now()).finish()
+    }
+}
+
+impl Clock for ManualClock {
+    #[inline]
+    fn now(&self) -> Nanos {
+        // SeqCst: pairs with the SeqCst writes above (one total order of clock values).
+        self.nanos.load(StdOrdering::SeqCst)
+    }
+}

@@ -1,0 +1,170 @@
+//! The keyed store's map, behind a closure-style API so the cell protocol can be model-checked.
+//!
+//! In production this is `papaya::HashMap` (lock-free reads; a pinned reference stays valid
+//! after a concurrent removal). Under `cfg(tollgate_loom)` loom cannot see papaya's std atomics,
+//! so a loom `Mutex<HashMap<K, Arc<V>>>` stands in: callbacks run *after* the lock is released,
+//! on an `Arc` clone, which models papaya's "the reference outlives its removal" and leaves the
+//! cell's atomics fully exposed to loom's interleavings (DESIGN.md §6).
+
+use std::hash::{BuildHasher, Hash};
+
+use papaya::Equivalent;
+
+#[cfg(not(tollgate_loom))]
+pub(crate) struct Map<K, V, S> {
+    inner: papaya::HashMap<K, V, S>,
+}
+
+#[cfg(not(tollgate_loom))]
+impl<K, V, S> Map<K, V, S>
+where
+    K: Hash + Eq + Send + Sync,
+    V: Send + Sync,
+    S: BuildHasher,
+{
+    pub(crate) fn new(capacity: usize, hasher: S) -> Self {
+        Map { inner: papaya::HashMap::with_capacity_and_hasher(capacity, hasher) }
+    }
+
+    /// Calls `f` with the value for `key`, if any.
+    #[inline]
+    pub(crate) fn get<Q, R>(&self, key: &Q, f: impl FnOnce(Option<&V>) -> R) -> R
+    where
+        Q: Hash + Equivalent<K> + ?Sized,
+    {
+        let guard = self.inner.guard();
+        f(self.inner.get(key, &guard))
+    }
+
+    /// Inserts `make()` under `key` unless present, then calls `f(value, inserted)`.
+    pub(crate) fn get_or_insert_with<R>(
+        &self,
+        key: K,
+        make: impl FnOnce() -> V,
+        f: impl FnOnce(&V, bool) -> R,
+    ) -> R {
+        let guard = self.inner.guard();
+        match self.inner.try_insert_with(key, make, &guard) {
+            Ok(value) => f(value, true),
+            Err(value) => f(value, false),
+        }
+    }
+
+    /// Removes `key` if `pred(value)`; `pred` may run more than once and must be pure.
+    pub(crate) fn remove_if<Q>(&self, key: &Q, mut pred: impl FnMut(&V) -> bool) -> bool
+    where
+        Q: Hash + Equivalent<K> + ?Sized,
+    {
+        let guard = self.inner.guard();
+        matches!(self.inner.remove_if(key, |_, v| pred(v), &guard), Ok(Some(_)))
+    }
+
+    /// Keeps the entries whose value passes `keep`; `keep` may run more than once per entry.
+    pub(crate) fn retain(&self, mut keep: impl FnMut(&V) -> bool) {
+        let guard = self.inner.guard();
+        self.inner.retain(|_, v| keep(v), &guard);
+    }
+
+    /// Calls `f` for every entry (a weakly consistent snapshot).
+    pub(crate) fn for_each(&self, mut f: impl FnMut(&K, &V)) {
+        let guard = self.inner.guard();
+        for (k, v) in self.inner.iter(&guard) {
+            f(k, v);
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.inner.len()
+    }
+}
+
+#[cfg(tollgate_loom)]
+pub(crate) struct Map<K, V, S> {
+    inner: crate::sync::Mutex<std::collections::HashMap<K, std::sync::Arc<V>, S>>,
+}
+
+#[cfg(tollgate_loom)]
+impl<K, V, S> Map<K, V, S>
+where
+    K: Hash + Eq + Send + Sync,
+    V: Send + Sync,
+    S: BuildHasher,
+{
+    pub(crate) fn new(capacity: usize, hasher: S) -> Self {
+        let map = std::collections::HashMap::with_capacity_and_hasher(capacity, hasher);
+        Map { inner: crate::sync::Mutex::new(map) }
+    }
+
+    fn find<Q>(map: &std::collections::HashMap<K, std::sync::Arc<V>, S>, key: &Q) -> Option<std::sync::Arc<V>>
+    where
+        Q: Hash + Equivalent<K> + ?Sized,
+    {
+        map.iter().find(|(k, _)| key.equivalent(k)).map(|(_, v)| v.clone())
+    }
+
+    pub(crate) fn get<Q, R>(&self, key: &Q, f: impl FnOnce(Option<&V>) -> R) -> R
+    where
+        Q: Hash + Equivalent<K> + ?Sized,
+    {
+        let found = Self::find(&self.inner.lock().unwrap(), key);
+        f(found.as_deref())
+    }
+
+    pub(crate) fn get_or_insert_with<R>(
+        &self,
+        key: K,
+        make: impl FnOnce() -> V,
+        f: impl FnOnce(&V, bool) -> R,
+    ) -> R {
+        let (value, inserted) = {
+            let mut map = self.inner.lock().unwrap();
+            match Self::find(&map, &key) {
+                Some(v) => (v, false),
+                None => {
+                    let v = std::sync::Arc::new(make());
+                    map.insert(key, v.clone());
+                    (v, true)
+                }
+            }
+        };
+        f(&value, inserted)
+    }
+
+    pub(crate) fn remove_if<Q>(&self, key: &Q, mut pred: impl FnMut(&V) -> bool) -> bool
+    where
+        Q: Hash + Equivalent<K> + ?Sized,
+    {
+        let mut map = self.inner.lock().unwrap();
+        let mut removed = false;
+        map.retain(|k, v| {
+            if !removed && key.equivalent(k) && pred(v) {
+                removed = true;
+                false
+            } else {
+                true
+            }
+        });
+        removed
+    }
+
+    pub(crate) fn retain(&self, mut keep: impl FnMut(&V) -> bool) {
+        // Judge outside the lock (papaya's retain does not block checkers), then remove only the
+        // entries whose value is still the one judged.
+        let snapshot: Vec<std::sync::Arc<V>> = self.inner.lock().unwrap().values().cloned().collect();
+        for v in snapshot {
+            if !keep(&v) {
+                self.inner.lock().unwrap().retain(|_, cur| !std::sync::Arc::ptr_eq(cur, &v));
+            }
+        }
+    }
+
+    pub(crate) fn for_each(&self, mut f: impl FnMut(&K, &V)) {
+        for (k, v) in self.inner.lock().unwrap().iter() {
+            f(k, v);
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.inner.lock().unwrap().len()
+    }
+}

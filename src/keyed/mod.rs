@@ -1,0 +1,591 @@
+//! [`KeyedLimiter`]: one limiter state per key in a papaya map, with lossless eviction of idle
+//! keys and an optional bound on the number of keys (DESIGN.md §5–6).
+
+mod map;
+
+use std::borrow::Borrow;
+use std::fmt;
+use std::hash::{BuildHasher, Hash};
+#[cfg(not(tollgate_loom))]
+use std::sync::Arc;
+#[cfg(not(tollgate_loom))]
+use std::time::Duration;
+
+use crossbeam_utils::CachePadded;
+
+use crate::algorithm::{Algorithm, Gcra};
+use crate::cell::Retired;
+use crate::clock::{Clock, Nanos, QuantaClock};
+use crate::decision::{CheckError, Decision};
+use crate::limiter::{now_of, RateLimiter};
+use crate::quota::{Quota, QuotaError};
+use crate::sync::{AtomicBool, AtomicUsize, Ordering};
+use map::Map;
+
+/// The default hasher: foldhash's fast, per-map randomly seeded hasher (SipHash would cost more
+/// than the whole GCRA step; the random seed keeps hostile keys from forcing collisions).
+pub type DefaultHashBuilder = foldhash::fast::RandomState;
+
+/// What a [`KeyedLimiter`] with [`max_keys`](KeyedLimiter::max_keys) does when a new key arrives
+/// and the table is full. Existing keys are never affected.
+///
+/// ```
+/// use tollgate::{FullTablePolicy, KeyedLimiter, Quota};
+/// let limiter: KeyedLimiter<u64> = KeyedLimiter::new(Quota::per_second(1).unwrap())
+///     .max_keys(2)
+///     .full_table_policy(FullTablePolicy::Reject);
+/// assert!(limiter.check(&1).is_ok());
+/// assert!(limiter.check(&2).is_ok());
+/// assert!(limiter.check(&3).is_err());
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum FullTablePolicy {
+    /// First sweep idle keys inline (at most one sweeping thread at a time; the others do not
+    /// wait and reject), then admit the new key if that made room, else
+    /// reject with [`CheckError::KeyLimit`]. A sweep costs O(keys) (about 10 ns a key), paid by
+    /// the caller that triggers it; under a flood of new keys it runs at most once per
+    /// [`INLINE_SWEEP_COOLDOWN`].
+    #[default]
+    SweepThenReject,
+    /// Reject new keys with [`CheckError::KeyLimit`] without sweeping (rely on
+    /// [`KeyedLimiter::spawn_sweeper`] or manual [`KeyedLimiter::sweep`] calls).
+    Reject,
+}
+
+/// Minimum time between two inline sweeps under [`FullTablePolicy::SweepThenReject`]: 10 ms.
+pub const INLINE_SWEEP_COOLDOWN: Nanos = 10_000_000;
+
+/// A rate limiter with one state per key `K` (user, IP, API key, route, tenant, …).
+///
+/// * Checks of an existing key take no lock, make no syscall and allocate nothing: a pinned
+///   papaya lookup (borrowed key, e.g. `&str` for `String` keys) and one CAS loop.
+/// * A new key allocates its entry once.
+/// * Idle keys (whose state equals a fresh key's) are evicted by [`sweep`](Self::sweep) or a
+///   background [`spawn_sweeper`](Self::spawn_sweeper) without changing any decision.
+/// * [`max_keys`](Self::max_keys) bounds memory under a flood of new keys.
+/// * [`set_quota`](Self::set_quota) overrides the quota of one key.
+///
+/// ```
+/// use tollgate::{KeyedLimiter, Quota};
+///
+/// let limiter: KeyedLimiter<String> = KeyedLimiter::new(Quota::per_second(2).unwrap());
+/// assert!(limiter.check("alice").unwrap().is_allowed());
+/// assert!(limiter.check("alice").unwrap().is_allowed());
+/// assert!(!limiter.check("alice").unwrap().is_allowed());
+/// assert!(limiter.check("bob").unwrap().is_allowed());
+/// assert_eq!(limiter.len(), 2);
+/// ```
+pub struct KeyedLimiter<K, C: Clock = QuantaClock, S = DefaultHashBuilder, A: Algorithm = Gcra> {
+    cells: Map<K, A::Cell, S>,
+    algorithm: A,
+    clock: C,
+    /// Per-key parameter overrides; consulted only while `has_overrides` is set.
+    overrides: Map<K, A, S>,
+    has_overrides: AtomicBool,
+    max_keys: Option<usize>,
+    policy: FullTablePolicy,
+    /// Live (non-retired) keys, tracked only when `max_keys` is set. Padded: every new key and
+    /// every eviction touches it.
+    live: CachePadded<AtomicUsize>,
+    /// Inline-sweep gate: one sweeper at a time, at most once per cooldown.
+    sweeping: AtomicBool,
+    last_inline_sweep: crate::sync::AtomicU64,
+}
+
+impl<K: Hash + Eq + Send + Sync + 'static> KeyedLimiter<K> {
+    /// A GCRA keyed limiter on the default clock and hasher.
+    pub fn new(quota: Quota) -> Self {
+        Self::with_capacity(quota, 0)
+    }
+
+    /// Like [`new`](Self::new), with room for `capacity` keys before the map grows.
+    ///
+    /// ```
+    /// use tollgate::{KeyedLimiter, Quota};
+    /// let limiter: KeyedLimiter<u64> = KeyedLimiter::with_capacity(Quota::per_second(1).unwrap(), 10_000);
+    /// assert!(limiter.is_empty());
+    /// ```
+    pub fn with_capacity(quota: Quota, capacity: usize) -> Self {
+        KeyedLimiter::build(
+            Gcra::from_quota(quota),
+            QuantaClock::new(),
+            capacity,
+            DefaultHashBuilder::default(),
+        )
+    }
+}
+
+impl<K: Hash + Eq + Send + Sync + 'static, C: Clock> KeyedLimiter<K, C> {
+    /// A GCRA keyed limiter on the given clock.
+    ///
+    /// ```
+    /// use tollgate::{KeyedLimiter, ManualClock, Quota};
+    /// let limiter: KeyedLimiter<u32, _> = KeyedLimiter::with_clock(Quota::per_second(1).unwrap(), ManualClock::new());
+    /// assert!(limiter.check(&7).unwrap().is_allowed());
+    /// ```
+    pub fn with_clock(quota: Quota, clock: C) -> Self {
+        KeyedLimiter::build(Gcra::from_quota(quota), clock, 0, DefaultHashBuilder::default())
+    }
+}
+
+impl<K, C, S, A> KeyedLimiter<K, C, S, A>
+where
+    K: Hash + Eq + Send + Sync + 'static,
+    C: Clock,
+    S: BuildHasher + Clone + Send + Sync + 'static,
+    A: Algorithm,
+{
+    /// The general constructor: any algorithm, clock, initial capacity and hasher.
+    ///
+    /// ```
+    /// use tollgate::{Algorithm, Gcra, KeyedLimiter, ManualClock, Quota};
+    /// let gcra = Gcra::new(&Quota::per_second(3).unwrap()).unwrap();
+    /// let limiter: KeyedLimiter<u64, _, _, Gcra> =
+    ///     KeyedLimiter::build(gcra, ManualClock::new(), 16, foldhash::fast::RandomState::default());
+    /// assert_eq!(limiter.check(&1).unwrap().remaining(), 2);
+    /// ```
+    pub fn build(algorithm: A, clock: C, capacity: usize, hasher: S) -> Self {
+        KeyedLimiter {
+            cells: Map::new(capacity, hasher.clone()),
+            algorithm,
+            clock,
+            overrides: Map::new(0, hasher),
+            has_overrides: AtomicBool::new(false),
+            max_keys: None,
+            policy: FullTablePolicy::default(),
+            live: CachePadded::new(AtomicUsize::new(0)),
+            sweeping: AtomicBool::new(false),
+            last_inline_sweep: crate::sync::AtomicU64::new(0),
+        }
+    }
+
+    /// Bounds the number of keys (set before first use). New keys beyond it follow the
+    /// [`FullTablePolicy`]; the bound is exact for live keys (no slack): a reservation counter
+    /// is taken before inserting. `len()` may briefly exceed it by retired entries that a sweep
+    /// is in the middle of removing.
+    pub fn max_keys(mut self, max_keys: usize) -> Self {
+        self.max_keys = Some(max_keys);
+        self
+    }
+
+    /// What to do with a new key when the table is full (default
+    /// [`FullTablePolicy::SweepThenReject`]).
+    pub fn full_table_policy(mut self, policy: FullTablePolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Checks one cell for `key`. `Err` only with [`max_keys`](Self::max_keys) set and a new key
+    /// that does not fit.
+    #[inline]
+    pub fn check<Q>(&self, key: &Q) -> Result<Decision, CheckError>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        self.check_n(key, 1)
+    }
+
+    /// Checks `n` cells for `key`, all or nothing. `n` above the capacity is
+    /// [`CheckError::InsufficientCapacity`] and consumes nothing; `n = 0` reports the key's state
+    /// without consuming or inserting it.
+    ///
+    /// ```
+    /// use tollgate::{CheckError, KeyedLimiter, Quota};
+    /// let limiter: KeyedLimiter<String> = KeyedLimiter::new(Quota::per_second(10).unwrap());
+    /// assert_eq!(limiter.check_n("k", 4).unwrap().remaining(), 6);
+    /// assert!(matches!(limiter.check_n("k", 11), Err(CheckError::InsufficientCapacity { cost: 11, capacity: 10 })));
+    /// ```
+    #[inline]
+    pub fn check_n<Q>(&self, key: &Q, n: u32) -> Result<Decision, CheckError>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        // Relaxed: a configuration flag; a check racing `set_quota` may use either quota, and
+        // the override map itself is synchronized by papaya.
+        if self.has_overrides.load(Ordering::Relaxed) {
+            if let Some(result) = self.overrides.get(key, |a| a.map(|a| self.check_with(a, key, n))) {
+                return result;
+            }
+        }
+        self.check_with(&self.algorithm, key, n)
+    }
+
+    #[inline]
+    fn check_with<Q>(&self, algorithm: &A, key: &Q, n: u32) -> Result<Decision, CheckError>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        let cost = u64::from(n);
+        let capacity = algorithm.capacity();
+        if cost > capacity {
+            return Err(CheckError::InsufficientCapacity { cost, capacity });
+        }
+        if cost == 0 {
+            return Ok(self.peek_with(algorithm, key, 0));
+        }
+        let mut now = now_of(&self.clock);
+        loop {
+            // Hot path: an existing key.
+            match self.cells.get(key, |cell| cell.map(|cell| algorithm.check(cell, now, cost))) {
+                Some(Ok(decision)) => return Ok(decision),
+                Some(Err(Retired)) => {}
+                None => match self.insert_and_check(algorithm, key, now, cost)? {
+                    Ok(decision) => return Ok(decision),
+                    Err(Retired) => {}
+                },
+            }
+            // The sweeper retired this key's cell under us: help remove it, then start over with
+            // a fresh cell judged at a fresh `now` (cell.rs explains why the re-read matters).
+            self.cells.remove_if(key, A::is_retired);
+            now = now_of(&self.clock);
+        }
+    }
+
+    #[cold]
+    fn insert_and_check<Q>(
+        &self,
+        algorithm: &A,
+        key: &Q,
+        now: Nanos,
+        cost: u64,
+    ) -> Result<Result<Decision, Retired>, CheckError>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        let reserved = self.reserve_slot()?;
+        Ok(self.cells.get_or_insert_with(
+            key.to_owned(),
+            || algorithm.new_cell(),
+            |cell, inserted| {
+                if reserved && !inserted {
+                    // Another thread inserted the key first: give our reservation back.
+                    self.release_slot();
+                }
+                algorithm.check(cell, now, cost)
+            },
+        ))
+    }
+
+    /// Reserves room for one new key. `Ok(true)` if a reservation was taken (max_keys set).
+    fn reserve_slot(&self) -> Result<bool, CheckError> {
+        let Some(max_keys) = self.max_keys else {
+            return Ok(false);
+        };
+        for attempt in 0..2 {
+            // Relaxed: the counter only bounds the table size; it publishes nothing, and the
+            // fetch_add's atomicity alone makes the bound exact.
+            if self.live.fetch_add(1, Ordering::Relaxed) < max_keys {
+                return Ok(true);
+            }
+            // Relaxed: undoing our own increment.
+            self.live.fetch_sub(1, Ordering::Relaxed);
+            if attempt == 0 && self.policy == FullTablePolicy::SweepThenReject && self.try_inline_sweep() > 0
+            {
+                continue;
+            }
+            break;
+        }
+        Err(CheckError::KeyLimit { max_keys })
+    }
+
+    fn release_slot(&self) {
+        if self.max_keys.is_some() {
+            // Relaxed: see reserve_slot.
+            self.live.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    fn try_inline_sweep(&self) -> usize {
+        let now = now_of(&self.clock);
+        // Relaxed: a rate limit on sweeping, not a synchronization point.
+        let last = self.last_inline_sweep.load(Ordering::Relaxed);
+        if last != 0 && now.saturating_sub(last) < INLINE_SWEEP_COOLDOWN {
+            return 0;
+        }
+        // Acquire/Relaxed: a try-lock so only one caller sweeps; losers do not wait. Acquire
+        // pairs with the Release below so the winner sees the previous sweep's timestamp.
+        if self.sweeping.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
+            return 0;
+        }
+        let evicted = self.sweep();
+        // Relaxed: see above; ordered before the Release store that opens the gate.
+        self.last_inline_sweep.store(now.max(1), Ordering::Relaxed);
+        // Release: publishes last_inline_sweep to the next winner.
+        self.sweeping.store(false, Ordering::Release);
+        evicted
+    }
+
+    /// What a unit check of `key` would decide now, without consuming or inserting anything.
+    ///
+    /// ```
+    /// use tollgate::{KeyedLimiter, Quota};
+    /// let limiter: KeyedLimiter<String> = KeyedLimiter::new(Quota::per_second(1).unwrap());
+    /// assert!(limiter.peek("x").is_allowed());
+    /// assert!(limiter.is_empty());
+    /// ```
+    pub fn peek<Q>(&self, key: &Q) -> Decision
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        if self.has_overrides.load(Ordering::Relaxed) {
+            // Relaxed: see check_n.
+            if let Some(d) = self.overrides.get(key, |a| a.map(|a| self.peek_with(a, key, 1))) {
+                return d;
+            }
+        }
+        self.peek_with(&self.algorithm, key, 1)
+    }
+
+    fn peek_with<Q>(&self, algorithm: &A, key: &Q, cost: u64) -> Decision
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let now = now_of(&self.clock);
+        let fresh = || algorithm.peek(&algorithm.new_cell(), now, cost);
+        self.cells.get(key, |cell| cell.map(|c| algorithm.peek(c, now, cost))).unwrap_or_else(fresh)
+    }
+
+    /// Forgets `key`'s state (its next check sees a fresh key).
+    ///
+    /// ```
+    /// use tollgate::{KeyedLimiter, Quota};
+    /// let limiter: KeyedLimiter<String> = KeyedLimiter::new(Quota::per_second(1).unwrap());
+    /// let _ = limiter.check("x");
+    /// limiter.reset("x");
+    /// assert!(limiter.check("x").unwrap().is_allowed());
+    /// ```
+    pub fn reset<Q>(&self, key: &Q)
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.cells.get(key, |cell| {
+            if let Some(cell) = cell {
+                self.algorithm.reset(cell);
+            }
+        });
+    }
+
+    /// Overrides the quota for one key; the next check of that key uses it. The key's state
+    /// (e.g. its TAT) carries over.
+    ///
+    /// ```
+    /// use tollgate::{KeyedLimiter, Quota};
+    /// let limiter: KeyedLimiter<String> = KeyedLimiter::new(Quota::per_second(1).unwrap());
+    /// limiter.set_quota("vip", Quota::per_second(100).unwrap()).unwrap();
+    /// assert_eq!(limiter.check("vip").unwrap().limit(), 100);
+    /// assert_eq!(limiter.check("free").unwrap().limit(), 1);
+    /// ```
+    pub fn set_quota<Q>(&self, key: &Q, quota: Quota) -> Result<(), QuotaError>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        let algorithm = A::new(&quota)?;
+        // Relaxed: once set the flag stays set; the override itself is published by the map.
+        self.has_overrides.store(true, Ordering::Relaxed);
+        self.overrides.remove_if(key, |_| true);
+        self.overrides.get_or_insert_with(key.to_owned(), || algorithm, |_, _| ());
+        Ok(())
+    }
+
+    /// Removes `key`'s quota override; it returns to the default quota.
+    pub fn clear_quota<Q>(&self, key: &Q)
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.overrides.remove_if(key, |_| true);
+    }
+
+    /// The quota in force for `key`.
+    pub fn quota_of<Q>(&self, key: &Q) -> Quota
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.overrides.get(key, |a| a.map(Algorithm::quota)).unwrap_or_else(|| self.algorithm.quota())
+    }
+
+    /// The default quota.
+    pub fn quota(&self) -> Quota {
+        self.algorithm.quota()
+    }
+
+    /// Evicts every key whose state is indistinguishable from a fresh key's at the current time,
+    /// and returns how many it evicted. Concurrent checks are never lost: a key is retired by a
+    /// CAS that fails if any check moved it (DESIGN.md §6). O(keys).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tollgate::{KeyedLimiter, ManualClock, Quota};
+    /// let clock = ManualClock::new();
+    /// let limiter: KeyedLimiter<u64, _> = KeyedLimiter::with_clock(Quota::per_second(1).unwrap(), clock.clone());
+    /// let _ = limiter.check(&1);
+    /// assert_eq!(limiter.sweep(), 0); // still busy
+    /// clock.advance(Duration::from_secs(1));
+    /// assert_eq!(limiter.sweep(), 1);
+    /// assert!(limiter.is_empty());
+    /// ```
+    pub fn sweep(&self) -> usize {
+        let now = now_of(&self.clock);
+        let mut evicted = 0;
+        self.cells.retain(|cell| {
+            if A::is_retired(cell) {
+                return false; // retired earlier (e.g. a previous run of this closure)
+            }
+            if self.algorithm.try_retire(cell, now) {
+                evicted += 1;
+                self.release_slot();
+                return false;
+            }
+            true
+        });
+        evicted
+    }
+
+    /// The same as [`sweep`](Self::sweep) (the name governor users know).
+    pub fn retain_recent(&self) -> usize {
+        self.sweep()
+    }
+
+    /// Number of keys in the table (including retired ones a sweep has not removed yet).
+    pub fn len(&self) -> usize {
+        self.cells.len()
+    }
+
+    /// Whether the table is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The clock this limiter reads.
+    pub fn clock(&self) -> &C {
+        &self.clock
+    }
+
+    /// The default algorithm parameters.
+    pub fn algorithm(&self) -> &A {
+        &self.algorithm
+    }
+
+    /// Calls `f(key, decision)` for every key, with what a unit check would decide now (a
+    /// weakly consistent snapshot; for stats and admin pages, not the hot path).
+    pub fn for_each_key(&self, mut f: impl FnMut(&K, Decision)) {
+        let now = now_of(&self.clock);
+        self.cells.for_each(|k, cell| {
+            if !A::is_retired(cell) {
+                f(k, self.algorithm.peek(cell, now, 1));
+            }
+        });
+    }
+}
+
+#[cfg(not(tollgate_loom))]
+impl<K, C, S, A> KeyedLimiter<K, C, S, A>
+where
+    K: Hash + Eq + Send + Sync + 'static,
+    C: Clock,
+    S: BuildHasher + Clone + Send + Sync + 'static,
+    A: Algorithm,
+{
+    /// Starts a background thread that calls [`sweep`](Self::sweep) every `interval`. It holds
+    /// only a weak reference (it stops when the limiter is dropped) and stops when the returned
+    /// handle is dropped.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use tollgate::{KeyedLimiter, Quota};
+    /// let limiter: Arc<KeyedLimiter<u64>> = Arc::new(KeyedLimiter::new(Quota::per_second(5).unwrap()));
+    /// let sweeper = limiter.spawn_sweeper(Duration::from_secs(10));
+    /// drop(sweeper); // stops and joins the thread
+    /// ```
+    pub fn spawn_sweeper(self: &Arc<Self>, interval: Duration) -> SweeperHandle {
+        let weak = Arc::downgrade(self);
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("tollgate-sweeper".into())
+            .spawn(move || {
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(interval) {
+                    match weak.upgrade() {
+                        Some(limiter) => {
+                            limiter.sweep();
+                        }
+                        None => break,
+                    }
+                }
+            })
+            .ok();
+        SweeperHandle { stop: Some(stop), thread }
+    }
+}
+
+/// Stops the background sweeper when dropped (and joins its thread).
+#[cfg(not(tollgate_loom))]
+#[derive(Debug)]
+pub struct SweeperHandle {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+#[cfg(not(tollgate_loom))]
+impl SweeperHandle {
+    /// Whether the sweeper thread started (spawning a thread can fail under resource limits).
+    pub fn is_running(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
+    }
+}
+
+#[cfg(not(tollgate_loom))]
+impl Drop for SweeperHandle {
+    fn drop(&mut self) {
+        drop(self.stop.take()); // disconnects the channel: the thread wakes and exits
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl<K, C: Clock, S, A: Algorithm> fmt::Debug for KeyedLimiter<K, C, S, A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyedLimiter")
+            .field("algorithm", &self.algorithm)
+            .field("max_keys", &self.max_keys)
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K, Q, C, S, A> RateLimiter<Q> for KeyedLimiter<K, C, S, A>
+where
+    K: Hash + Eq + Send + Sync + 'static + Borrow<Q>,
+    Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    C: Clock,
+    S: BuildHasher + Clone + Send + Sync + 'static,
+    A: Algorithm,
+{
+    fn check_key(&self, key: &Q, cost: u32) -> Result<Decision, CheckError> {
+        self.check_n(key, cost)
+    }
+
+    fn peek_key(&self, key: &Q) -> Result<Decision, CheckError> {
+        Ok(self.peek(key))
+    }
+
+    fn reset_key(&self, key: &Q) -> Result<(), CheckError> {
+        self.reset(key);
+        Ok(())
+    }
+
+    fn quota_for(&self, key: &Q) -> Quota {
+        self.quota_of(key)
+    }
+}

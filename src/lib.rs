@@ -1,0 +1,41 @@
+#![doc = include_str!("../README.md")]
+//!
+//! # Guarantees
+//!
+//! * **Never over-admits.** Every check is one compare-and-swap on the key's packed state; two
+//!   checks can never spend the same capacity. Loom models in `loom-tests/` check this on the
+//!   production code.
+//! * **Never panics on input.** Quotas are validated once ([`QuotaError`]); costs above the burst
+//!   are [`InsufficientCapacity`]; a clock that goes backwards is treated as standing still.
+//! * **Eviction changes no decision.** Only keys whose state equals a fresh key's are evicted,
+//!   through a tombstone CAS that loses to any concurrent check.
+//! * **Hot path:** for an existing key, no lock, no syscall, no allocation.
+//!
+//! # Choosing an algorithm
+//!
+//! * [`Gcra`] (default): token bucket / leaky bucket as a meter; smooth, one `u64` per key. Can
+//!   pass up to `2n − 1` in one wall-clock period (a full burst plus the refill).
+//! * Windowed algorithms (fixed window, sliding window counter, sliding log) follow in their own
+//!   module where enabled.
+#![deny(missing_docs, unsafe_code, unsafe_op_in_unsafe_fn)]
+#![warn(unreachable_pub, missing_debug_implementations, rust_2018_idioms)]
+
+pub mod algorithm;
+mod cell;
+pub mod clock;
+pub mod decision;
+mod gcra;
+mod keyed;
+mod limiter;
+pub mod quota;
+mod sync;
+
+pub use algorithm::{Algorithm, Gcra, GcraCell};
+pub use cell::Retired;
+pub use clock::{CachedClock, Clock, ClockError, ManualClock, Nanos, QuantaClock};
+pub use decision::{CheckError, Decision, InsufficientCapacity, Origin};
+#[cfg(not(tollgate_loom))]
+pub use keyed::SweeperHandle;
+pub use keyed::{DefaultHashBuilder, FullTablePolicy, KeyedLimiter, INLINE_SWEEP_COOLDOWN};
+pub use limiter::{AsyncRateLimiter, Limiter, RateLimiter};
+pub use quota::{Quota, QuotaError};
