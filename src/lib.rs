@@ -29,6 +29,11 @@ mod keyed;
 mod limiter;
 pub mod quota;
 mod sync;
+pub mod window;
+#[cfg(feature = "redis")]
+pub mod redis;
+#[cfg(feature = "tower")]
+pub mod http;
 
 pub use algorithm::{Algorithm, Gcra, GcraCell};
 pub use cell::Retired;
@@ -39,3 +44,4 @@ pub use keyed::SweeperHandle;
 pub use keyed::{DefaultHashBuilder, FullTablePolicy, KeyedLimiter, INLINE_SWEEP_COOLDOWN};
 pub use limiter::{AsyncRateLimiter, Limiter, RateLimiter};
 pub use quota::{Quota, QuotaError};
+// Re-exports added by each area go below this line, one `pub use` per area.

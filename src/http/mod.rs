@@ -1,0 +1,1 @@
+//! tower/axum middleware (features `tower`, `axum`). (Being written; see issue 7.)

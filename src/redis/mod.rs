@@ -1,0 +1,1 @@
+//! Distributed limiting in Redis (feature `redis`). (Being written; see issue 6.)
