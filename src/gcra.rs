@@ -82,7 +82,10 @@ pub(crate) mod tests {
 
     /// Shared `(burst, T, tat, now, cost) → (allowed, new_tat, remaining, reset_after,
     /// retry_after)` table; the Redis script tests replay the same rows.
-    pub(crate) const TABLE: &[(u64, u64, u64, u64, u64, bool, u64, u64, u64, u64)] = &[
+    /// `(burst, T, tat, now, cost, allowed, tat_after, remaining, reset_after, retry_after)`.
+    pub(crate) type Row = (u64, u64, u64, u64, u64, bool, u64, u64, u64, u64);
+
+    pub(crate) const TABLE: &[Row] = &[
         // burst, T, tat, now, cost, allowed, new_tat (or tat), remaining, reset, retry
         (3, 100, 0, 1000, 1, true, 1100, 2, 100, 0),
         (3, 100, 1100, 1000, 1, true, 1200, 1, 200, 0),

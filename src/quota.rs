@@ -340,7 +340,7 @@ impl fmt::Display for Quota {
             (1, "ns"),
         ];
         for (unit_ns, name) in units {
-            if self.period % unit_ns == 0 {
+            if self.period.is_multiple_of(unit_ns) {
                 let amount = self.period / unit_ns;
                 if amount == 1 && unit_ns >= NS_PER_SEC {
                     f.write_str(name)?;
@@ -418,10 +418,7 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert_eq!(
-            "99999999999999999999999/s".parse::<Quota>().unwrap_err().to_string().contains("too large"),
-            true
-        );
+        assert!("99999999999999999999999/s".parse::<Quota>().unwrap_err().to_string().contains("too large"));
         assert_eq!("1/1000000000d".parse::<Quota>(), Err(QuotaError::Overflow { what: "period" }));
     }
 
@@ -441,7 +438,7 @@ mod tests {
             Err(QuotaError::Overflow { .. })
         ));
         // The largest accepted quotas keep TAT below the tombstone bit at the horizon.
-        assert!(HORIZON + MAX_TOLERANCE < 1 << 63);
+        const { assert!(HORIZON + MAX_TOLERANCE < 1 << 63) };
     }
 
     #[test]

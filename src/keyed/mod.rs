@@ -233,10 +233,16 @@ where
             match self.cells.get(key, |cell| cell.map(|cell| algorithm.check(cell, now, cost))) {
                 Some(Ok(decision)) => return Ok(decision),
                 Some(Err(Retired)) => {}
-                None => match self.insert_and_check(algorithm, key, now, cost)? {
-                    Ok(decision) => return Ok(decision),
-                    Err(Retired) => {}
-                },
+                // A miss may come after the sweeper evicted this key at a time later than our
+                // `now` (read before the lookup). Judging the fresh cell at that stale `now` would
+                // give it a TAT earlier than the evicted state allowed and over-admit (found by
+                // loom-tests/tests/sweeper.rs). A clock read after the miss is ordered after the
+                // sweeper's read (its removal happens-before our miss), as on the tombstone path.
+                None => {
+                    if let Ok(decision) = self.insert_and_check(algorithm, key, now_of(&self.clock), cost)? {
+                        return Ok(decision);
+                    }
+                }
             }
             // The sweeper retired this key's cell under us: help remove it, then start over with
             // a fresh cell judged at a fresh `now` (cell.rs explains why the re-read matters).
