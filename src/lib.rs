@@ -25,15 +25,15 @@ mod cell;
 pub mod clock;
 pub mod decision;
 mod gcra;
+#[cfg(feature = "tower")]
+pub mod http;
 mod keyed;
 mod limiter;
 pub mod quota;
-mod sync;
-pub mod window;
 #[cfg(feature = "redis")]
 pub mod redis;
-#[cfg(feature = "tower")]
-pub mod http;
+mod sync;
+pub mod window;
 
 pub use algorithm::{Algorithm, Gcra, GcraCell};
 pub use cell::Retired;
