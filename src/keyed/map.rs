@@ -50,6 +50,13 @@ where
         }
     }
 
+    /// Inserts or replaces `key`'s value (configuration maps only: never used on cells, whose
+    /// state changes only through their atomics).
+    pub(crate) fn insert(&self, key: K, value: V) {
+        let guard = self.inner.guard();
+        self.inner.insert(key, value, &guard);
+    }
+
     /// Removes `key` if `pred(value)`; `pred` may run more than once and must be pure.
     pub(crate) fn remove_if<Q>(&self, key: &Q, mut pred: impl FnMut(&V) -> bool) -> bool
     where
@@ -128,6 +135,12 @@ where
             }
         };
         f(&value, inserted)
+    }
+
+    pub(crate) fn insert(&self, key: K, value: V) {
+        let mut map = self.inner.lock().unwrap();
+        map.retain(|k, _| !key.equivalent(k));
+        map.insert(key, std::sync::Arc::new(value));
     }
 
     pub(crate) fn remove_if<Q>(&self, key: &Q, mut pred: impl FnMut(&V) -> bool) -> bool

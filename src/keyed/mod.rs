@@ -397,8 +397,8 @@ where
         let algorithm = A::new(&quota)?;
         // Relaxed: once set the flag stays set; the override itself is published by the map.
         self.has_overrides.store(true, Ordering::Relaxed);
-        self.overrides.remove_if(key, |_| true);
-        self.overrides.get_or_insert_with(key.to_owned(), || algorithm, |_, _| ());
+        // One atomic replace: a concurrent check sees the old or the new quota, never neither.
+        self.overrides.insert(key.to_owned(), algorithm);
         Ok(())
     }
 
