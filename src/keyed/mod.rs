@@ -227,27 +227,31 @@ where
         if cost == 0 {
             return Ok(self.peek_with(algorithm, key, 0));
         }
-        let mut now = now_of(&self.clock);
+        // Every check reads the clock *after* it has the cell in hand, never before the lookup.
+        // A key's cell can be evicted and replaced by a fresh one (TAT = 0) at any moment; the
+        // replacement is inserted after the sweeper read the clock and found the old state idle.
+        // A `now` read before the lookup could predate that, and judging the fresh cell at it
+        // would hand out the evicted state's capacity a second time (over-admission, found by
+        // loom-tests/tests/sweeper.rs). A read after obtaining the cell is ordered after the
+        // sweeper's read: its removal happens-before the insertion we observed (same argument as
+        // the tombstone path in cell.rs). Still one clock read per check on the hot path.
         loop {
             // Hot path: an existing key.
-            match self.cells.get(key, |cell| cell.map(|cell| algorithm.check(cell, now, cost))) {
+            let checked = self.cells.get(key, |cell| {
+                cell.map(|cell| algorithm.check(cell, now_of(&self.clock), cost))
+            });
+            match checked {
                 Some(Ok(decision)) => return Ok(decision),
                 Some(Err(Retired)) => {}
-                // A miss may come after the sweeper evicted this key at a time later than our
-                // `now` (read before the lookup). Judging the fresh cell at that stale `now` would
-                // give it a TAT earlier than the evicted state allowed and over-admit (found by
-                // loom-tests/tests/sweeper.rs). A clock read after the miss is ordered after the
-                // sweeper's read (its removal happens-before our miss), as on the tombstone path.
                 None => {
-                    if let Ok(decision) = self.insert_and_check(algorithm, key, now_of(&self.clock), cost)? {
+                    if let Ok(decision) = self.insert_and_check(algorithm, key, cost)? {
                         return Ok(decision);
                     }
                 }
             }
             // The sweeper retired this key's cell under us: help remove it, then start over with
-            // a fresh cell judged at a fresh `now` (cell.rs explains why the re-read matters).
+            // a fresh cell (judged at a fresh `now`, read once we hold it).
             self.cells.remove_if(key, A::is_retired);
-            now = now_of(&self.clock);
         }
     }
 
@@ -256,7 +260,6 @@ where
         &self,
         algorithm: &A,
         key: &Q,
-        now: Nanos,
         cost: u64,
     ) -> Result<Result<Decision, Retired>, CheckError>
     where
@@ -272,7 +275,8 @@ where
                     // Another thread inserted the key first: give our reservation back.
                     self.release_slot();
                 }
-                algorithm.check(cell, now, cost)
+                // The clock is read once the cell is in hand (see check_with).
+                algorithm.check(cell, now_of(&self.clock), cost)
             },
         ))
     }
