@@ -1,1 +1,735 @@
-//! Distributed limiting in Redis (feature `redis`). (Being written; see issue 6.)
+//! Distributed limiting in Redis (feature `redis`, DESIGN.md §8): the same algorithms and the same
+//! [`Decision`], with the state in Redis so that many processes share one limit.
+//!
+//! * **One round trip per check.** Each algorithm is one Lua script ([`EVALSHA`], reloaded
+//!   transparently after `NOSCRIPT`, e.g. after `SCRIPT FLUSH` or a failover), running the same
+//!   integer math as the in-process version on the server's clock (`TIME`, in microseconds), so
+//!   clients' clocks never matter. See [`RedisLimiter::check`] for the µs rounding.
+//! * **Keys** are `{prefix}:{algo}:{<escaped key>}`: the user key is the Cluster hash tag,
+//!   escaped so binary keys, `{`/`}` and huge keys are namespaced safely (every byte outside
+//!   `[A-Za-z0-9-_.~:@/]` becomes `%XX`; the empty key is `%`). Every Redis key expires when its
+//!   state becomes fresh again, so Redis cleans itself and nothing sweeps.
+//! * **Failures** never panic and never hang: every call is bounded by a timeout, and the
+//!   limiter's [`FailurePolicy`] decides what a failed or late call returns.
+//! * **Deny cache:** after Redis denies a key, this process denies it locally until it could pass
+//!   again (exactly, for GCRA), saving the round trip under attack. Bounded in size.
+//!
+//! ```no_run
+//! use tollgate::redis::{FailurePolicy, RedisAlgorithm, RedisLimiter};
+//! use tollgate::Quota;
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let limiter = RedisLimiter::builder("redis://127.0.0.1:6379", Quota::per_second(100)?)
+//!     .algorithm(RedisAlgorithm::Gcra)
+//!     .prefix("api")
+//!     .failure_policy(FailurePolicy::FailOpen)
+//!     .connect()
+//!     .await?;
+//! let decision = limiter.check(b"user:42", 1).await?;
+//! if !decision.is_allowed() {
+//!     println!("retry after {:?}", decision.retry_after());
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! [`EVALSHA`]: https://redis.io/docs/latest/commands/evalsha/
+
+mod cache;
+mod keys;
+mod script;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use crate::clock::{Clock, Nanos, QuantaClock};
+use crate::decision::{CheckError, Decision, Origin};
+use crate::limiter::{now_of, AsyncRateLimiter, RateLimiter};
+use crate::quota::{Quota, QuotaError};
+use cache::{DenyCache, Entry};
+use script::{Mode, Params};
+pub use script::{MAX_LOG_LIMIT, MAX_SCRIPT_VALUE, MAX_WINDOW_LIMIT};
+
+/// Which algorithm the Redis scripts run.
+///
+/// ```
+/// use tollgate::redis::RedisAlgorithm;
+/// assert_eq!(RedisAlgorithm::default(), RedisAlgorithm::Gcra);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RedisAlgorithm {
+    /// GCRA (token bucket / leaky bucket): one string per key holding the TAT.
+    #[default]
+    Gcra,
+    /// Fixed window aligned to the Unix epoch: one string per key (`window:count`).
+    FixedWindow,
+    /// Sliding window counter (weighted previous + current window): one string per key.
+    SlidingWindow,
+    /// Exact sliding log: one sorted set per key, at most `limit` members.
+    SlidingLog,
+}
+
+/// What a check returns when Redis fails or does not answer within the timeout.
+///
+/// ```
+/// use std::sync::Arc;
+/// use tollgate::redis::FailurePolicy;
+/// use tollgate::{KeyedLimiter, Quota};
+/// // A local limiter with a share of the global quota takes over while Redis is down.
+/// let local: KeyedLimiter<Vec<u8>> = KeyedLimiter::new(Quota::per_second(10).unwrap());
+/// let policy = FailurePolicy::Fallback(Arc::new(local));
+/// assert!(matches!(policy, FailurePolicy::Fallback(_)));
+/// ```
+#[derive(Clone, Default)]
+#[non_exhaustive]
+pub enum FailurePolicy {
+    /// Return the error ([`CheckError::Backend`] or [`CheckError::Timeout`]) to the caller.
+    #[default]
+    ReturnError,
+    /// Allow the request: `Decision::allowed(limit, 0, 0)` with [`Origin::Fallback`].
+    FailOpen,
+    /// Deny the request: `Decision::denied(limit, 0, 0, 1 s)` with [`Origin::Fallback`]
+    /// (`Retry-After: 1`).
+    FailClosed,
+    /// Ask this in-process limiter instead (keyed by the key's bytes); its decision is marked
+    /// [`Origin::Fallback`]. Give it a share of the global quota.
+    Fallback(Arc<dyn RateLimiter<[u8]>>),
+}
+
+impl fmt::Debug for FailurePolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FailurePolicy::ReturnError => "ReturnError",
+            FailurePolicy::FailOpen => "FailOpen",
+            FailurePolicy::FailClosed => "FailClosed",
+            FailurePolicy::Fallback(_) => "Fallback(..)",
+        })
+    }
+}
+
+/// Why a [`RedisLimiter`] could not be built.
+///
+/// ```
+/// use tollgate::redis::{RedisLimiter, SetupError};
+/// use tollgate::Quota;
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let err = RedisLimiter::builder("not a url", Quota::per_second(1).unwrap()).connect().await;
+/// assert!(matches!(err, Err(SetupError::Url { .. })));
+/// # });
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SetupError {
+    /// The URL was not understood (schemes: `redis://`, `rediss://` with TLS, `redis+unix://`).
+    Url {
+        /// redis-rs' message.
+        reason: String,
+    },
+    /// The key prefix contains `{` or `}` (it would break the Cluster hash tag).
+    Prefix {
+        /// The prefix given.
+        prefix: String,
+    },
+    /// The quota cannot run exactly in Redis (see [`RedisLimiter::check`]).
+    Quota(QuotaError),
+    /// The first connection failed.
+    Connect {
+        /// redis-rs' message.
+        reason: String,
+    },
+    /// The first connection did not complete within the timeout.
+    Timeout {
+        /// The timeout.
+        after: Duration,
+    },
+}
+
+impl fmt::Display for SetupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SetupError::Url { reason } => write!(f, "invalid Redis URL: {reason}"),
+            SetupError::Prefix { prefix } => {
+                write!(f, "key prefix {prefix:?} must not contain '{{' or '}}'")
+            }
+            SetupError::Quota(e) => write!(f, "quota not supported in Redis: {e}"),
+            SetupError::Connect { reason } => write!(f, "cannot connect to Redis: {reason}"),
+            SetupError::Timeout { after } => write!(f, "Redis did not answer within {after:?}"),
+        }
+    }
+}
+
+impl std::error::Error for SetupError {}
+
+impl From<QuotaError> for SetupError {
+    fn from(e: QuotaError) -> Self {
+        SetupError::Quota(e)
+    }
+}
+
+/// Builds a [`RedisLimiter`]; from [`RedisLimiter::builder`].
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use tollgate::redis::{RedisAlgorithm, RedisLimiter};
+/// use tollgate::Quota;
+/// # async fn demo() -> Result<(), tollgate::redis::SetupError> {
+/// let limiter = RedisLimiter::builder("redis+unix:///run/redis.sock", Quota::per_minute(60).unwrap())
+///     .algorithm(RedisAlgorithm::SlidingLog)
+///     .timeout(Duration::from_millis(20))
+///     .deny_cache_capacity(100_000)
+///     .connect()
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+#[must_use = "call .connect().await to build the limiter"]
+pub struct RedisLimiterBuilder<C: Clock = QuantaClock> {
+    url: String,
+    quota: Quota,
+    algorithm: RedisAlgorithm,
+    prefix: String,
+    timeout: Duration,
+    reconnect_max_delay: Duration,
+    policy: FailurePolicy,
+    deny_cache_capacity: usize,
+    clock: C,
+}
+
+/// Default [`RedisLimiterBuilder::timeout`]: 50 ms.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(50);
+/// Default [`RedisLimiterBuilder::deny_cache_capacity`]: 65 536 keys.
+pub const DEFAULT_DENY_CACHE_CAPACITY: usize = 1 << 16;
+
+impl<C: Clock> RedisLimiterBuilder<C> {
+    /// The algorithm (default [`RedisAlgorithm::Gcra`]).
+    pub fn algorithm(mut self, algorithm: RedisAlgorithm) -> Self {
+        self.algorithm = algorithm;
+        self
+    }
+
+    /// The key prefix (default `"tollgate"`); must not contain `{` or `}`.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// Bounds every call, connection attempts included (default [`DEFAULT_TIMEOUT`]).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Longest pause between reconnection attempts after Redis went away (default 100 ms), which
+    /// is how long a limiter may take to notice that Redis is back.
+    pub fn reconnect_max_delay(mut self, delay: Duration) -> Self {
+        self.reconnect_max_delay = delay;
+        self
+    }
+
+    /// What failed or late calls return (default [`FailurePolicy::ReturnError`]).
+    pub fn failure_policy(mut self, policy: FailurePolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// How many denied keys the local deny cache holds (default
+    /// [`DEFAULT_DENY_CACHE_CAPACITY`]; 0 turns it off).
+    pub fn deny_cache_capacity(mut self, capacity: usize) -> Self {
+        self.deny_cache_capacity = capacity;
+        self
+    }
+
+    /// The local clock the deny cache runs on (default [`QuantaClock`]; tests use
+    /// [`ManualClock`](crate::ManualClock)). Redis decisions always use the server's clock.
+    pub fn clock<C2: Clock>(self, clock: C2) -> RedisLimiterBuilder<C2> {
+        RedisLimiterBuilder {
+            url: self.url,
+            quota: self.quota,
+            algorithm: self.algorithm,
+            prefix: self.prefix,
+            timeout: self.timeout,
+            reconnect_max_delay: self.reconnect_max_delay,
+            policy: self.policy,
+            deny_cache_capacity: self.deny_cache_capacity,
+            clock,
+        }
+    }
+
+    /// Validates the configuration and connects (bounded by the timeout).
+    pub async fn connect(self) -> Result<RedisLimiter<C>, SetupError> {
+        if !keys::prefix_is_valid(&self.prefix) {
+            return Err(SetupError::Prefix { prefix: self.prefix });
+        }
+        let params = Params::new(self.algorithm, self.quota)?;
+        let client =
+            redis::Client::open(self.url.as_str()).map_err(|e| SetupError::Url { reason: e.to_string() })?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(self.timeout))
+            .set_min_delay(Duration::from_millis(5).min(self.reconnect_max_delay))
+            .set_max_delay(self.reconnect_max_delay);
+        let connect = ConnectionManager::new_with_config(client, config);
+        let conn = match tokio::time::timeout(self.timeout, connect).await {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => return Err(SetupError::Connect { reason: e.to_string() }),
+            Err(_) => return Err(SetupError::Timeout { after: self.timeout }),
+        };
+        let head = format!("{}:{}:", self.prefix, keys::algo_segment(self.algorithm)).into_bytes();
+        Ok(RedisLimiter {
+            conn,
+            params,
+            overrides: papaya::HashMap::builder().hasher(foldhash::fast::RandomState::default()).build(),
+            head,
+            timeout: self.timeout,
+            policy: self.policy,
+            cache: DenyCache::new(self.deny_cache_capacity),
+            clock: self.clock,
+        })
+    }
+}
+
+/// A rate limiter whose state lives in Redis; see the [module docs](self).
+///
+/// `Send + Sync`, cheap to share behind an `Arc`; all checks multiplex one reconnecting
+/// connection. Keys are byte strings (`&[u8]`; `&str` through [`AsyncRateLimiter<str>`]).
+///
+/// ```no_run
+/// use tollgate::redis::RedisLimiter;
+/// use tollgate::{AsyncRateLimiter, Quota};
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// let limiter = RedisLimiter::builder("redis://127.0.0.1/", Quota::per_second(5)?).connect().await?;
+/// let d = limiter.check_key_async("alice", 1).await?;
+/// println!("{} left", d.remaining());
+/// # Ok(()) }
+/// ```
+pub struct RedisLimiter<C: Clock = QuantaClock> {
+    conn: ConnectionManager,
+    params: Params,
+    overrides: papaya::HashMap<Box<[u8]>, Params, foldhash::fast::RandomState>,
+    head: Vec<u8>,
+    timeout: Duration,
+    policy: FailurePolicy,
+    cache: DenyCache,
+    clock: C,
+}
+
+impl<C: Clock> fmt::Debug for RedisLimiter<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisLimiter")
+            .field("params", &self.params)
+            .field("timeout", &self.timeout)
+            .field("policy", &self.policy)
+            .field("deny_cache", &self.cache)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisLimiter {
+    /// Starts building a limiter for `url` enforcing `quota`.
+    ///
+    /// ```
+    /// use tollgate::redis::RedisLimiter;
+    /// let builder = RedisLimiter::builder("redis://127.0.0.1/", tollgate::Quota::per_second(1).unwrap());
+    /// # drop(builder);
+    /// ```
+    pub fn builder(url: impl Into<String>, quota: Quota) -> RedisLimiterBuilder {
+        RedisLimiterBuilder {
+            url: url.into(),
+            quota,
+            algorithm: RedisAlgorithm::Gcra,
+            prefix: "tollgate".to_owned(),
+            timeout: DEFAULT_TIMEOUT,
+            reconnect_max_delay: Duration::from_millis(100),
+            policy: FailurePolicy::ReturnError,
+            deny_cache_capacity: DEFAULT_DENY_CACHE_CAPACITY,
+            clock: QuantaClock::new(),
+        }
+    }
+}
+
+/// What one key's check needs, prepared before the round trip.
+struct Prepared {
+    params: Params,
+    redis_key: Vec<u8>,
+    sent_at: Nanos,
+}
+
+impl<C: Clock> RedisLimiter<C> {
+    /// Checks `cost` cells for `key`, consuming them if allowed: one `EVALSHA` round trip, or
+    /// none when the deny cache answers.
+    ///
+    /// Errors: [`CheckError::InsufficientCapacity`] when `cost` exceeds the burst (or window
+    /// limit); [`CheckError::Backend`] / [`CheckError::Timeout`] only under
+    /// [`FailurePolicy::ReturnError`]. `cost = 0` reports the state without consuming.
+    ///
+    /// **Resolution.** Redis runs the algorithm in microseconds: the emission interval (GCRA) or
+    /// window is rounded *up* to a whole µs, and the reported durations are whole µs. Quotas whose
+    /// arithmetic would leave the exact range of Lua's doubles are rejected when building (GCRA:
+    /// burst × T above 2⁵¹ µs ≈ 71 years; windows: see the limits in this module).
+    pub async fn check(&self, key: &[u8], cost: u32) -> Result<Decision, CheckError> {
+        self.check_inner(key, cost, None).await
+    }
+
+    /// [`check`](Self::check) at an explicit time (`now` ns since the Unix epoch, truncated to
+    /// µs) instead of the server's `TIME`. **For tests only** (differential tests against the
+    /// in-process algorithms); production code must use the server's clock. Bypasses the deny
+    /// cache.
+    ///
+    /// ```no_run
+    /// # async fn demo(limiter: tollgate::redis::RedisLimiter) {
+    /// let d = limiter.check_at(b"k", 1, 1_700_000_000_000_000_000).await;
+    /// # }
+    /// ```
+    pub async fn check_at(&self, key: &[u8], cost: u32, now: Nanos) -> Result<Decision, CheckError> {
+        self.check_inner(key, cost, Some(now / 1000)).await
+    }
+
+    async fn check_inner(&self, key: &[u8], cost: u32, now_us: Option<u64>) -> Result<Decision, CheckError> {
+        let cost = u64::from(cost);
+        let params = self.params_for(key);
+        if cost > params.capacity {
+            return Err(CheckError::InsufficientCapacity { cost, capacity: params.capacity });
+        }
+        let sent_at = now_of(&self.clock);
+        if now_us.is_none() && cost > 0 {
+            if let Some(denied) = self.cache.lookup(key, sent_at, cost) {
+                return Ok(denied);
+            }
+        }
+        let mode = if cost == 0 { Mode::Peek } else { Mode::Check };
+        let prepared = Prepared { params, redis_key: keys::redis_key(&self.head, key), sent_at };
+        let cmd = params.command(&prepared.redis_key, mode, cost, now_us);
+        let result = self.bounded(self.eval(&cmd, params)).await;
+        self.finish(key, cost, &prepared, result, now_us.is_none())
+    }
+
+    /// Turns a reply (or failure) into the caller's result, feeding the deny cache.
+    fn finish(
+        &self,
+        key: &[u8],
+        cost: u64,
+        prepared: &Prepared,
+        result: Result<redis::Value, CheckError>,
+        use_cache: bool,
+    ) -> Result<Decision, CheckError> {
+        let decision = result.and_then(|reply| {
+            prepared.params.decode(&reply).map_err(|reason| CheckError::Backend { reason })
+        });
+        match decision {
+            Ok(decision) => {
+                if use_cache && cost > 0 && !decision.is_allowed() {
+                    self.remember_denial(key, cost, prepared, &decision);
+                }
+                Ok(decision.with_origin(Origin::Remote))
+            }
+            Err(error) => self.on_failure(key, cost, prepared.params, error),
+        }
+    }
+
+    fn remember_denial(&self, key: &[u8], cost: u64, prepared: &Prepared, decision: &Decision) {
+        let sent_at = prepared.sent_at;
+        let params = &prepared.params;
+        let entry = match params.algorithm {
+            RedisAlgorithm::Gcra => Entry::Gcra {
+                // On a GCRA denial reset_after is exactly TAT − now (at Redis' decision time).
+                tat: sent_at.saturating_add(decision.reset_after_nanos()),
+                emission_interval: params.a_nanos(),
+                tolerance: params.b_nanos(),
+                limit: params.capacity,
+            },
+            _ => Entry::Until {
+                until: sent_at.saturating_add(decision.retry_after_nanos().unwrap_or(0)),
+                cost,
+                limit: params.capacity,
+                remaining: decision.remaining(),
+                reset_at: sent_at.saturating_add(decision.reset_after_nanos()),
+            },
+        };
+        self.cache.insert(key, entry, sent_at);
+    }
+
+    fn on_failure(
+        &self,
+        key: &[u8],
+        cost: u64,
+        params: Params,
+        error: CheckError,
+    ) -> Result<Decision, CheckError> {
+        let limit = params.capacity;
+        match &self.policy {
+            FailurePolicy::ReturnError => Err(error),
+            FailurePolicy::FailOpen => Ok(Decision::allowed(limit, 0, 0).with_origin(Origin::Fallback)),
+            FailurePolicy::FailClosed => {
+                Ok(Decision::denied(limit, 0, 0, 1_000_000_000).with_origin(Origin::Fallback))
+            }
+            FailurePolicy::Fallback(local) => {
+                let cost = u32::try_from(cost).unwrap_or(u32::MAX);
+                let decision = if cost == 0 { local.peek_key(key) } else { local.check_key(key, cost) };
+                decision.map(|d| d.with_origin(Origin::Fallback))
+            }
+        }
+    }
+
+    /// Runs `fut` under the limiter's timeout.
+    async fn bounded<T>(
+        &self,
+        fut: impl std::future::Future<Output = Result<T, CheckError>>,
+    ) -> Result<T, CheckError> {
+        match tokio::time::timeout(self.timeout, fut).await {
+            Ok(result) => result,
+            Err(_) => Err(CheckError::Timeout { after: self.timeout }),
+        }
+    }
+
+    /// `EVALSHA`, loading the script and retrying once on `NOSCRIPT`.
+    async fn eval(&self, cmd: &redis::Cmd, params: Params) -> Result<redis::Value, CheckError> {
+        let mut conn = self.conn.clone();
+        match cmd.query_async::<redis::Value>(&mut conn).await {
+            Err(e) if is_noscript(&e) => {
+                script::script(params.algorithm).load_async(&mut conn).await.map_err(backend)?;
+                cmd.query_async(&mut conn).await.map_err(backend)
+            }
+            other => other.map_err(backend),
+        }
+    }
+
+    /// What a unit check of `key` would decide now, consuming nothing (always asks Redis).
+    pub async fn peek(&self, key: &[u8]) -> Result<Decision, CheckError> {
+        let params = self.params_for(key);
+        let prepared =
+            Prepared { params, redis_key: keys::redis_key(&self.head, key), sent_at: now_of(&self.clock) };
+        let cmd = params.command(&prepared.redis_key, Mode::Peek, 1, None);
+        let result = self.bounded(self.eval(&cmd, params)).await;
+        match result.and_then(|reply| params.decode(&reply).map_err(|reason| CheckError::Backend { reason }))
+        {
+            Ok(decision) => Ok(decision.with_origin(Origin::Remote)),
+            Err(error) => self.on_failure(key, 0, params, error),
+        }
+    }
+
+    /// Forgets `key`'s state in Redis (its next check sees a fresh key) and in this process' deny
+    /// cache. Other processes' deny caches keep their entries until those expire.
+    pub async fn reset(&self, key: &[u8]) -> Result<(), CheckError> {
+        self.cache.remove(key);
+        let mut cmd = redis::cmd("DEL");
+        cmd.arg(keys::redis_key(&self.head, key));
+        let mut conn = self.conn.clone();
+        let result = self.bounded(async { cmd.query_async::<i64>(&mut conn).await.map_err(backend) }).await;
+        if let (Err(_), FailurePolicy::Fallback(local)) = (&result, &self.policy) {
+            local.reset_key(key)?;
+        }
+        result.map(drop)
+    }
+
+    /// Checks several keys at once (each with `cost`), in one pipelined round trip; results are
+    /// in the order of `keys`. Keys the deny cache answers are not sent. A failure of the whole
+    /// pipeline is handled per key by the [`FailurePolicy`].
+    pub async fn check_many<K: AsRef<[u8]>>(
+        &self,
+        keys: &[K],
+        cost: u32,
+    ) -> Vec<Result<Decision, CheckError>> {
+        let cost = u64::from(cost);
+        let mut results: Vec<Option<Result<Decision, CheckError>>> = Vec::with_capacity(keys.len());
+        let mut pending = Vec::new();
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        for key in keys {
+            let key = key.as_ref();
+            let params = self.params_for(key);
+            if cost > params.capacity {
+                results.push(Some(Err(CheckError::InsufficientCapacity { cost, capacity: params.capacity })));
+                continue;
+            }
+            let sent_at = now_of(&self.clock);
+            if cost > 0 {
+                if let Some(denied) = self.cache.lookup(key, sent_at, cost) {
+                    results.push(Some(Ok(denied)));
+                    continue;
+                }
+            }
+            let mode = if cost == 0 { Mode::Peek } else { Mode::Check };
+            let prepared = Prepared { params, redis_key: keys::redis_key(&self.head, key), sent_at };
+            pipe.add_command(params.command(&prepared.redis_key, mode, cost, None));
+            pending.push((results.len(), prepared));
+            results.push(None);
+        }
+        if !pending.is_empty() {
+            let replies = self.bounded(self.run_pipeline(&pipe, pending.len())).await;
+            let mut replies = match replies {
+                Ok(replies) => replies.into_iter().map(Ok).collect::<Vec<_>>(),
+                Err(error) => vec![Err(error); pending.len()],
+            };
+            for ((index, prepared), reply) in pending.iter().zip(replies.drain(..)) {
+                let key = keys[*index].as_ref();
+                results[*index] = Some(self.finish(key, cost, prepared, reply.and_then(|r| r), true));
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or(Err(CheckError::Backend { reason: "no reply".to_owned() })))
+            .collect()
+    }
+
+    /// Runs a pipeline of `EVALSHA`s; entries that hit `NOSCRIPT` are re-sent once after loading
+    /// the scripts (they did not run, so re-sending cannot double-count).
+    async fn run_pipeline(
+        &self,
+        pipe: &redis::Pipeline,
+        len: usize,
+    ) -> Result<Vec<Result<redis::Value, CheckError>>, CheckError> {
+        let mut conn = self.conn.clone();
+        let replies: Vec<redis::RedisResult<redis::Value>> =
+            pipe.query_async(&mut conn).await.map_err(backend)?;
+        if replies.len() != len {
+            return Err(CheckError::Backend {
+                reason: format!("{} replies for {len} commands", replies.len()),
+            });
+        }
+        let missing: Vec<usize> = replies
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| matches!(r, Err(e) if is_noscript(e)))
+            .map(|(i, _)| i)
+            .collect();
+        let mut replies: Vec<Result<redis::Value, CheckError>> =
+            replies.into_iter().map(|r| r.map_err(backend)).collect();
+        if !missing.is_empty() {
+            for algorithm in [
+                RedisAlgorithm::Gcra,
+                RedisAlgorithm::FixedWindow,
+                RedisAlgorithm::SlidingWindow,
+                RedisAlgorithm::SlidingLog,
+            ] {
+                script::script(algorithm).load_async(&mut conn).await.map_err(backend)?;
+            }
+            let mut retry = redis::pipe();
+            retry.ignore_errors();
+            let commands: Vec<&redis::Cmd> = pipe.cmd_iter().collect();
+            for &i in &missing {
+                if let Some(cmd) = commands.get(i) {
+                    retry.add_command((*cmd).clone());
+                }
+            }
+            let again: Vec<redis::RedisResult<redis::Value>> =
+                retry.query_async(&mut conn).await.map_err(backend)?;
+            for (&i, reply) in missing.iter().zip(again) {
+                replies[i] = reply.map_err(backend);
+            }
+        }
+        Ok(replies)
+    }
+
+    /// Overrides the quota of one key (like [`KeyedLimiter::set_quota`](crate::KeyedLimiter::set_quota)):
+    /// the key's state in Redis carries over. The override lives in this process only; give every
+    /// process sharing the limit the same overrides.
+    pub fn set_quota(&self, key: &[u8], quota: Quota) -> Result<(), QuotaError> {
+        let params = Params::new(self.params.algorithm, quota)?;
+        self.overrides.pin().insert(key.into(), params);
+        Ok(())
+    }
+
+    /// Removes `key`'s quota override.
+    pub fn clear_quota(&self, key: &[u8]) {
+        self.overrides.pin().remove(key);
+    }
+
+    /// The quota in force for `key`.
+    pub fn quota_of(&self, key: &[u8]) -> Quota {
+        self.params_for(key).quota
+    }
+
+    /// The default quota.
+    pub fn quota(&self) -> Quota {
+        self.params.quota
+    }
+
+    /// The algorithm the scripts run.
+    pub fn algorithm(&self) -> RedisAlgorithm {
+        self.params.algorithm
+    }
+
+    /// Keys currently held by the local deny cache.
+    pub fn deny_cache_len(&self) -> usize {
+        self.cache.len()
+    }
+
+    /// The Redis key holding `key`'s state (for inspection and tests).
+    pub fn redis_key(&self, key: &[u8]) -> Vec<u8> {
+        keys::redis_key(&self.head, key)
+    }
+
+    #[inline]
+    fn params_for(&self, key: &[u8]) -> Params {
+        if self.overrides.is_empty() {
+            return self.params;
+        }
+        self.overrides.pin().get(key).copied().unwrap_or(self.params)
+    }
+}
+
+fn is_noscript(e: &redis::RedisError) -> bool {
+    e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
+}
+
+fn backend(e: redis::RedisError) -> CheckError {
+    CheckError::Backend { reason: e.to_string() }
+}
+
+impl<C: Clock> AsyncRateLimiter<[u8]> for RedisLimiter<C> {
+    fn check_key_async<'a>(
+        &'a self,
+        key: &'a [u8],
+        cost: u32,
+    ) -> impl std::future::Future<Output = Result<Decision, CheckError>> + Send + 'a {
+        self.check(key, cost)
+    }
+
+    fn peek_key_async<'a>(
+        &'a self,
+        key: &'a [u8],
+    ) -> impl std::future::Future<Output = Result<Decision, CheckError>> + Send + 'a {
+        self.peek(key)
+    }
+
+    fn reset_key_async<'a>(
+        &'a self,
+        key: &'a [u8],
+    ) -> impl std::future::Future<Output = Result<(), CheckError>> + Send + 'a {
+        self.reset(key)
+    }
+
+    fn quota_for_key(&self, key: &[u8]) -> Quota {
+        self.quota_of(key)
+    }
+}
+
+impl<C: Clock> AsyncRateLimiter<str> for RedisLimiter<C> {
+    fn check_key_async<'a>(
+        &'a self,
+        key: &'a str,
+        cost: u32,
+    ) -> impl std::future::Future<Output = Result<Decision, CheckError>> + Send + 'a {
+        self.check(key.as_bytes(), cost)
+    }
+
+    fn peek_key_async<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> impl std::future::Future<Output = Result<Decision, CheckError>> + Send + 'a {
+        self.peek(key.as_bytes())
+    }
+
+    fn reset_key_async<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> impl std::future::Future<Output = Result<(), CheckError>> + Send + 'a {
+        self.reset(key.as_bytes())
+    }
+
+    fn quota_for_key(&self, key: &str) -> Quota {
+        self.quota_of(key.as_bytes())
+    }
+}

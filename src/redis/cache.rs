@@ -1,0 +1,202 @@
+//! The local deny cache (DESIGN.md §8): after Redis denies a key, the key is denied locally until
+//! it could possibly be allowed again, so an attacker's repeated requests cost no round trip.
+//!
+//! Times here are readings of the limiter's local [`Clock`](crate::Clock). An entry is anchored
+//! at the moment the request was *sent*, which is no later than the moment Redis decided, so the
+//! local estimate of the key's state is never later than the real one: the cache never denies a
+//! request that Redis would have allowed because of the round trip (it may, for one RTT, let a
+//! request through to Redis that Redis then denies).
+//!
+//! The map is bounded: when it holds `capacity` entries, an insertion first drops expired entries
+//! (one caller at a time) and, if that freed nothing, the new denial is simply not cached.
+//! Concurrent inserters may overshoot the bound by at most their number.
+
+use std::fmt;
+
+use crate::clock::Nanos;
+use crate::decision::{Decision, Origin};
+use crate::sync::{AtomicBool, Ordering};
+
+/// What is known about a denied key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Entry {
+    /// GCRA: a lower bound of the key's theoretical arrival time on the local clock. Exact: the
+    /// cache answers a check of any cost with the decision GCRA itself would give at that TAT.
+    Gcra {
+        /// TAT estimate (local ns).
+        tat: Nanos,
+        /// Emission interval (ns).
+        emission_interval: Nanos,
+        /// burst × T (ns).
+        tolerance: Nanos,
+        /// The burst.
+        limit: u64,
+    },
+    /// Windows: checks of `cost` or more are denied until `until` (local ns).
+    Until {
+        /// When a check of `cost` may pass again.
+        until: Nanos,
+        /// The smallest cost known to be denied until then.
+        cost: u64,
+        /// The window's limit.
+        limit: u64,
+        /// `remaining` reported by the denial.
+        remaining: u64,
+        /// When the key's state is fresh again (local ns).
+        reset_at: Nanos,
+    },
+}
+
+impl Entry {
+    /// The cached denial for a check of `cost` at `now`, or `None` if the cache cannot answer.
+    fn decide(&self, now: Nanos, cost: u64) -> Option<Decision> {
+        match *self {
+            Entry::Gcra { tat, emission_interval, tolerance, limit } => {
+                let start = tat.max(now);
+                let ahead = start.saturating_add(cost.saturating_mul(emission_interval)) - now;
+                if ahead <= tolerance {
+                    return None;
+                }
+                let behind = start - now;
+                let remaining = tolerance.saturating_sub(behind) / emission_interval.max(1);
+                Some(Decision::denied(limit, remaining, behind, ahead - tolerance))
+            }
+            Entry::Until { until, cost: denied_cost, limit, remaining, reset_at } => {
+                if now >= until || cost < denied_cost {
+                    return None;
+                }
+                Some(Decision::denied(limit, remaining, reset_at.saturating_sub(now), until - now))
+            }
+        }
+    }
+
+    /// Whether the entry can no longer deny a unit check (safe to drop).
+    fn is_expired(&self, now: Nanos) -> bool {
+        match *self {
+            Entry::Gcra { tat, emission_interval, tolerance, .. } => {
+                tat.saturating_add(emission_interval).saturating_sub(tolerance) <= now
+            }
+            Entry::Until { until, .. } => until <= now,
+        }
+    }
+}
+
+/// Bounded map from user key to its cached denial.
+pub(crate) struct DenyCache {
+    map: papaya::HashMap<Box<[u8]>, Entry, foldhash::fast::RandomState>,
+    capacity: usize,
+    /// One pruning caller at a time; the others skip caching instead of waiting.
+    pruning: AtomicBool,
+}
+
+impl fmt::Debug for DenyCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DenyCache").field("len", &self.map.len()).field("capacity", &self.capacity).finish()
+    }
+}
+
+impl DenyCache {
+    /// A cache of at most `capacity` keys (0 disables it).
+    pub(crate) fn new(capacity: usize) -> DenyCache {
+        DenyCache {
+            map: papaya::HashMap::builder()
+                .capacity(capacity.min(1 << 16))
+                .hasher(foldhash::fast::RandomState::default())
+                .build(),
+            capacity,
+            pruning: AtomicBool::new(false),
+        }
+    }
+
+    /// The cached denial for `key`, if any still applies to a check of `cost` at `now`.
+    pub(crate) fn lookup(&self, key: &[u8], now: Nanos, cost: u64) -> Option<Decision> {
+        if self.capacity == 0 {
+            return None;
+        }
+        let map = self.map.pin();
+        let entry = *map.get(key)?;
+        match entry.decide(now, cost) {
+            Some(decision) => Some(decision.with_origin(Origin::DenyCache)),
+            None => {
+                if entry.is_expired(now) {
+                    // Only drop the entry we looked at: a newer denial stays.
+                    let _ = map.remove_if(key, |_, current| *current == entry);
+                }
+                None
+            }
+        }
+    }
+
+    /// Remembers a denial.
+    pub(crate) fn insert(&self, key: &[u8], entry: Entry, now: Nanos) {
+        if self.capacity == 0 {
+            return;
+        }
+        let map = self.map.pin();
+        if map.len() >= self.capacity && !map.contains_key(key) {
+            // Acquire: pairs with the Release below, so a pruner sees the previous prune's
+            // removals before deciding; losers skip caching rather than wait.
+            if self.pruning.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
+                return;
+            }
+            map.retain(|_, e| !e.is_expired(now));
+            // Release: ends the prune (see above).
+            self.pruning.store(false, Ordering::Release);
+            if map.len() >= self.capacity {
+                return;
+            }
+        }
+        map.insert(key.into(), entry);
+    }
+
+    /// Forgets `key` (after a reset through this limiter).
+    pub(crate) fn remove(&self, key: &[u8]) {
+        if self.capacity != 0 {
+            self.map.pin().remove(key);
+        }
+    }
+
+    /// Entries currently held.
+    pub(crate) fn len(&self) -> usize {
+        self.map.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gcra_entry_matches_gcra_step() {
+        // burst 3, T 100: TAT 1300 at now 1000 is full.
+        let e = Entry::Gcra { tat: 1300, emission_interval: 100, tolerance: 300, limit: 3 };
+        let d = e.decide(1000, 1).unwrap();
+        assert_eq!((d.remaining(), d.reset_after_nanos(), d.retry_after_nanos()), (0, 300, Some(100)));
+        let d = e.decide(1050, 2).unwrap();
+        assert_eq!(d.retry_after_nanos(), Some(150));
+        assert_eq!(e.decide(1100, 1), None);
+        assert!(e.is_expired(1100));
+        assert!(!e.is_expired(1099));
+    }
+
+    #[test]
+    fn bounded_and_pruned() {
+        let cache = DenyCache::new(2);
+        let until = |until| Entry::Until { until, cost: 1, limit: 5, remaining: 0, reset_at: until };
+        cache.insert(b"a", until(10), 0);
+        cache.insert(b"b", until(20), 0);
+        cache.insert(b"c", until(30), 0);
+        assert_eq!(cache.len(), 2);
+        assert!(cache.lookup(b"c", 0, 1).is_none());
+        // At 15 "a" has expired: inserting "c" prunes it.
+        cache.insert(b"c", until(30), 15);
+        assert_eq!(cache.len(), 2);
+        let d = cache.lookup(b"c", 15, 1).unwrap();
+        assert_eq!((d.origin(), d.retry_after_nanos()), (Origin::DenyCache, Some(15)));
+        assert!(cache.lookup(b"c", 15, 0).is_none(), "smaller costs go to Redis");
+        assert!(cache.lookup(b"b", 20, 1).is_none());
+        assert_eq!(cache.len(), 1, "expired entry dropped on lookup");
+        cache.remove(b"c");
+        assert_eq!(cache.len(), 0);
+    }
+}

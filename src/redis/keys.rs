@@ -1,0 +1,101 @@
+//! Redis key names: `{prefix}:{algo}:{<escaped user key>}`.
+//!
+//! The user key becomes the *hash tag* (the part between the first `{` and the next `}`), so
+//! every Redis key belonging to one user key lands in one Cluster slot and multi-key scripts work.
+//! Hostile keys (binary, braces, megabytes) are made safe by an injective escape:
+//!
+//! * bytes in `[A-Za-z0-9]` and `-_.~:@/` are kept as they are (readable keys stay readable);
+//! * every other byte, including `{`, `}` and `%`, becomes `%XX` (upper-case hex);
+//! * the empty key becomes a lone `%` (which no escaped non-empty key can be), so the tag is never
+//!   empty (Redis hashes the whole name when a tag is `{}`).
+//!
+//! The escaped key therefore never contains `{` or `}`, and the prefix is validated to contain
+//! neither, so the tag is always exactly the escaped user key. Escaping costs at most 3× the key's
+//! length; keys are not truncated (a 1 MB key makes a ≤ 3 MB Redis key name).
+
+/// Algorithm part of the key name, so two algorithms never read each other's state.
+pub(crate) fn algo_segment(algorithm: super::RedisAlgorithm) -> &'static str {
+    match algorithm {
+        super::RedisAlgorithm::Gcra => "gcra",
+        super::RedisAlgorithm::FixedWindow => "fw",
+        super::RedisAlgorithm::SlidingWindow => "sw",
+        super::RedisAlgorithm::SlidingLog => "log",
+    }
+}
+
+/// Whether `prefix` can be used: free of braces (so the key's hash tag is the user key).
+pub(crate) fn prefix_is_valid(prefix: &str) -> bool {
+    !prefix.contains(['{', '}'])
+}
+
+fn keep(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~' | b':' | b'@' | b'/')
+}
+
+/// Appends the escaped form of `key` (see the module docs) to `out`.
+pub(crate) fn escape_into(key: &[u8], out: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    if key.is_empty() {
+        out.push(b'%');
+        return;
+    }
+    out.reserve(key.len());
+    for &byte in key {
+        if keep(byte) {
+            out.push(byte);
+        } else {
+            out.extend_from_slice(&[b'%', HEX[usize::from(byte >> 4)], HEX[usize::from(byte & 0xF)]]);
+        }
+    }
+}
+
+/// The full Redis key: `head` (`"{prefix}:{algo}:"`) then `{escaped key}`.
+pub(crate) fn redis_key(head: &[u8], key: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(head.len() + key.len() + 2);
+    out.extend_from_slice(head);
+    out.push(b'{');
+    escape_into(key, &mut out);
+    out.push(b'}');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn esc(key: &[u8]) -> String {
+        let mut out = Vec::new();
+        escape_into(key, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn escapes_are_injective_and_brace_free() {
+        assert_eq!(esc(b"alice"), "alice");
+        assert_eq!(esc(b""), "%");
+        assert_eq!(esc(b"%"), "%25");
+        assert_eq!(esc(b"{a}"), "%7Ba%7D");
+        assert_eq!(esc(&[0, 255, b' ']), "%00%FF%20");
+        assert_eq!(esc("é".as_bytes()), "%C3%A9");
+        // Injective over every 1- and 2-byte key.
+        let mut seen = std::collections::HashSet::new();
+        assert!(seen.insert(esc(b"")));
+        for a in 0..=255u8 {
+            assert!(seen.insert(esc(&[a])));
+            for b in 0..=255u8 {
+                let e = esc(&[a, b]);
+                assert!(!e.contains(['{', '}']));
+                assert!(seen.insert(e));
+            }
+        }
+        assert_eq!(seen.len(), 1 + 256 + 256 * 256);
+    }
+
+    #[test]
+    fn key_layout() {
+        assert_eq!(redis_key(b"rl:gcra:", b"a}b{"), b"rl:gcra:{a%7Db%7B}".to_vec());
+        assert!(prefix_is_valid("tollgate"));
+        assert!(!prefix_is_valid("a{b"));
+        assert!(!prefix_is_valid("}"));
+    }
+}

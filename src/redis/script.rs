@@ -1,0 +1,200 @@
+//! The Lua scripts and the parameters passed to them.
+//!
+//! Redis keeps time in microseconds (`TIME`) and Lua numbers are doubles, so the scripts run the
+//! same integer math as the in-process algorithms in **microsecond** units, with every quantity
+//! below 2⁵³ (exact in a double). [`Params::new`] converts a [`Quota`]: the emission interval
+//! (GCRA) or window length is rounded **up** to a whole microsecond — never admitting more than
+//! promised — and quotas whose arithmetic would leave the exact range are rejected with
+//! [`QuotaError::TooLarge`]. For quotas whose times are whole microseconds (every rate string
+//! with a unit of `us` or coarser), decisions are identical to the in-process ones; the
+//! differential tests check that.
+
+use std::sync::LazyLock;
+
+use redis::Script;
+
+use super::RedisAlgorithm;
+use crate::clock::Nanos;
+use crate::decision::Decision;
+use crate::quota::{Quota, QuotaError};
+
+const PRELUDE: &str = include_str!("prelude.lua");
+
+/// One script per algorithm, each the shared prelude followed by the algorithm's body.
+static SCRIPTS: LazyLock<[Script; 4]> = LazyLock::new(|| {
+    let with_prelude = |body: &str| Script::new(&format!("{PRELUDE}\n{body}"));
+    [
+        with_prelude(include_str!("gcra.lua")),
+        with_prelude(include_str!("fixed_window.lua")),
+        with_prelude(include_str!("sliding_window.lua")),
+        with_prelude(include_str!("sliding_log.lua")),
+    ]
+});
+
+/// The script for `algorithm`.
+pub(crate) fn script(algorithm: RedisAlgorithm) -> &'static Script {
+    let index = match algorithm {
+        RedisAlgorithm::Gcra => 0,
+        RedisAlgorithm::FixedWindow => 1,
+        RedisAlgorithm::SlidingWindow => 2,
+        RedisAlgorithm::SlidingLog => 3,
+    };
+    &SCRIPTS[index]
+}
+
+/// Largest value any script quantity may reach: 2⁵¹ µs (≈ 71 years). With `now` below 2⁵²
+/// (until about 2112), `now + 2·2⁵¹` stays below 2⁵³, the exact range of a double.
+pub const MAX_SCRIPT_VALUE: u64 = 1 << 51;
+
+/// Largest limit of a sliding-window counter in Redis: its weighted estimate multiplies a count by
+/// a duration, and the scripts split that product into two exact halves assuming counts below
+/// 2²⁴ (the same bound as the in-process packed counter).
+pub const MAX_WINDOW_LIMIT: u64 = (1 << 24) - 1;
+
+/// Largest limit of a sliding log in Redis (a sorted set of up to `limit` members per key, about
+/// 60–100 bytes each).
+pub const MAX_LOG_LIMIT: u64 = 1 << 16;
+
+/// Script parameters for one quota under one algorithm.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Params {
+    pub(crate) algorithm: RedisAlgorithm,
+    pub(crate) quota: Quota,
+    /// GCRA: emission interval T (µs). Windows: window length W (µs).
+    pub(crate) a: u64,
+    /// GCRA: tolerance burst·T (µs). Windows: the limit per window.
+    pub(crate) b: u64,
+    /// The most one check can admit (and `Decision::limit`).
+    pub(crate) capacity: u64,
+}
+
+fn too_large(what: &'static str, value: u64, max: u64) -> QuotaError {
+    QuotaError::TooLarge { what, value, max }
+}
+
+impl Params {
+    /// Validates `quota` for `algorithm` in Redis (see the module docs).
+    pub(crate) fn new(algorithm: RedisAlgorithm, quota: Quota) -> Result<Params, QuotaError> {
+        match algorithm {
+            RedisAlgorithm::Gcra => {
+                let t = quota.emission_interval_nanos().div_ceil(1000);
+                let burst = quota.burst();
+                let tolerance = burst.checked_mul(t).filter(|&v| v <= MAX_SCRIPT_VALUE).ok_or_else(|| {
+                    too_large("burst × emission interval in µs (Redis)", burst, MAX_SCRIPT_VALUE / t)
+                })?;
+                Ok(Params { algorithm, quota, a: t, b: tolerance, capacity: burst })
+            }
+            RedisAlgorithm::FixedWindow | RedisAlgorithm::SlidingWindow | RedisAlgorithm::SlidingLog => {
+                let window = quota.period_nanos().div_ceil(1000);
+                if window > MAX_SCRIPT_VALUE {
+                    return Err(too_large("window in µs (Redis)", window, MAX_SCRIPT_VALUE));
+                }
+                let limit = quota.count();
+                let max = match algorithm {
+                    RedisAlgorithm::SlidingLog => MAX_LOG_LIMIT,
+                    _ => MAX_WINDOW_LIMIT,
+                };
+                if limit > max {
+                    return Err(too_large("limit per window (Redis)", limit, max));
+                }
+                Ok(Params { algorithm, quota, a: window, b: limit, capacity: limit })
+            }
+        }
+    }
+
+    /// The emission interval (GCRA) in ns, as the script applies it.
+    pub(crate) fn a_nanos(&self) -> Nanos {
+        self.a.saturating_mul(1000)
+    }
+
+    /// The GCRA tolerance in ns, as the script applies it.
+    pub(crate) fn b_nanos(&self) -> Nanos {
+        self.b.saturating_mul(1000)
+    }
+
+    /// Builds the `EVALSHA` command for `redis_key`.
+    pub(crate) fn command(&self, redis_key: &[u8], mode: Mode, cost: u64, now_us: Option<u64>) -> redis::Cmd {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(script(self.algorithm).get_hash()).arg(1).arg(redis_key);
+        cmd.arg(match mode {
+            Mode::Check => "c",
+            Mode::Peek => "p",
+        });
+        cmd.arg(cost);
+        match now_us {
+            Some(now) => cmd.arg(now),
+            None => cmd.arg(""),
+        };
+        cmd.arg(self.a).arg(self.b);
+        cmd
+    }
+
+    /// Decodes a script's reply `{allowed, remaining, reset_after µs, retry_after µs}`.
+    pub(crate) fn decode(&self, reply: &redis::Value) -> Result<Decision, String> {
+        let redis::Value::Array(items) = reply else {
+            return Err(format!("unexpected script reply {reply:?}"));
+        };
+        let mut fields = [0u64; 4];
+        if items.len() != fields.len() {
+            return Err(format!("script reply has {} fields, expected 4", items.len()));
+        }
+        for (field, item) in fields.iter_mut().zip(items) {
+            *field = match item {
+                redis::Value::Int(v) => u64::try_from(*v).map_err(|_| format!("negative field {v}"))?,
+                other => return Err(format!("unexpected field {other:?}")),
+            };
+        }
+        let [allowed, remaining, reset_us, retry_us] = fields;
+        let reset = reset_us.saturating_mul(1000);
+        Ok(if allowed == 1 {
+            Decision::allowed(self.capacity, remaining, reset)
+        } else {
+            Decision::denied(self.capacity, remaining, reset, retry_us.saturating_mul(1000))
+        })
+    }
+}
+
+/// Whether the script consumes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Mode {
+    Check,
+    Peek,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn params_round_up_and_bound() {
+        let p = Params::new(RedisAlgorithm::Gcra, Quota::per_second(3).unwrap()).unwrap();
+        assert_eq!((p.a, p.b, p.capacity), (333_334, 1_000_002, 3));
+        let q: Quota = "1/ns".parse().unwrap();
+        let p = Params::new(RedisAlgorithm::Gcra, q).unwrap();
+        assert_eq!((p.a, p.b), (1, 1));
+        let q = "1000000000/ns".parse::<Quota>().unwrap().with_burst(1 << 52).unwrap();
+        assert!(matches!(Params::new(RedisAlgorithm::Gcra, q), Err(QuotaError::TooLarge { .. })));
+        let p = Params::new(RedisAlgorithm::FixedWindow, "10/1500ms".parse().unwrap()).unwrap();
+        assert_eq!((p.a, p.b, p.capacity), (1_500_000, 10, 10));
+        let q = Quota::per_second(MAX_LOG_LIMIT + 1).unwrap();
+        assert!(Params::new(RedisAlgorithm::SlidingLog, q).is_err());
+        assert!(Params::new(RedisAlgorithm::SlidingWindow, q).is_ok());
+    }
+
+    #[test]
+    fn decode_rejects_malformed_replies() {
+        let p = Params::new(RedisAlgorithm::Gcra, Quota::per_second(3).unwrap()).unwrap();
+        let ok = redis::Value::Array(vec![
+            redis::Value::Int(0),
+            redis::Value::Int(2),
+            redis::Value::Int(5),
+            redis::Value::Int(7),
+        ]);
+        let d = p.decode(&ok).unwrap();
+        assert_eq!((d.is_allowed(), d.remaining(), d.reset_after_nanos()), (false, 2, 5000));
+        assert_eq!(d.retry_after_nanos(), Some(7000));
+        assert!(p.decode(&redis::Value::Nil).is_err());
+        assert!(p.decode(&redis::Value::Array(vec![redis::Value::Int(-1); 4])).is_err());
+        assert!(p.decode(&redis::Value::Array(vec![redis::Value::Int(1); 3])).is_err());
+    }
+}

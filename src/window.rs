@@ -1,2 +1,0 @@
-//! Windowed algorithms (fixed window, sliding window counter, sliding log) and composite limits.
-//! (Being written; see issue 4.)
