@@ -48,7 +48,7 @@ use crate::decision::{CheckError, Decision, Origin};
 use crate::limiter::{now_of, AsyncRateLimiter, RateLimiter};
 use crate::quota::{Quota, QuotaError};
 use cache::{DenyCache, Entry};
-use script::{Mode, Params};
+use script::{Mode, Params, ScriptRef};
 pub use script::{MAX_LOG_LIMIT, MAX_SCRIPT_VALUE, MAX_WINDOW_LIMIT};
 
 /// Which algorithm the Redis scripts run.
@@ -400,8 +400,7 @@ impl<C: Clock> RedisLimiter<C> {
         }
         let mode = if cost == 0 { Mode::Peek } else { Mode::Check };
         let prepared = Prepared { params, redis_key: keys::redis_key(&self.head, key), sent_at };
-        let cmd = params.command(&prepared.redis_key, mode, cost, now_us);
-        let result = self.bounded(self.eval(&cmd, params)).await;
+        let result = self.bounded(self.eval(&prepared, mode, cost, now_us)).await;
         self.finish(key, cost, &prepared, result, now_us.is_none())
     }
 
@@ -483,12 +482,21 @@ impl<C: Clock> RedisLimiter<C> {
         }
     }
 
-    /// `EVALSHA`, loading the script and retrying once on `NOSCRIPT`.
-    async fn eval(&self, cmd: &redis::Cmd, params: Params) -> Result<redis::Value, CheckError> {
+    /// `EVALSHA`; after `NOSCRIPT`, the same call as `EVAL` with the source (which also caches
+    /// the script again). A `NOSCRIPT` reply means the script did not run, so re-sending cannot
+    /// count twice.
+    async fn eval(
+        &self,
+        prepared: &Prepared,
+        mode: Mode,
+        cost: u64,
+        now_us: Option<u64>,
+    ) -> Result<redis::Value, CheckError> {
         let mut conn = self.conn.clone();
+        let cmd = prepared.params.command(&prepared.redis_key, mode, cost, now_us, ScriptRef::Sha);
         match cmd.query_async::<redis::Value>(&mut conn).await {
             Err(e) if is_noscript(&e) => {
-                script::script(params.algorithm).load_async(&mut conn).await.map_err(backend)?;
+                let cmd = prepared.params.command(&prepared.redis_key, mode, cost, now_us, ScriptRef::Source);
                 cmd.query_async(&mut conn).await.map_err(backend)
             }
             other => other.map_err(backend),
@@ -500,8 +508,7 @@ impl<C: Clock> RedisLimiter<C> {
         let params = self.params_for(key);
         let prepared =
             Prepared { params, redis_key: keys::redis_key(&self.head, key), sent_at: now_of(&self.clock) };
-        let cmd = params.command(&prepared.redis_key, Mode::Peek, 1, None);
-        let result = self.bounded(self.eval(&cmd, params)).await;
+        let result = self.bounded(self.eval(&prepared, Mode::Peek, 1, None)).await;
         match result.and_then(|reply| params.decode(&reply).map_err(|reason| CheckError::Backend { reason }))
         {
             Ok(decision) => Ok(decision.with_origin(Origin::Remote)),
@@ -552,12 +559,12 @@ impl<C: Clock> RedisLimiter<C> {
             }
             let mode = if cost == 0 { Mode::Peek } else { Mode::Check };
             let prepared = Prepared { params, redis_key: keys::redis_key(&self.head, key), sent_at };
-            pipe.add_command(params.command(&prepared.redis_key, mode, cost, None));
+            pipe.add_command(params.command(&prepared.redis_key, mode, cost, None, ScriptRef::Sha));
             pending.push((results.len(), prepared));
             results.push(None);
         }
         if !pending.is_empty() {
-            let replies = self.bounded(self.run_pipeline(&pipe, pending.len())).await;
+            let replies = self.bounded(self.run_pipeline(&pipe, &pending, cost)).await;
             let mut replies = match replies {
                 Ok(replies) => replies.into_iter().map(Ok).collect::<Vec<_>>(),
                 Err(error) => vec![Err(error); pending.len()],
@@ -573,19 +580,20 @@ impl<C: Clock> RedisLimiter<C> {
             .collect()
     }
 
-    /// Runs a pipeline of `EVALSHA`s; entries that hit `NOSCRIPT` are re-sent once after loading
-    /// the scripts (they did not run, so re-sending cannot double-count).
+    /// Runs a pipeline of `EVALSHA`s; entries that hit `NOSCRIPT` (they did not run) are re-sent
+    /// once as `EVAL` with the source, in a second pipeline.
     async fn run_pipeline(
         &self,
         pipe: &redis::Pipeline,
-        len: usize,
+        pending: &[(usize, Prepared)],
+        cost: u64,
     ) -> Result<Vec<Result<redis::Value, CheckError>>, CheckError> {
         let mut conn = self.conn.clone();
         let replies: Vec<redis::RedisResult<redis::Value>> =
             pipe.query_async(&mut conn).await.map_err(backend)?;
-        if replies.len() != len {
+        if replies.len() != pending.len() {
             return Err(CheckError::Backend {
-                reason: format!("{} replies for {len} commands", replies.len()),
+                reason: format!("{} replies for {} commands", replies.len(), pending.len()),
             });
         }
         let missing: Vec<usize> = replies
@@ -597,21 +605,18 @@ impl<C: Clock> RedisLimiter<C> {
         let mut replies: Vec<Result<redis::Value, CheckError>> =
             replies.into_iter().map(|r| r.map_err(backend)).collect();
         if !missing.is_empty() {
-            for algorithm in [
-                RedisAlgorithm::Gcra,
-                RedisAlgorithm::FixedWindow,
-                RedisAlgorithm::SlidingWindow,
-                RedisAlgorithm::SlidingLog,
-            ] {
-                script::script(algorithm).load_async(&mut conn).await.map_err(backend)?;
-            }
+            let mode = if cost == 0 { Mode::Peek } else { Mode::Check };
             let mut retry = redis::pipe();
             retry.ignore_errors();
-            let commands: Vec<&redis::Cmd> = pipe.cmd_iter().collect();
             for &i in &missing {
-                if let Some(cmd) = commands.get(i) {
-                    retry.add_command((*cmd).clone());
-                }
+                let prepared = &pending[i].1;
+                retry.add_command(prepared.params.command(
+                    &prepared.redis_key,
+                    mode,
+                    cost,
+                    None,
+                    ScriptRef::Source,
+                ));
             }
             let again: Vec<redis::RedisResult<redis::Value>> =
                 retry.query_async(&mut conn).await.map_err(backend)?;

@@ -20,9 +20,18 @@ use crate::quota::{Quota, QuotaError};
 
 const PRELUDE: &str = include_str!("prelude.lua");
 
-/// One script per algorithm, each the shared prelude followed by the algorithm's body.
-static SCRIPTS: LazyLock<[Script; 4]> = LazyLock::new(|| {
-    let with_prelude = |body: &str| Script::new(&format!("{PRELUDE}\n{body}"));
+/// One script per algorithm: its full source (the shared prelude, then the algorithm's body) and
+/// its SHA-1 for `EVALSHA`.
+struct Lua {
+    source: String,
+    script: Script,
+}
+
+static SCRIPTS: LazyLock<[Lua; 4]> = LazyLock::new(|| {
+    let with_prelude = |body: &str| {
+        let source = format!("{PRELUDE}\n{body}");
+        Lua { script: Script::new(&source), source }
+    };
     [
         with_prelude(include_str!("gcra.lua")),
         with_prelude(include_str!("fixed_window.lua")),
@@ -31,8 +40,7 @@ static SCRIPTS: LazyLock<[Script; 4]> = LazyLock::new(|| {
     ]
 });
 
-/// The script for `algorithm`.
-pub(crate) fn script(algorithm: RedisAlgorithm) -> &'static Script {
+fn lua(algorithm: RedisAlgorithm) -> &'static Lua {
     let index = match algorithm {
         RedisAlgorithm::Gcra => 0,
         RedisAlgorithm::FixedWindow => 1,
@@ -40,6 +48,16 @@ pub(crate) fn script(algorithm: RedisAlgorithm) -> &'static Script {
         RedisAlgorithm::SlidingLog => 3,
     };
     &SCRIPTS[index]
+}
+
+/// How a command names its script.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ScriptRef {
+    /// `EVALSHA <sha1>`: the normal, compact form.
+    Sha,
+    /// `EVAL <source>`: after `NOSCRIPT`. It runs even if the script cache is flushed again in
+    /// between (a `SCRIPT LOAD` + `EVALSHA` retry could lose that race), and caches the script.
+    Source,
 }
 
 /// Largest value any script quantity may reach: 2⁵¹ µs (≈ 71 years). With `now` below 2⁵²
@@ -112,10 +130,21 @@ impl Params {
         self.b.saturating_mul(1000)
     }
 
-    /// Builds the `EVALSHA` command for `redis_key`.
-    pub(crate) fn command(&self, redis_key: &[u8], mode: Mode, cost: u64, now_us: Option<u64>) -> redis::Cmd {
-        let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(script(self.algorithm).get_hash()).arg(1).arg(redis_key);
+    /// Builds the script command for `redis_key`.
+    pub(crate) fn command(
+        &self,
+        redis_key: &[u8],
+        mode: Mode,
+        cost: u64,
+        now_us: Option<u64>,
+        send: ScriptRef,
+    ) -> redis::Cmd {
+        let lua = lua(self.algorithm);
+        let mut cmd = match send {
+            ScriptRef::Sha => redis::cmd("EVALSHA").arg(lua.script.get_hash()).to_owned(),
+            ScriptRef::Source => redis::cmd("EVAL").arg(lua.source.as_str()).to_owned(),
+        };
+        cmd.arg(1).arg(redis_key);
         cmd.arg(match mode {
             Mode::Check => "c",
             Mode::Peek => "p",
