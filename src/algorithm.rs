@@ -55,6 +55,58 @@ pub trait Algorithm: Clone + fmt::Debug + Send + Sync + 'static {
 
     /// Whether the cell has been retired (a pure read; safe in `remove_if` closures).
     fn is_retired(cell: &Self::Cell) -> bool;
+
+    /// Like [`check`](Self::check), and also returns a [`Receipt`] of what was stored, so a
+    /// [`Composite`](crate::window::Composite) limit can [`refund`](Self::refund) it when a later
+    /// sub-limit denies. The default returns an empty receipt (refunds are then not supported).
+    ///
+    /// ```
+    /// use tollgate::{Algorithm, Gcra, Quota};
+    /// let gcra = Gcra::new(&Quota::per_second(2).unwrap()).unwrap();
+    /// let cell = gcra.new_cell();
+    /// let (d, receipt) = gcra.check_with_receipt(&cell, 0, 1).unwrap();
+    /// assert!(d.is_allowed());
+    /// assert!(gcra.refund(&cell, 0, 1, receipt));
+    /// assert_eq!(gcra.peek(&cell, 0, 0).remaining(), 2);
+    /// ```
+    fn check_with_receipt(&self, cell: &Self::Cell, now: Nanos, cost: u64) -> Result<(Decision, Receipt), Retired> {
+        self.check(cell, now, cost).map(|d| (d, Receipt::NONE))
+    }
+
+    /// Gives back `cost` cells that an *allowed* [`check_with_receipt`](Self::check_with_receipt)
+    /// took (same `cost`, its receipt), through the cell's CAS loop. Returns whether anything was
+    /// given back. A refund never gives back more than was taken: where an exact undo is
+    /// impossible it gives back nothing (conservative). The default supports no refunds.
+    fn refund(&self, cell: &Self::Cell, now: Nanos, cost: u64, receipt: Receipt) -> bool {
+        let _ = (cell, now, cost, receipt);
+        false
+    }
+}
+
+/// What an allowed check stored, so that it can be refunded exactly (see
+/// [`Algorithm::refund`]). Opaque; only meaningful to the algorithm and cell that issued it.
+///
+/// ```
+/// assert_eq!(tollgate::Receipt::NONE, tollgate::Receipt::default());
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Receipt {
+    /// The state word the check stored (GCRA: the TAT; windows: the packed word; log: the
+    /// first claimed position).
+    pub(crate) stored: u64,
+    /// Algorithm-specific extra (log: the slot value written); 0 when unused.
+    pub(crate) extra: u64,
+    /// Whether a check stored anything (false for denials and the default implementation).
+    pub(crate) valid: bool,
+}
+
+impl Receipt {
+    /// No receipt: nothing to refund.
+    pub const NONE: Receipt = Receipt { stored: 0, extra: 0, valid: false };
+
+    pub(crate) const fn new(stored: u64, extra: u64) -> Receipt {
+        Receipt { stored, extra, valid: true }
+    }
 }
 
 /// GCRA, the default algorithm: exactly a token bucket of `burst` tokens refilled one per
@@ -159,5 +211,36 @@ impl Algorithm for Gcra {
     #[inline]
     fn is_retired(cell: &GcraCell) -> bool {
         cell::is_retired(&cell.tat)
+    }
+
+    #[inline]
+    fn check_with_receipt(&self, cell: &GcraCell, now: Nanos, cost: u64) -> Result<(Decision, Receipt), Retired> {
+        cell::update(&cell.tat, |tat| {
+            let o = gcra::step(tat, now, cost, &self.params);
+            match o.new_tat {
+                Some(new_tat) => Step::Store(new_tat, (o.decision, Receipt::new(new_tat, 0))),
+                None => Step::Keep((o.decision, Receipt::NONE)),
+            }
+        })
+    }
+
+    /// GCRA refund: `TAT −= cost·T` only if the TAT is still exactly what the check stored. A
+    /// TAT that moved since was built on top of this check's cells by a max-plus recurrence
+    /// that cannot be inverted safely (a check in between may have restarted from `now`), so
+    /// then nothing is refunded: never over-admits, may under-admit by `cost` cells.
+    fn refund(&self, cell: &GcraCell, _now: Nanos, cost: u64, receipt: Receipt) -> bool {
+        if !receipt.valid {
+            return false;
+        }
+        let taken = cost.saturating_mul(self.params.emission_interval);
+        let stored = receipt.stored;
+        cell::update(&cell.tat, |tat| {
+            if tat == stored && tat >= taken {
+                Step::Store(tat - taken, true)
+            } else {
+                Step::Keep(false)
+            }
+        })
+        .unwrap_or(false)
     }
 }

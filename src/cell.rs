@@ -111,3 +111,35 @@ pub(crate) fn is_retired(word: &AtomicU64) -> bool {
     // Acquire: a checker that sees the tombstone is about to re-read the clock (module docs).
     word.load(Ordering::Acquire) == TOMBSTONE
 }
+
+// ---------------------------------------------------------------------------------------------
+// Multi-word cells (the sliding log, DESIGN.md §4): a head word updated only through `update`
+// and `retire` above, plus a ring of slot words that hold timestamps. Every slot value is
+// self-describing (a lap tag and a stamp), and every way a reader can see a stale slot value
+// only makes its judgment stricter (an older lap reads as "claim still being written", an
+// older stamp as "still in the window"): so slot accesses need no ordering beyond the slot's
+// own coherence, and are `Relaxed`. The head CAS alone decides who owns which slots.
+
+/// Reads a ring slot.
+#[inline]
+pub(crate) fn load_slot(slot: &AtomicU64) -> u64 {
+    // Relaxed: a stale value only makes the reader stricter (see above); the decision that
+    // spends capacity is validated by the head CAS, not by this read.
+    slot.load(Ordering::Relaxed)
+}
+
+/// Writes a slot this thread owns (it won the head CAS for that position).
+#[inline]
+pub(crate) fn store_slot(slot: &AtomicU64, value: u64) {
+    // Relaxed: the value is self-describing and publishes no other memory; until readers see
+    // it they treat the position as still being written, which is stricter (see above).
+    slot.store(value, Ordering::Relaxed);
+}
+
+/// Replaces a slot's value only if it is still `current` (one attempt, no loop: used to expire
+/// a stamp on refund/reset, which must not overwrite a newer claim). Returns whether it did.
+#[inline]
+pub(crate) fn replace_slot(slot: &AtomicU64, current: u64, new: u64) -> bool {
+    // Relaxed: as for `store_slot`; the CAS only guards against overwriting a newer claim.
+    slot.compare_exchange(current, new, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+}

@@ -24,6 +24,21 @@ pub fn duration_to_nanos(d: Duration) -> Nanos {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
+/// The Unix time (ns since 1970-01-01 UTC) at which `clock` read 0, from one `SystemTime` read
+/// now; `None` if the system clock is before 1970 or the value does not fit. Used once, at
+/// construction, to align fixed windows to wall-clock boundaries (e.g. the top of the minute);
+/// never on the hot path. Later wall-clock steps (NTP) do not move an existing alignment.
+///
+/// ```
+/// use tollgate::clock::{unix_nanos_at_anchor, ManualClock};
+/// let anchor = unix_nanos_at_anchor(&ManualClock::new()).unwrap();
+/// assert!(anchor > 1_600_000_000_000_000_000); // after September 2020
+/// ```
+pub fn unix_nanos_at_anchor<C: Clock + ?Sized>(clock: &C) -> Option<Nanos> {
+    let wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()?;
+    u64::try_from(wall.as_nanos()).ok()?.checked_sub(clock.now())
+}
+
 /// A source of monotonic-ish time for a limiter.
 ///
 /// Implementations must be cheap (this is on the hot path) and may go backwards by small amounts;

@@ -45,3 +45,7 @@ pub use keyed::{DefaultHashBuilder, FullTablePolicy, KeyedLimiter, INLINE_SWEEP_
 pub use limiter::{AsyncRateLimiter, Limiter, RateLimiter};
 pub use quota::{Quota, QuotaError};
 // Re-exports added by each area go below this line, one `pub use` per area.
+pub use window::{
+    Composite, CompositeCell, FixedWindow, FixedWindowCell, Receipt, SlidingLog, SlidingLogCell, SlidingWindow,
+    SlidingWindowCell,
+};

@@ -1,0 +1,186 @@
+//! Composite ("hybrid") limits: several limits on one key, admitted all or nothing.
+
+use crate::algorithm::Algorithm;
+use crate::cell::Retired;
+use crate::clock::Nanos;
+use crate::decision::Decision;
+use crate::quota::{Quota, QuotaError};
+
+/// Two limits on one key, admitted **all or nothing**: e.g. `10/s` and `1000/h`, or a GCRA
+/// burst limit and a daily [`FixedWindow`](super::FixedWindow). Nest to the right for more:
+/// `Composite<A, Composite<B, C>>`.
+///
+/// A check takes `cost` from `a`, then from `b`. If `b` denies (or its cell was retired), the
+/// cells already taken from `a` are **refunded** through `a`'s own CAS loop
+/// ([`Algorithm::refund`]), so nothing is double-counted:
+///
+/// * window counters refund exactly (counts are additive: `count −= cost` if still in the same
+///   window), whatever ran in between;
+/// * the sliding log expires exactly the slots it wrote;
+/// * GCRA refunds exactly if its TAT is untouched since, else not at all (conservative).
+///
+/// A concurrent check may see `a`'s cells as taken for the few nanoseconds before the refund
+/// (and be denied): that transient is the price of not locking. The returned [`Decision`] is the
+/// most restrictive ([`Decision::most_restrictive`]): allowed only if both allow, lowest
+/// `remaining`, longest `reset_after` and `retry_after`.
+///
+/// `a` should be a leaf algorithm (its refund must be supported); `b` may itself be a composite.
+///
+/// **Eviction:** composite keys are never retired by a sweep (`try_retire` is `false`). Retiring
+/// two words without a lock would need a store-load order between them (a `SeqCst` handshake)
+/// that the single-word protocol of DESIGN.md §6 does not give; bound composite tables with
+/// [`KeyedLimiter::max_keys`](crate::KeyedLimiter::max_keys) instead.
+///
+/// ```
+/// use std::time::Duration;
+/// use tollgate::{Algorithm, Composite, FixedWindow, Gcra, Limiter, ManualClock, Quota};
+///
+/// let per_second = Gcra::new(&Quota::per_second(10).unwrap()).unwrap();
+/// let per_hour = FixedWindow::new(&Quota::per_hour(12).unwrap()).unwrap();
+/// let clock = ManualClock::new();
+/// let limiter = Limiter::with_algorithm(Composite::of(per_hour, per_second), clock.clone());
+/// assert_eq!(limiter.check_n(10).unwrap().remaining(), 0); // the 10/s burst is spent
+/// assert!(!limiter.check().is_allowed());                  // 10/s denies: 1/h refunded
+/// clock.advance(Duration::from_secs(1));
+/// assert_eq!(limiter.check_n(2).unwrap().remaining(), 0);  // 12/h: now spent
+/// clock.advance(Duration::from_secs(1));
+/// let d = limiter.check();
+/// assert!(!d.is_allowed());
+/// assert!(d.retry_after().unwrap() > Duration::from_secs(3500));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Composite<A, B> {
+    a: A,
+    b: B,
+}
+
+/// A composite cell: one cell per sub-limit.
+#[derive(Debug)]
+pub struct CompositeCell<A: Algorithm, B: Algorithm> {
+    a: A::Cell,
+    b: B::Cell,
+}
+
+impl<A: Algorithm, B: Algorithm> Composite<A, B> {
+    /// Both limits on each key: `a` is taken first and refunded if `b` denies.
+    pub fn of(a: A, b: B) -> Composite<A, B> {
+        Composite { a, b }
+    }
+
+    /// Builds both from their quotas.
+    ///
+    /// ```
+    /// use tollgate::{Composite, FixedWindow, Gcra, Quota};
+    /// let c: Composite<FixedWindow, Gcra> =
+    ///     Composite::from_quotas(&Quota::per_day(1000).unwrap(), &Quota::per_second(5).unwrap()).unwrap();
+    /// assert_eq!(tollgate::Algorithm::capacity(&c), 5);
+    /// ```
+    pub fn from_quotas(a: &Quota, b: &Quota) -> Result<Composite<A, B>, QuotaError> {
+        Ok(Composite { a: A::new(a)?, b: B::new(b)? })
+    }
+
+    /// The first limit.
+    pub fn first(&self) -> &A {
+        &self.a
+    }
+
+    /// The second limit.
+    pub fn second(&self) -> &B {
+        &self.b
+    }
+}
+
+impl<A: Algorithm, B: Algorithm> Algorithm for Composite<A, B> {
+    type Cell = CompositeCell<A, B>;
+
+    /// Both sub-limits with the same quota (what [`KeyedLimiter::set_quota`](crate::KeyedLimiter::set_quota)
+    /// builds); use [`Composite::of`] or [`Composite::from_quotas`] for different limits.
+    fn new(quota: &Quota) -> Result<Self, QuotaError> {
+        Composite::from_quotas(quota, quota)
+    }
+
+    /// The first limit's quota (what policy headers describe).
+    fn quota(&self) -> Quota {
+        self.a.quota()
+    }
+
+    #[inline]
+    fn capacity(&self) -> u64 {
+        self.a.capacity().min(self.b.capacity())
+    }
+
+    fn new_cell(&self) -> CompositeCell<A, B> {
+        CompositeCell { a: self.a.new_cell(), b: self.b.new_cell() }
+    }
+
+    #[inline]
+    fn check(&self, cell: &CompositeCell<A, B>, now: Nanos, cost: u64) -> Result<Decision, Retired> {
+        let (first, receipt) = self.a.check_with_receipt(&cell.a, now, cost)?;
+        if !first.is_allowed() {
+            return Ok(first.most_restrictive(self.b.peek(&cell.b, now, cost)));
+        }
+        match self.b.check(&cell.b, now, cost) {
+            Ok(second) if second.is_allowed() => Ok(first.most_restrictive(second)),
+            Ok(second) => {
+                self.a.refund(&cell.a, now, cost, receipt);
+                Ok(self.a.peek(&cell.a, now, cost).most_restrictive(second))
+            }
+            Err(Retired) => {
+                self.a.refund(&cell.a, now, cost, receipt);
+                Err(Retired)
+            }
+        }
+    }
+
+    fn peek(&self, cell: &CompositeCell<A, B>, now: Nanos, cost: u64) -> Decision {
+        self.a.peek(&cell.a, now, cost).most_restrictive(self.b.peek(&cell.b, now, cost))
+    }
+
+    fn reset(&self, cell: &CompositeCell<A, B>) {
+        self.a.reset(&cell.a);
+        self.b.reset(&cell.b);
+    }
+
+    /// Never (see the type docs).
+    fn try_retire(&self, _cell: &CompositeCell<A, B>, _now: Nanos) -> bool {
+        false
+    }
+
+    #[inline]
+    fn is_retired(cell: &CompositeCell<A, B>) -> bool {
+        A::is_retired(&cell.a) || B::is_retired(&cell.b)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::window::{FixedWindow, SlidingWindow};
+    use crate::Gcra;
+
+    #[test]
+    fn denial_by_second_refunds_first() {
+        let a = FixedWindow::new(&Quota::per_minute(5).unwrap()).unwrap();
+        let b = SlidingWindow::new(&Quota::per_second(2).unwrap()).unwrap();
+        let c = Composite::of(a, b);
+        let cell = c.new_cell();
+        assert!(c.check(&cell, 0, 2).unwrap().is_allowed());
+        let d = c.check(&cell, 0, 1).unwrap();
+        assert!(!d.is_allowed());
+        assert_eq!(d.remaining(), 0);
+        assert_eq!(c.first().peek(&cell.a, 0, 0).remaining(), 3);
+    }
+
+    #[test]
+    fn gcra_refund_exact_when_untouched() {
+        let a = Gcra::new(&Quota::per_second(3).unwrap()).unwrap();
+        let b = FixedWindow::new(&Quota::per_second(1).unwrap()).unwrap();
+        let c = Composite::of(a, b);
+        let cell = c.new_cell();
+        assert!(c.check(&cell, 0, 1).unwrap().is_allowed());
+        for _ in 0..5 {
+            assert!(!c.check(&cell, 0, 1).unwrap().is_allowed());
+        }
+        assert_eq!(c.first().peek(&cell.a, 0, 0).remaining(), 2);
+    }
+}

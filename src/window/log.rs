@@ -1,0 +1,434 @@
+//! Sliding log (exact): a bounded ring of timestamps per key with a lock-free claim protocol.
+
+use std::fmt;
+
+use crate::algorithm::{Algorithm, Receipt};
+use crate::cell::{self, Retired, Step};
+use crate::clock::Nanos;
+use crate::decision::Decision;
+use crate::quota::{Quota, QuotaError};
+use crate::sync::{spin_hint, AtomicU64};
+
+/// The largest limit a [`SlidingLog`] accepts: its ring costs `8 · limit` bytes per key
+/// (32 KiB at this cap). Larger limits are [`QuotaError::TooLarge`]; use a
+/// [`SlidingWindow`](super::SlidingWindow) for them.
+pub const MAX_LOG_LIMIT: u64 = 4096;
+
+/// Slot value layout (slots are not tombstone words: all 64 bits are ours).
+const LAP_SHIFT: u32 = 62;
+const STAMP_MASK: u64 = (1 << LAP_SHIFT) - 1;
+
+/// How many times a check re-reads a position whose claim is still being written (a few
+/// instructions on another thread) before it gives up and denies (conservatively).
+const PENDING_RETRIES: u32 = 64;
+
+/// Sliding log: exact "at most `limit` cells in any window of length `W`", with
+/// `limit = quota.burst()` (at most [`MAX_LOG_LIMIT`]) and `W = quota.period()`.
+///
+/// # Memory
+///
+/// Per key: a ring of `limit` `u64` slots plus a head word: `8 · limit + 8` bytes of state
+/// (see [`SlidingLog::bytes_per_key`]), allocated when the key is first seen.
+///
+/// # State and claim protocol (DESIGN.md §4)
+///
+/// ```text
+/// head            : number of cells ever claimed (h); bit 63 is the cell's TOMBSTONE
+/// slot[x mod L]   : the claim with sequence number x:
+///                   bits 63..62 = lap ⌊x / L⌋ mod 4,
+///                   bits 61..0  = 0: not written yet, 1: expired (refund/reset), t + 2: stamp t
+/// ```
+///
+/// A check of `n` cells at `now` reads `h`, then the slots of the claims it would overwrite,
+/// `x − L` for `x` in `h .. h+n` (none while `x < L`). It admits iff each of them carries the
+/// lap of `x − L` (the claim has been written) and its stamp is `≤ now − W` (expired). The
+/// admission is the CAS `head: h → h + n` (through `cell::update`), which makes the `n`
+/// positions this thread's; it then writes their stamps. A slot whose lap is older belongs to
+/// a claim that won its CAS but has not written yet: the checker re-reads (bounded) and, if it
+/// is still unwritten, denies — conservative, never over-admitting. A denial is returned only if
+/// `head` is unchanged after the slots were read (so the slots it judged belong to that head).
+///
+/// Stamps are `max(now, newest stamp)`, so the ring stays sorted and a clock that went back
+/// never records a stamp that would expire early; expiry is judged at the real `now`
+/// (stricter). `remaining` is found by binary search over the sorted ring.
+///
+/// ```
+/// use std::time::Duration;
+/// use tollgate::{Algorithm, Limiter, ManualClock, Quota, SlidingLog};
+///
+/// let clock = ManualClock::new();
+/// let log = SlidingLog::new(&Quota::per_second(2).unwrap()).unwrap();
+/// let limiter = Limiter::with_algorithm(log, clock.clone());
+/// assert!(limiter.check().is_allowed());            // t = 0
+/// clock.advance(Duration::from_millis(600));
+/// assert!(limiter.check().is_allowed());            // t = 0.6 s
+/// clock.advance(Duration::from_millis(600));
+/// assert!(limiter.check().is_allowed());            // t = 1.2 s: the stamp at 0 expired
+/// let d = limiter.check();
+/// assert!(!d.is_allowed());                         // 0.6 and 1.2 are within the last second
+/// assert_eq!(d.retry_after(), Some(Duration::from_millis(400)));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SlidingLog {
+    quota: Quota,
+    window: Nanos,
+    limit: u64,
+}
+
+/// A sliding-log cell: the head word and the ring of stamps.
+pub struct SlidingLogCell {
+    head: AtomicU64,
+    slots: Box<[AtomicU64]>,
+}
+
+impl fmt::Debug for SlidingLogCell {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SlidingLogCell").field("slots", &self.slots.len()).finish_non_exhaustive()
+    }
+}
+
+/// What judging a head value found.
+#[derive(Clone, Copy, Debug)]
+enum Judged {
+    Admit {
+        stamp: Nanos,
+        decision: Decision,
+    },
+    Deny(Decision),
+    /// A claim this check depends on has not written its stamp yet.
+    Pending,
+}
+
+impl SlidingLog {
+    /// Parameters for `quota`; `TooLarge` above [`MAX_LOG_LIMIT`]. Same as [`Algorithm::new`].
+    ///
+    /// ```
+    /// use tollgate::{Quota, QuotaError, SlidingLog};
+    /// assert!(SlidingLog::from_quota(Quota::per_minute(100).unwrap()).is_ok());
+    /// assert!(matches!(
+    ///     SlidingLog::from_quota(Quota::per_minute(5000).unwrap()),
+    ///     Err(QuotaError::TooLarge { max: 4096, .. })
+    /// ));
+    /// ```
+    pub fn from_quota(quota: Quota) -> Result<SlidingLog, QuotaError> {
+        let limit = quota.burst();
+        if limit > MAX_LOG_LIMIT {
+            return Err(QuotaError::TooLarge { what: "sliding-log limit", value: limit, max: MAX_LOG_LIMIT });
+        }
+        Ok(SlidingLog { quota, window: quota.period_nanos(), limit })
+    }
+
+    /// Bytes of limiter state per key (the ring and the head; excludes the map entry).
+    ///
+    /// ```
+    /// use tollgate::{Quota, SlidingLog};
+    /// let log = SlidingLog::from_quota(Quota::per_second(100).unwrap()).unwrap();
+    /// assert_eq!(log.bytes_per_key(), 8 * 100 + 8 + 16);
+    /// ```
+    pub fn bytes_per_key(&self) -> usize {
+        std::mem::size_of::<SlidingLogCell>() + 8 * self.len()
+    }
+
+    fn len(&self) -> usize {
+        // limit ≤ MAX_LOG_LIMIT, so this never truncates.
+        usize::try_from(self.limit).unwrap_or(usize::MAX)
+    }
+
+    /// Window length `W` in ns.
+    pub fn window_nanos(&self) -> Nanos {
+        self.window
+    }
+
+    #[inline]
+    fn slot(&self, cell: &SlidingLogCell, position: u64) -> u64 {
+        // position % limit < limit = slots.len(): in bounds.
+        cell::load_slot(&cell.slots[(position % self.limit) as usize])
+    }
+
+    #[inline]
+    fn lap(&self, position: u64) -> u64 {
+        (position / self.limit) & 3
+    }
+
+    /// The value claim `position` writes with `stamp`.
+    #[inline]
+    fn slot_value(&self, position: u64, stamp: Nanos) -> u64 {
+        (self.lap(position) << LAP_SHIFT) | (stamp.min(STAMP_MASK - 2) + 2)
+    }
+
+    /// The stamp of the already-claimed position: `Ok(Some(t))`, `Ok(None)` if expired by a
+    /// refund or reset, or `Err(())` if the slot does not (yet) hold that claim.
+    #[inline]
+    fn stamp_of(&self, cell: &SlidingLogCell, position: u64) -> Result<Option<Nanos>, ()> {
+        let value = self.slot(cell, position);
+        let field = value & STAMP_MASK;
+        if value >> LAP_SHIFT != self.lap(position) || field == 0 {
+            return Err(());
+        }
+        Ok((field >= 2).then(|| field - 2))
+    }
+
+    /// Whether the claimed `position` no longer counts at `now` (unwritten claims count).
+    #[inline]
+    fn expired(&self, cell: &SlidingLogCell, position: u64, now: Nanos) -> bool {
+        match self.stamp_of(cell, position) {
+            Ok(Some(t)) => t.saturating_add(self.window) <= now,
+            Ok(None) => true,
+            Err(()) => false,
+        }
+    }
+
+    /// Claims among the last `limit` before `head` that no longer count at `now`, counting
+    /// never-used positions as free: binary search over the sorted ring (informational).
+    fn free_positions(&self, cell: &SlidingLogCell, head: u64, now: Nanos) -> u64 {
+        let used = head.min(self.limit);
+        let first = head - used;
+        let (mut lo, mut hi) = (0, used);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.expired(cell, first + mid, now) {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        (self.limit - used) + lo
+    }
+
+    /// The newest written stamp before `head`, if any.
+    fn newest(&self, cell: &SlidingLogCell, head: u64) -> Option<Nanos> {
+        head.checked_sub(1).and_then(|last| self.stamp_of(cell, last).ok().flatten())
+    }
+
+    fn judge(&self, cell: &SlidingLogCell, head: u64, now: Nanos, cost: u64) -> Judged {
+        let mut blocked_until: Option<Nanos> = None;
+        for position in head..head.saturating_add(cost) {
+            let Some(previous) = position.checked_sub(self.limit) else { continue };
+            match self.stamp_of(cell, previous) {
+                Err(()) => return Judged::Pending,
+                Ok(None) => {}
+                Ok(Some(t)) => {
+                    let until = t.saturating_add(self.window);
+                    if until > now {
+                        blocked_until = Some(blocked_until.map_or(until, |b| b.max(until)));
+                    }
+                }
+            }
+        }
+        let newest = self.newest(cell, head);
+        let busy_until =
+            |stamp: Option<Nanos>| stamp.map_or(0, |t| t.saturating_add(self.window).saturating_sub(now));
+        let free = self.free_positions(cell, head, now);
+        match blocked_until {
+            None => {
+                let stamp = newest.map_or(now, |t| t.max(now));
+                let reset_after = if cost == 0 { busy_until(newest) } else { busy_until(Some(stamp)) };
+                let decision = Decision::allowed(self.limit, free.saturating_sub(cost), reset_after);
+                Judged::Admit { stamp, decision }
+            }
+            Some(until) => {
+                let retry = until.saturating_sub(now).max(1);
+                Judged::Deny(Decision::denied(self.limit, free, busy_until(newest), retry))
+            }
+        }
+    }
+
+    /// The claim loop shared by `check` and `check_with_receipt`.
+    fn claim(&self, cell: &SlidingLogCell, now: Nanos, cost: u64) -> Result<(Decision, Receipt), Retired> {
+        let mut pending = 0;
+        loop {
+            let attempt = cell::update(&cell.head, |head| match self.judge(cell, head, now, cost) {
+                Judged::Admit { stamp, decision } if cost > 0 => {
+                    Step::Store(head + cost, (head, Ok((decision, stamp))))
+                }
+                Judged::Admit { decision, .. } | Judged::Deny(decision) => {
+                    Step::Keep((head, Err(Some(decision))))
+                }
+                Judged::Pending => Step::Keep((head, Err(None))),
+            })?;
+            match attempt {
+                (head, Ok((decision, stamp))) => {
+                    // The CAS made positions head..head+cost ours; publish their stamps.
+                    for position in head..head + cost {
+                        let slot = &cell.slots[(position % self.limit) as usize];
+                        cell::store_slot(slot, self.slot_value(position, stamp));
+                    }
+                    return Ok((decision, Receipt::new(head, self.slot_value(head, stamp))));
+                }
+                (head, Err(verdict)) => {
+                    // Answer only if the slots we judged still belong to this head.
+                    match cell::load(&cell.head) {
+                        None => return Err(Retired),
+                        Some(current) if current != head => continue,
+                        Some(_) => {}
+                    }
+                    match verdict {
+                        Some(decision) => return Ok((decision, Receipt::NONE)),
+                        None if pending < PENDING_RETRIES => {
+                            pending += 1;
+                            spin_hint();
+                        }
+                        None => {
+                            // A claim is mid-write for too long (its thread was descheduled):
+                            // deny rather than wait; its stamp is about `now`.
+                            let d = Decision::denied(self.limit, 0, self.window, 1_000);
+                            return Ok((d, Receipt::NONE));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether every claim in the ring is written and expired at `now` (and so at any later
+    /// time): the key is then indistinguishable from a fresh one.
+    fn is_idle(&self, cell: &SlidingLogCell, head: u64, now: Nanos) -> bool {
+        let first = head.saturating_sub(self.limit);
+        (first..head).all(|position| self.expired(cell, position, now))
+    }
+}
+
+impl Algorithm for SlidingLog {
+    type Cell = SlidingLogCell;
+
+    fn new(quota: &Quota) -> Result<Self, QuotaError> {
+        SlidingLog::from_quota(*quota)
+    }
+
+    fn quota(&self) -> Quota {
+        self.quota
+    }
+
+    #[inline]
+    fn capacity(&self) -> u64 {
+        self.limit
+    }
+
+    fn new_cell(&self) -> SlidingLogCell {
+        SlidingLogCell {
+            head: AtomicU64::new(0),
+            slots: (0..self.len()).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    #[inline]
+    fn check(&self, cell: &SlidingLogCell, now: Nanos, cost: u64) -> Result<Decision, Retired> {
+        self.claim(cell, now, cost).map(|(d, _)| d)
+    }
+
+    fn peek(&self, cell: &SlidingLogCell, now: Nanos, cost: u64) -> Decision {
+        let Some(head) = cell::load(&cell.head) else {
+            return self.peek(&self.new_cell(), now, cost);
+        };
+        match self.judge(cell, head, now, cost) {
+            Judged::Admit { decision, .. } | Judged::Deny(decision) => decision,
+            Judged::Pending => Decision::denied(self.limit, 0, self.window, 1_000),
+        }
+    }
+
+    /// Expires every stamp (O(limit)). A check racing the reset is ordered after it.
+    fn reset(&self, cell: &SlidingLogCell) {
+        for slot in cell.slots.iter() {
+            let value = cell::load_slot(slot);
+            if value & STAMP_MASK >= 2 {
+                // Keep the lap (the position stays written), mark the stamp expired. Fails only
+                // if a newer claim wrote the slot meanwhile: that claim comes after the reset.
+                let _ = cell::replace_slot(slot, value, (value & !STAMP_MASK) | 1);
+            }
+        }
+    }
+
+    /// O(limit): every claim in the ring must be written and expired.
+    fn try_retire(&self, cell: &SlidingLogCell, now: Nanos) -> bool {
+        cell::retire(&cell.head, |head| self.is_idle(cell, head, now))
+    }
+
+    #[inline]
+    fn is_retired(cell: &SlidingLogCell) -> bool {
+        cell::is_retired(&cell.head)
+    }
+
+    fn check_with_receipt(
+        &self,
+        cell: &SlidingLogCell,
+        now: Nanos,
+        cost: u64,
+    ) -> Result<(Decision, Receipt), Retired> {
+        self.claim(cell, now, cost)
+    }
+
+    /// Exact: each claimed slot that still holds exactly what this check wrote has its stamp
+    /// expired; a slot already overwritten belongs to a later claim (ours had expired).
+    fn refund(&self, cell: &SlidingLogCell, _now: Nanos, cost: u64, receipt: Receipt) -> bool {
+        if !receipt.valid || cell::is_retired(&cell.head) {
+            return false;
+        }
+        let stamp_bits = receipt.extra & STAMP_MASK;
+        let mut refunded = false;
+        for position in receipt.stored..receipt.stored.saturating_add(cost) {
+            let ours = (self.lap(position) << LAP_SHIFT) | stamp_bits;
+            let slot = &cell.slots[(position % self.limit) as usize];
+            refunded |= cell::replace_slot(slot, ours, (ours & !STAMP_MASK) | 1);
+        }
+        refunded
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log(limit: u64, period: Nanos) -> SlidingLog {
+        SlidingLog::from_quota(Quota::new(limit, std::time::Duration::from_nanos(period)).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn exact_window_and_retry() {
+        let l = log(3, 100);
+        let c = l.new_cell();
+        for (now, allowed, remaining, retry) in [
+            (0, true, 2, 0),
+            (10, true, 1, 0),
+            (20, true, 0, 0),
+            (99, false, 0, 1),
+            (100, true, 0, 0),
+            (105, false, 0, 5),
+        ] {
+            let d = l.check(&c, now, 1).unwrap();
+            assert_eq!(
+                (d.is_allowed(), d.remaining(), d.retry_after_nanos().unwrap_or(0)),
+                (allowed, remaining, retry),
+                "{now}"
+            );
+        }
+    }
+
+    #[test]
+    fn clock_backwards_never_records_older_stamps() {
+        let l = log(2, 100);
+        let c = l.new_cell();
+        assert!(l.check(&c, 500, 1).unwrap().is_allowed());
+        assert!(l.check(&c, 400, 1).unwrap().is_allowed()); // stamped 500, not 400
+        assert!(!l.check(&c, 550, 1).unwrap().is_allowed());
+        let d = l.check(&c, 599, 1).unwrap();
+        assert_eq!(d.retry_after_nanos(), Some(1));
+        assert!(l.check(&c, 600, 2).unwrap().is_allowed());
+    }
+
+    #[test]
+    fn reset_refund_and_retire() {
+        let l = log(2, 100);
+        let c = l.new_cell();
+        let (d, receipt) = l.check_with_receipt(&c, 0, 2).unwrap();
+        assert!(d.is_allowed());
+        assert!(l.refund(&c, 0, 2, receipt));
+        assert_eq!(l.peek(&c, 0, 0).remaining(), 2);
+        assert!(l.check(&c, 0, 2).unwrap().is_allowed());
+        assert!(!l.try_retire(&c, 99));
+        l.reset(&c);
+        assert!(l.check(&c, 1, 2).unwrap().is_allowed());
+        assert!(!l.try_retire(&c, 100));
+        assert!(l.try_retire(&c, 101));
+        assert_eq!(l.check(&c, 200, 1), Err(Retired));
+    }
+}

@@ -1,0 +1,84 @@
+//! Windowed algorithms and composite limits (DESIGN.md §4, §6): [`FixedWindow`],
+//! [`SlidingWindow`] (weighted two-window counter), [`SlidingLog`] (exact), and
+//! [`Composite`] (several limits on one key, all or nothing).
+//!
+//! Each implements [`Algorithm`](crate::Algorithm), so each works direct
+//! ([`Limiter::with_algorithm`](crate::Limiter::with_algorithm)) and keyed
+//! ([`KeyedLimiter::build`](crate::KeyedLimiter::build)) with the same [`Decision`](crate::Decision),
+//! the same keyed store and the same lossless eviction.
+//!
+//! # Quota mapping
+//!
+//! Built with `Algorithm::new(&quota)`: the **window length is `quota.period()`** and the
+//! **limit per window is `quota.burst()`**. `Quota::new(count, period)` and `Quota::per_*`
+//! set `burst = count`, so `Quota::per_minute(100)` is "100 per minute window". (GCRA reads the
+//! same quota as a bucket of `burst` cells refilled at `count / period`.)
+//!
+//! # Token bucket and leaky bucket
+//!
+//! There is no separate token-bucket type: [`Gcra`](crate::Gcra) *is* a token bucket of
+//! `burst` tokens refilled one every `T = period / count` (bucket size = burst, refill rate =
+//! 1/T), and equally a leaky bucket as a meter. [`Quota::token_bucket(capacity,
+//! refill_per_second)`](crate::Quota::token_bucket) and
+//! [`Quota::leaky_bucket`](crate::Quota::leaky_bucket) build that quota from the
+//! `bucket_size`/`refill_rate` vocabulary.
+//!
+//! # Which window?
+//!
+//! | algorithm | state per key | exact? | boundary burst |
+//! |---|---|---|---|
+//! | [`FixedWindow`] | one `u64` | per aligned window | up to `2·limit` across an edge |
+//! | [`SlidingWindow`] | one `u64` | approximate (see [`approximation_error`]) | ≈ `limit` |
+//! | [`SlidingLog`] | `8·limit + 32` bytes | exact: never more than `limit` in any `W` | none |
+//!
+//! ```
+//! use std::time::Duration;
+//! use tollgate::{Algorithm, FixedWindow, Limiter, ManualClock, Quota};
+//!
+//! let clock = ManualClock::new();
+//! let window = FixedWindow::new(&Quota::per_second(2).unwrap()).unwrap();
+//! let limiter = Limiter::with_algorithm(window, clock.clone());
+//! assert!(limiter.check().is_allowed());
+//! assert!(limiter.check().is_allowed());
+//! let denied = limiter.check();
+//! assert_eq!(denied.retry_after(), Some(Duration::from_secs(1))); // the next window
+//! clock.advance(Duration::from_secs(1));
+//! assert!(limiter.check().is_allowed());
+//! ```
+
+mod approx;
+mod composite;
+mod fixed;
+mod log;
+mod sliding;
+
+pub use crate::algorithm::Receipt;
+pub use approx::{approximation_error, synthetic_trace, ApproximationError};
+pub use composite::{Composite, CompositeCell};
+pub use fixed::{FixedWindow, FixedWindowCell};
+pub use log::{SlidingLog, SlidingLogCell, MAX_LOG_LIMIT};
+pub use sliding::{SlidingWindow, SlidingWindowCell};
+
+use crate::clock::Nanos;
+use crate::decision::Decision;
+use crate::quota::HORIZON;
+
+/// The outcome of one pure window step: the decision, and the word to store if it changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Outcome {
+    pub(crate) decision: Decision,
+    pub(crate) stored: Option<u64>,
+}
+
+/// Bits needed for a window index: indices run from 0 to `⌊(HORIZON + offset) / window⌋`
+/// with `offset < window`, so at most `⌊HORIZON / window⌋ + 1`.
+pub(crate) fn index_bits(window: Nanos) -> u32 {
+    let max_index = HORIZON / window.max(1) + 1;
+    u64::BITS - max_index.leading_zeros()
+}
+
+/// Bit mask of the low `bits` bits (`bits ≤ 63`).
+#[inline]
+pub(crate) const fn mask(bits: u32) -> u64 {
+    (1u64 << bits) - 1
+}
