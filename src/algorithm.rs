@@ -69,7 +69,12 @@ pub trait Algorithm: Clone + fmt::Debug + Send + Sync + 'static {
     /// assert!(gcra.refund(&cell, 0, 1, receipt));
     /// assert_eq!(gcra.peek(&cell, 0, 0).remaining(), 2);
     /// ```
-    fn check_with_receipt(&self, cell: &Self::Cell, now: Nanos, cost: u64) -> Result<(Decision, Receipt), Retired> {
+    fn check_with_receipt(
+        &self,
+        cell: &Self::Cell,
+        now: Nanos,
+        cost: u64,
+    ) -> Result<(Decision, Receipt), Retired> {
         self.check(cell, now, cost).map(|d| (d, Receipt::NONE))
     }
 
@@ -214,7 +219,12 @@ impl Algorithm for Gcra {
     }
 
     #[inline]
-    fn check_with_receipt(&self, cell: &GcraCell, now: Nanos, cost: u64) -> Result<(Decision, Receipt), Retired> {
+    fn check_with_receipt(
+        &self,
+        cell: &GcraCell,
+        now: Nanos,
+        cost: u64,
+    ) -> Result<(Decision, Receipt), Retired> {
         cell::update(&cell.tat, |tat| {
             let o = gcra::step(tat, now, cost, &self.params);
             match o.new_tat {

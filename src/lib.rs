@@ -46,6 +46,6 @@ pub use limiter::{AsyncRateLimiter, Limiter, RateLimiter};
 pub use quota::{Quota, QuotaError};
 // Re-exports added by each area go below this line, one `pub use` per area.
 pub use window::{
-    Composite, CompositeCell, FixedWindow, FixedWindowCell, Receipt, SlidingLog, SlidingLogCell, SlidingWindow,
-    SlidingWindowCell,
+    Composite, CompositeCell, FixedWindow, FixedWindowCell, Receipt, SlidingLog, SlidingLogCell,
+    SlidingWindow, SlidingWindowCell,
 };
