@@ -20,13 +20,16 @@ end
 local ends = (index + 1) * window - now
 if count + cost <= limit then
   if tollgate_mode == 'c' and cost > 0 then
-    count = count + cost
-    redis.call('SET', KEYS[1], string.format('%.0f:%.0f', index, count), 'PX', tollgate_ttl_ms(ends))
+    redis.call('SET', KEYS[1], string.format('%.0f:%.0f', index, count + cost), 'PX', tollgate_ttl_ms(ends))
   end
   local reset = 0
-  if count > 0 then
+  if count + cost > 0 then
     reset = ends
   end
-  return {1, limit - count, reset, 0}
+  return {1, limit - count - cost, reset, 0}
 end
-return {0, limit - count, ends, ends}
+local reset = 0
+if count > 0 then
+  reset = ends
+end
+return {0, math.max(limit - count, 0), reset, ends}

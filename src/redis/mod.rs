@@ -51,7 +51,11 @@ use cache::{DenyCache, Entry};
 use script::{Mode, Params, ScriptRef};
 pub use script::{MAX_LOG_LIMIT, MAX_SCRIPT_VALUE, MAX_WINDOW_LIMIT};
 
-/// Which algorithm the Redis scripts run.
+/// Which algorithm the Redis scripts run. Each runs the same integer math as its in-process
+/// counterpart ([`Gcra`](crate::Gcra), [`FixedWindow`](crate::FixedWindow),
+/// [`SlidingWindow`](crate::SlidingWindow), [`SlidingLog`](crate::SlidingLog)) and reads the quota
+/// the same way: GCRA as a bucket of `burst` cells refilled one per emission interval; windows as
+/// `burst` cells per window of `period`. Windows are aligned to the Unix epoch (Redis' clock).
 ///
 /// ```
 /// use tollgate::redis::RedisAlgorithm;
@@ -63,11 +67,14 @@ pub enum RedisAlgorithm {
     /// GCRA (token bucket / leaky bucket): one string per key holding the TAT.
     #[default]
     Gcra,
-    /// Fixed window aligned to the Unix epoch: one string per key (`window:count`).
+    /// Fixed window: one string per key (`window index:count`); limit at most
+    /// [`MAX_WINDOW_LIMIT`].
     FixedWindow,
-    /// Sliding window counter (weighted previous + current window): one string per key.
+    /// Sliding window counter (weighted previous + current window): one string per key
+    /// (`window index:previous:current`); limit at most [`MAX_WINDOW_LIMIT`].
     SlidingWindow,
-    /// Exact sliding log: one sorted set per key, at most `limit` members.
+    /// Exact sliding log: one sorted set per key holding the newest `limit` admission stamps;
+    /// limit at most [`MAX_LOG_LIMIT`] (about 60–100 bytes of Redis memory per member).
     SlidingLog,
 }
 
@@ -364,10 +371,13 @@ impl<C: Clock> RedisLimiter<C> {
     /// limit); [`CheckError::Backend`] / [`CheckError::Timeout`] only under
     /// [`FailurePolicy::ReturnError`]. `cost = 0` reports the state without consuming.
     ///
-    /// **Resolution.** Redis runs the algorithm in microseconds: the emission interval (GCRA) or
-    /// window is rounded *up* to a whole µs, and the reported durations are whole µs. Quotas whose
-    /// arithmetic would leave the exact range of Lua's doubles are rejected when building (GCRA:
-    /// burst × T above 2⁵¹ µs ≈ 71 years; windows: see the limits in this module).
+    /// **Resolution.** Redis keeps time in microseconds, so the scripts run the algorithm in µs:
+    /// the emission interval (GCRA) or window is rounded *up* to a whole µs (never admitting more
+    /// than promised), and reported durations are whole µs (a sliding-window `retry_after` that
+    /// is fractional in ns is rounded up). For quotas whose times are whole µs, decisions equal
+    /// the in-process ones (differential tests check every field). Quotas whose arithmetic would
+    /// leave the exact integer range of Lua's doubles are rejected when building (GCRA: burst × T
+    /// above [`MAX_SCRIPT_VALUE`] µs ≈ 71 years; windows: see [`RedisAlgorithm`]).
     pub async fn check(&self, key: &[u8], cost: u32) -> Result<Decision, CheckError> {
         self.check_inner(key, cost, None).await
     }

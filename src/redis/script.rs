@@ -107,7 +107,7 @@ impl Params {
                 if window > MAX_SCRIPT_VALUE {
                     return Err(too_large("window in µs (Redis)", window, MAX_SCRIPT_VALUE));
                 }
-                let limit = quota.count();
+                let limit = quota.burst();
                 let max = match algorithm {
                     RedisAlgorithm::SlidingLog => MAX_LOG_LIMIT,
                     _ => MAX_WINDOW_LIMIT,

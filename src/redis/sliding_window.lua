@@ -65,9 +65,10 @@ if stored then
   end
 end
 local weight = window - elapsed -- the previous window's share, in µs of W
+local start = index * window
 local capacity = mul(limit, window)
 
--- Cells already counted by the estimate: cur + ceil(prev·weight / W).
+-- Cells the estimate counts: cur + ceil(prev·weight / W).
 local function used(p, c, w)
   local share = muldiv(p, w, window)
   if not le(mul(p, w), mul(share, window)) then
@@ -75,45 +76,46 @@ local function used(p, c, w)
   end
   return c + share
 end
--- Time (µs) after which the previous window's `p` cells weigh little enough that `free` more
--- cells fit: the least d with p·(w − d) ≤ free·W.
-local function wait(p, w, free)
-  if p == 0 then
+-- µs into a window after which `count` cells of the window before it weigh little enough for
+-- `slack` more cells: W − min(⌊slack·W / count⌋, W).
+local function earliest_fit(count, slack)
+  if count == 0 or slack >= count then
     return 0
   end
-  if le(mul(p, w), mul(free, window)) then
+  return window - muldiv(slack, window, count) -- slack·W / count < W here
+end
+-- Time until the state is fresh: the end of the window after the newest non-empty one.
+local function reset_after(p, c)
+  local windows = 0
+  if c > 0 then
+    windows = 2
+  elseif p > 0 then
+    windows = 1
+  end
+  if windows == 0 then
     return 0
   end
-  -- Now free·W / p < w < 2^52: the largest w' with p·w' ≤ free·W.
-  return w - muldiv(free, window, p)
+  return math.max(start + windows * window - now, 0)
 end
 
 if le(add(mul(prev, weight), mul(cur + cost, window)), capacity) then
-  local reset = 0
+  local remaining = limit - used(prev, cur + cost, weight)
   if tollgate_mode == 'c' and cost > 0 then
     cur = cur + cost
-  end
-  if cur > 0 then
-    reset = weight + window -- until the current window's cells have fully slid out
-  elseif prev > 0 then
-    reset = weight
-  end
-  if tollgate_mode == 'c' and cost > 0 then
+    local reset = reset_after(prev, cur)
     redis.call('SET', KEYS[1], string.format('%.0f:%.0f:%.0f', index, prev, cur), 'PX', tollgate_ttl_ms(reset))
+    return {1, remaining, reset, 0}
   end
-  return {1, math.max(limit - used(prev, cur, weight), 0), reset, 0}
+  return {1, remaining, reset_after(prev, cur + cost), 0}
 end
 
-local reset = weight
-if cur > 0 then
-  reset = weight + window
-end
-local retry
+local target
 if cur + cost <= limit then
-  -- Fits later in this window, once the previous window weighs less.
-  retry = wait(prev, weight, limit - cur - cost)
+  -- This window, once the previous window's weight has faded enough.
+  target = start + earliest_fit(prev, limit - cur - cost)
 else
-  -- Not before the next window, where this window's cells become the previous ones.
-  retry = weight + wait(cur, window, limit - cost)
+  -- The next window, where this window's cells become the previous ones.
+  target = start + window + earliest_fit(cur, limit - cost)
 end
-return {0, math.max(limit - used(prev, cur, weight), 0), reset, retry}
+local retry = math.max(target - now, 1)
+return {0, math.max(limit - used(prev, cur, weight), 0), reset_after(prev, cur), retry}
