@@ -1,1 +1,752 @@
-//! tower/axum middleware (features `tower`, `axum`). (Being written; see issue 7.)
+//! tower/axum middleware (features `tower`, `axum`; DESIGN.md §9): [`RateLimitLayer`] limits
+//! requests in axum, tonic or plain hyper with any tollgate limiter, in process or remote.
+//!
+//! * **Rules** ([`Rule`]): a limiter, a key ([`KeyBy`]: client address, header, user, route,
+//!   global, a closure, or combinations), a cost, methods and a [`Mode`] (block, annotate,
+//!   shadow). Global rules apply to every request; route rules to their route (the axum
+//!   `MatchedPath` when present, else the longest matching path prefix).
+//! * **Client addresses** ([`client_ip`]): the peer address unless the peer is a trusted proxy;
+//!   then the rightmost untrusted `X-Forwarded-For` / `Forwarded` hop. IPv6 bucketed by /64.
+//! * **Responses**: 429 with `Retry-After` (whole seconds, rounded up) and an
+//!   `application/problem+json` body; every limited response carries `X-RateLimit-*` and/or the
+//!   IETF draft `RateLimit-Policy` / `RateLimit` headers ([`HeaderStyle`]).
+//! * **Auto-ban** ([`AutoBan`]): repeated denials ban the client for a while (403 or 429).
+//! * **Backend failures** follow [`FailurePolicy`]: by default the request proceeds; a 503 only
+//!   when configured to fail closed. Nothing here panics on a request.
+//!
+//! An in-process check adds no allocation beyond the key (and none for keys up to 46 bytes),
+//! apart from one small string for the IETF `RateLimit` header when that style is on.
+//!
+//! ```
+//! use axum::{routing::get, Router};
+//! use tollgate::http::{HttpKey, KeyBy, RateLimitLayer, Rule};
+//! use tollgate::{KeyedLimiter, Quota};
+//!
+//! let per_ip = Rule::new("per-ip", KeyedLimiter::<HttpKey>::new(Quota::per_second(10).unwrap()))
+//!     .unwrap()
+//!     .key(KeyBy::ClientIp);
+//! let layer = RateLimitLayer::builder().rule(per_ip).build();
+//! let app: Router = Router::new().route("/", get(|| async { "hello" })).layer(layer);
+//! // axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
+//! ```
+
+mod backend;
+mod ban;
+pub mod client_ip;
+mod headers;
+mod key;
+mod rules;
+
+use std::cell::Cell;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use crossbeam_utils::CachePadded;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{Either, Full};
+use tower_layer::Layer;
+use tower_service::Service;
+
+pub use backend::{AsyncKeys, Check, CheckFuture, HttpLimiter, Listed, StrKeys};
+pub use ban::AutoBan;
+pub use client_ip::ClientIpConfig;
+pub use headers::{ceil_secs, policy_value, HeaderStyle};
+pub use key::{HttpKey, KeyBuilder, KeyBy, PeerAddr, RequestInfo};
+pub use rules::{Mode, RateLimitDecision, Rule, RuleError};
+
+use crate::decision::{CheckError, Decision};
+use crate::quota::Quota;
+use headers::{problem, write_headers, write_retry_after, Policy};
+use rules::{prefix_matches, RuleSet};
+
+/// The response body of a rate-limited service: the inner body, or the middleware's own
+/// (problem+json).
+pub type RateLimitBody<B> = Either<B, Full<Bytes>>;
+
+/// What to do when a limiter fails (a remote backend down, a full key table).
+///
+/// ```
+/// use tollgate::http::FailurePolicy;
+/// assert_eq!(FailurePolicy::default(), FailurePolicy::FailOpen);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum FailurePolicy {
+    /// Let the request through (counted in [`MetricsSnapshot::errors`]).
+    #[default]
+    FailOpen,
+    /// Answer 503 with a problem+json body.
+    FailClosed,
+}
+
+type SkipFn = dyn Fn(&RequestInfo<'_>) -> bool + Send + Sync;
+
+pub(crate) struct State {
+    rules: ArcSwap<RuleSet>,
+    ip: ClientIpConfig,
+    skip_paths: Vec<String>,
+    skip_methods: Vec<Method>,
+    skip_if: Option<Arc<SkipFn>>,
+    style: HeaderStyle,
+    ban: Option<AutoBan>,
+    on_error: FailurePolicy,
+    metrics: Metrics,
+}
+
+/// A tower [`Layer`] that rate-limits requests. Cheap to clone (one `Arc`); clones share rules,
+/// limiters and counters. Build it with [`RateLimitLayer::builder`].
+#[derive(Clone)]
+pub struct RateLimitLayer {
+    state: Arc<State>,
+}
+
+impl fmt::Debug for RateLimitLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimitLayer").field("rules", &self.state.rules.load()).finish_non_exhaustive()
+    }
+}
+
+impl RateLimitLayer {
+    /// A builder with no rules (which limits nothing).
+    pub fn builder() -> RateLimitLayerBuilder {
+        RateLimitLayerBuilder {
+            rules: RuleSet::default(),
+            ip: ClientIpConfig::default(),
+            skip_paths: Vec::new(),
+            skip_methods: Vec::new(),
+            skip_if: None,
+            style: HeaderStyle::default(),
+            ban: None,
+            on_error: FailurePolicy::default(),
+        }
+    }
+
+    /// The counters.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.state.metrics.snapshot()
+    }
+
+    /// The rules in force: `(route pattern or None for global, rule)`.
+    pub fn rules(&self) -> Vec<(Option<String>, Rule)> {
+        let set = self.state.rules.load();
+        let global = set.global.iter().map(|r| (None, r.clone()));
+        global.chain(set.routes.iter().map(|(p, r)| (Some(p.clone()), r.clone()))).collect()
+    }
+
+    /// Replaces the rule named `name` (wherever it applies) by `rule`; `false` if there is no
+    /// such rule. Requests already past the rule lookup finish under the old one.
+    ///
+    /// ```
+    /// use tollgate::http::{HttpKey, RateLimitLayer, Rule};
+    /// use tollgate::{KeyedLimiter, Quota};
+    /// let rule = |n| Rule::new("r", KeyedLimiter::<HttpKey>::new(Quota::per_second(n).unwrap())).unwrap();
+    /// let layer = RateLimitLayer::builder().rule(rule(1)).build();
+    /// assert!(layer.replace_rule("r", rule(5)));
+    /// assert_eq!(layer.rules()[0].1.quota().count(), 5);
+    /// ```
+    pub fn replace_rule(&self, name: &str, rule: Rule) -> bool {
+        let mut replaced = false;
+        self.state.rules.rcu(|set| {
+            let mut set = RuleSet::clone(set);
+            replaced = false;
+            let all = set.global.iter_mut().chain(set.routes.iter_mut().map(|(_, r)| r));
+            for r in all.filter(|r| &*r.name == name) {
+                *r = rule.clone();
+                replaced = true;
+            }
+            set
+        });
+        replaced
+    }
+
+    /// The auto-ban table, if configured.
+    pub fn auto_ban(&self) -> Option<&AutoBan> {
+        self.state.ban.as_ref()
+    }
+
+    /// The client-address configuration.
+    pub fn client_ip_config(&self) -> &ClientIpConfig {
+        &self.state.ip
+    }
+}
+
+impl<S> Layer<S> for RateLimitLayer {
+    type Service = RateLimit<S>;
+
+    fn layer(&self, inner: S) -> RateLimit<S> {
+        RateLimit { inner, state: Arc::clone(&self.state) }
+    }
+}
+
+/// Configures a [`RateLimitLayer`].
+///
+/// ```
+/// use std::time::Duration;
+/// use tollgate::http::{AutoBan, HeaderStyle, HttpKey, KeyBy, RateLimitLayer, Rule};
+/// use tollgate::{KeyedLimiter, Quota};
+/// let limiter = |q: &str| KeyedLimiter::<HttpKey>::new(q.parse().unwrap());
+/// let layer = RateLimitLayer::builder()
+///     .rule(Rule::new("global", limiter("1000/s")).unwrap().key(KeyBy::Global))
+///     .route("/login", Rule::new("login", limiter("5/m")).unwrap().methods([http::Method::POST]))
+///     .skip_path("/healthz")
+///     .header_style(HeaderStyle::Both)
+///     .auto_ban(AutoBan::new(20, Duration::from_secs(60), Duration::from_secs(600)).unwrap())
+///     .build();
+/// ```
+pub struct RateLimitLayerBuilder {
+    rules: RuleSet,
+    ip: ClientIpConfig,
+    skip_paths: Vec<String>,
+    skip_methods: Vec<Method>,
+    skip_if: Option<Arc<SkipFn>>,
+    style: HeaderStyle,
+    ban: Option<AutoBan>,
+    on_error: FailurePolicy,
+}
+
+impl fmt::Debug for RateLimitLayerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimitLayerBuilder").field("rules", &self.rules).finish_non_exhaustive()
+    }
+}
+
+impl RateLimitLayerBuilder {
+    /// Adds a rule that applies to every request (subject to its methods).
+    pub fn rule(mut self, rule: Rule) -> Self {
+        self.rules.global.push(rule);
+        self
+    }
+
+    /// Adds a rule for one route: `pattern` is compared with axum's `MatchedPath` (e.g.
+    /// `/users/{id}`), and otherwise used as a path prefix (`/api` covers `/api/x`; the longest
+    /// matching prefix wins). At most one route rule applies to a request.
+    pub fn route(mut self, pattern: &str, rule: Rule) -> Self {
+        self.rules.add_route(pattern.to_owned(), rule);
+        self
+    }
+
+    /// How client addresses are found (trusted proxies, IPv6 bucketing).
+    pub fn client_ip(mut self, config: ClientIpConfig) -> Self {
+        self.ip = config;
+        self
+    }
+
+    /// Requests under this path prefix are not limited (and get no headers).
+    pub fn skip_path(mut self, prefix: &str) -> Self {
+        self.skip_paths.push(prefix.to_owned());
+        self
+    }
+
+    /// Requests with this method are not limited (e.g. `OPTIONS`).
+    pub fn skip_method(mut self, method: Method) -> Self {
+        self.skip_methods.push(method);
+        self
+    }
+
+    /// Requests for which `predicate` is true are not limited (internal addresses, health
+    /// checks, …).
+    ///
+    /// ```
+    /// use tollgate::http::RateLimitLayer;
+    /// let layer = RateLimitLayer::builder()
+    ///     .skip_if(|req| req.client_ip().is_some_and(|ip| ip.is_loopback()))
+    ///     .build();
+    /// ```
+    pub fn skip_if(mut self, predicate: impl Fn(&RequestInfo<'_>) -> bool + Send + Sync + 'static) -> Self {
+        self.skip_if = Some(Arc::new(predicate));
+        self
+    }
+
+    /// Which rate-limit headers to send (default both styles).
+    pub fn header_style(mut self, style: HeaderStyle) -> Self {
+        self.style = style;
+        self
+    }
+
+    /// Bans clients after repeated denials.
+    pub fn auto_ban(mut self, ban: AutoBan) -> Self {
+        self.ban = Some(ban);
+        self
+    }
+
+    /// What to do when a limiter fails (default [`FailurePolicy::FailOpen`]).
+    pub fn on_error(mut self, policy: FailurePolicy) -> Self {
+        self.on_error = policy;
+        self
+    }
+
+    /// The layer.
+    pub fn build(self) -> RateLimitLayer {
+        RateLimitLayer {
+            state: Arc::new(State {
+                rules: ArcSwap::from_pointee(self.rules),
+                ip: self.ip,
+                skip_paths: self.skip_paths,
+                skip_methods: self.skip_methods,
+                skip_if: self.skip_if,
+                style: self.style,
+                ban: self.ban,
+                on_error: self.on_error,
+                metrics: Metrics::default(),
+            }),
+        }
+    }
+}
+
+/// The rate-limiting [`Service`] made by [`RateLimitLayer`].
+#[derive(Clone)]
+pub struct RateLimit<S> {
+    inner: S,
+    state: Arc<State>,
+}
+
+impl<S: fmt::Debug> fmt::Debug for RateLimit<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimit").field("inner", &self.inner).finish_non_exhaustive()
+    }
+}
+
+/// What the headers of a passing response report: the most restrictive blocking or annotating
+/// rule's decision.
+struct Report {
+    decision: Decision,
+    quota: Quota,
+    policy: Policy,
+}
+
+enum Denial {
+    Limited(Duration),
+    TooCostly,
+    Unavailable,
+}
+
+#[derive(Default)]
+struct Acc {
+    report: Option<Report>,
+    deny: Option<Denial>,
+    note: Option<RateLimitDecision>,
+}
+
+/// Whether `a` is more restrictive than `b` (denied beats allowed, then fewer remaining).
+fn tighter(a: &Decision, b: &Decision) -> bool {
+    (!a.is_allowed() && b.is_allowed()) || (a.is_allowed() == b.is_allowed() && a.remaining() < b.remaining())
+}
+
+impl Acc {
+    fn apply(&mut self, state: &State, rule: &Rule, key: &HttpKey, result: Result<Decision, CheckError>) {
+        let decision = match result {
+            Ok(d) => d,
+            Err(CheckError::InsufficientCapacity { .. }) => {
+                if rule.mode == Mode::Block {
+                    self.deny.get_or_insert(Denial::TooCostly);
+                }
+                return;
+            }
+            Err(e) => {
+                state.metrics.errors.add(1);
+                tracing::warn!(rule = &*rule.name, key = key.as_str(), error = %e, "rate limiter failed");
+                if rule.mode == Mode::Block && state.on_error == FailurePolicy::FailClosed {
+                    self.deny.get_or_insert(Denial::Unavailable);
+                }
+                return;
+            }
+        };
+        if rule.mode != Mode::Shadow
+            && state.style != HeaderStyle::None
+            && self.report.as_ref().is_none_or(|r| tighter(&decision, &r.decision))
+        {
+            let quota = rule.limiter.quota_http(key);
+            self.report = Some(Report { decision, quota, policy: rule.policy.clone() });
+        }
+        match rule.mode {
+            Mode::Block => {
+                if let Some(retry) = decision.retry_after() {
+                    self.deny.get_or_insert(Denial::Limited(retry));
+                }
+            }
+            Mode::Annotate | Mode::Shadow => {
+                if !decision.is_allowed() {
+                    state.metrics.shadow_denied.add(1);
+                    tracing::info!(
+                        rule = &*rule.name,
+                        key = key.as_str(),
+                        mode = ?rule.mode,
+                        "rate limit would deny (not enforced)"
+                    );
+                }
+                if self.note.as_ref().is_none_or(|n| tighter(&decision, &n.decision)) {
+                    self.note =
+                        Some(RateLimitDecision { rule: rule.name.clone(), mode: rule.mode, decision });
+                }
+            }
+        }
+    }
+
+    /// The response to send instead of calling the service, or `None` to pass.
+    fn conclude(&mut self, state: &State, ban_key: Option<&HttpKey>) -> Option<Response<Bytes>> {
+        let deny = self.deny.take()?;
+        state.metrics.denied.add(1);
+        let mut res = match deny {
+            Denial::Limited(retry) => {
+                if let (Some(ban), Some(key)) = (&state.ban, ban_key) {
+                    if ban.strike(key) {
+                        state.metrics.bans_issued.add(1);
+                        tracing::warn!(key = key.as_str(), "auto-ban: key banned");
+                    }
+                }
+                let mut res = problem(StatusCode::TOO_MANY_REQUESTS, headers::TOO_MANY);
+                write_retry_after(res.headers_mut(), retry);
+                res
+            }
+            Denial::TooCostly => problem(StatusCode::TOO_MANY_REQUESTS, headers::TOO_COSTLY),
+            Denial::Unavailable => problem(StatusCode::SERVICE_UNAVAILABLE, headers::UNAVAILABLE),
+        };
+        if let Some(report) = &self.report {
+            write_headers(res.headers_mut(), state.style, &report.policy, &report.quota, &report.decision);
+        }
+        Some(res)
+    }
+}
+
+enum Step {
+    Skip,
+    Respond(Response<Bytes>),
+    Pass(Acc),
+    Async(Resume),
+}
+
+/// Where [`State::first_pass`] stopped because a check needs a round trip.
+struct Resume {
+    rules: Arc<RuleSet>,
+    /// The position, among the matching rules, of the rule whose check is in flight.
+    index: usize,
+    key: HttpKey,
+    check: CheckFuture,
+    acc: Acc,
+    ban_key: Option<HttpKey>,
+}
+
+impl State {
+    fn skipped(&self, req: &RequestInfo<'_>) -> bool {
+        self.skip_methods.contains(req.method)
+            || self.skip_paths.iter().any(|p| prefix_matches(p, req.path()))
+            || self.skip_if.as_ref().is_some_and(|f| f(req))
+    }
+
+    fn first_pass(&self, req: &RequestInfo<'_>) -> Step {
+        if self.skipped(req) {
+            self.metrics.skipped.add(1);
+            return Step::Skip;
+        }
+        let ban_key = match &self.ban {
+            Some(ban) => {
+                let key = ban.key.extract(req);
+                if let Some(left) = ban.banned(&key) {
+                    self.metrics.banned.add(1);
+                    let body = if ban.status == StatusCode::FORBIDDEN {
+                        headers::BANNED
+                    } else {
+                        headers::BANNED_429
+                    };
+                    let mut res = problem(ban.status, body);
+                    write_retry_after(res.headers_mut(), left);
+                    return Step::Respond(res);
+                }
+                Some(key)
+            }
+            None => None,
+        };
+        let rules = self.rules.load();
+        let mut acc = Acc::default();
+        let mut pending = None;
+        for (index, rule) in rules.matching(req).enumerate() {
+            let key = rule.key.extract(req);
+            match rule.limiter.check_http(&key, rule.cost_of(req)) {
+                Check::Ready(result) => acc.apply(self, rule, &key, result),
+                Check::Pending(check) => {
+                    pending = Some((index, key, check));
+                    break;
+                }
+            }
+        }
+        if let Some((index, key, check)) = pending {
+            let rules = arc_swap::Guard::into_inner(rules);
+            return Step::Async(Resume { rules, index, key, check, acc, ban_key });
+        }
+        match acc.conclude(self, ban_key.as_ref()) {
+            Some(res) => Step::Respond(res),
+            None => Step::Pass(acc),
+        }
+    }
+
+    /// The rest of [`State::first_pass`] once a check needs a round trip.
+    async fn finish_async(&self, req: &RequestInfo<'_>, resume: Resume) -> Step {
+        let Resume { rules, index, key, check, mut acc, ban_key } = resume;
+        let first = check.await;
+        let mut matching = rules.matching(req).skip(index);
+        if let Some(rule) = matching.next() {
+            acc.apply(self, rule, &key, first);
+        }
+        for rule in matching {
+            let key = rule.key.extract(req);
+            let result = match rule.limiter.check_http(&key, rule.cost_of(req)) {
+                Check::Ready(result) => result,
+                Check::Pending(check) => check.await,
+            };
+            acc.apply(self, rule, &key, result);
+        }
+        match acc.conclude(self, ban_key.as_ref()) {
+            Some(res) => Step::Respond(res),
+            None => Step::Pass(acc),
+        }
+    }
+}
+
+fn own_body<B>(res: Response<Bytes>) -> Response<RateLimitBody<B>> {
+    res.map(|b| Either::Right(Full::new(b)))
+}
+
+/// Puts the note in the request and returns the header report for the response.
+fn prepare<B>(req: &mut Request<B>, acc: Acc, state: &State) -> Option<Report> {
+    state.metrics.allowed.add(1);
+    if let Some(note) = acc.note {
+        req.extensions_mut().insert(note);
+    }
+    acc.report
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for RateLimit<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    ReqBody: Send + 'static,
+    ResBody: Send + 'static,
+{
+    type Response = Response<RateLimitBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future, ResBody, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        let step = self.state.first_pass(&RequestInfo::new(&req, &self.state.ip));
+        match step {
+            Step::Skip => ResponseFuture::inner(self.inner.call(req), None, self.state.style),
+            Step::Respond(res) => ResponseFuture::ready(own_body(res)),
+            Step::Pass(acc) => {
+                let report = prepare(&mut req, acc, &self.state);
+                ResponseFuture::inner(self.inner.call(req), report, self.state.style)
+            }
+            Step::Async(resume) => {
+                let state = Arc::clone(&self.state);
+                // The service that was polled ready handles this request; keep a fresh clone.
+                let clone = self.inner.clone();
+                let mut inner = std::mem::replace(&mut self.inner, clone);
+                ResponseFuture::boxed(Box::pin(async move {
+                    let step = {
+                        let info = RequestInfo::new(&req, &state.ip);
+                        state.finish_async(&info, resume).await
+                    };
+                    match step {
+                        Step::Pass(acc) => {
+                            let report = prepare(&mut req, acc, &state);
+                            let mut res = inner.call(req).await?;
+                            if let Some(r) = report {
+                                write_headers(
+                                    res.headers_mut(),
+                                    state.style,
+                                    &r.policy,
+                                    &r.quota,
+                                    &r.decision,
+                                );
+                            }
+                            Ok(res.map(Either::Left))
+                        }
+                        Step::Respond(res) => Ok(own_body(res)),
+                        // finish_async only passes or responds.
+                        Step::Skip | Step::Async(_) => {
+                            Ok(own_body(problem(StatusCode::SERVICE_UNAVAILABLE, headers::UNAVAILABLE)))
+                        }
+                    }
+                }))
+            }
+        }
+    }
+}
+
+type BoxedResponse<B, E> = Pin<Box<dyn Future<Output = Result<Response<RateLimitBody<B>>, E>> + Send>>;
+
+pin_project_lite::pin_project! {
+    /// The future of [`RateLimit`]'s responses.
+    pub struct ResponseFuture<F, B, E> {
+        #[pin]
+        kind: Kind<F, B, E>,
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = Proj]
+    enum Kind<F, B, E> {
+        // The inner service is running; headers are added to its response.
+        Inner { #[pin] future: F, report: Option<Report>, style: HeaderStyle },
+        // The middleware answered (429, 403, 503).
+        Ready { response: Option<Response<RateLimitBody<B>>> },
+        // A remote limiter is being asked.
+        Boxed { future: BoxedResponse<B, E> },
+    }
+}
+
+impl<F, B, E> ResponseFuture<F, B, E> {
+    fn inner(future: F, report: Option<Report>, style: HeaderStyle) -> Self {
+        ResponseFuture { kind: Kind::Inner { future, report, style } }
+    }
+
+    fn ready(response: Response<RateLimitBody<B>>) -> Self {
+        ResponseFuture { kind: Kind::Ready { response: Some(response) } }
+    }
+
+    fn boxed(future: BoxedResponse<B, E>) -> Self {
+        ResponseFuture { kind: Kind::Boxed { future } }
+    }
+}
+
+impl<F, B, E> fmt::Debug for ResponseFuture<F, B, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ResponseFuture")
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F, B, E>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<RateLimitBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().kind.project() {
+            Proj::Inner { future, report, style } => {
+                let mut res = match future.poll(cx) {
+                    Poll::Ready(Ok(res)) => res,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => return Poll::Pending,
+                };
+                if let Some(r) = report.take() {
+                    write_headers(res.headers_mut(), *style, &r.policy, &r.quota, &r.decision);
+                }
+                Poll::Ready(Ok(res.map(Either::Left)))
+            }
+            Proj::Ready { response } => match response.take() {
+                Some(res) => Poll::Ready(Ok(res)),
+                // Polled after completion: a caller bug; answer rather than panic.
+                None => {
+                    Poll::Ready(Ok(own_body(problem(StatusCode::SERVICE_UNAVAILABLE, headers::UNAVAILABLE))))
+                }
+            },
+            Proj::Boxed { future } => future.as_mut().poll(cx),
+        }
+    }
+}
+
+/// A counter sharded over cache lines, so requests on different threads do not contend on it.
+struct Counter {
+    shards: [CachePadded<AtomicU64>; SHARDS],
+}
+
+const SHARDS: usize = 8;
+
+impl Default for Counter {
+    fn default() -> Self {
+        Counter { shards: std::array::from_fn(|_| CachePadded::new(AtomicU64::new(0))) }
+    }
+}
+
+thread_local! {
+    static SHARD: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+
+static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
+
+fn shard() -> usize {
+    SHARD.with(|s| {
+        let mut v = s.get();
+        if v == usize::MAX {
+            // Relaxed: only spreads threads over shards; any value is correct.
+            v = NEXT_SHARD.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % SHARDS;
+            s.set(v);
+        }
+        v
+    })
+}
+
+impl Counter {
+    fn add(&self, n: u64) {
+        // Relaxed: a statistic; publishes nothing, and readers accept a lagging sum.
+        self.shards[shard()].fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn get(&self) -> u64 {
+        // Relaxed: see `add`.
+        self.shards.iter().map(|s| s.load(std::sync::atomic::Ordering::Relaxed)).sum()
+    }
+}
+
+#[derive(Default)]
+struct Metrics {
+    allowed: Counter,
+    denied: Counter,
+    shadow_denied: Counter,
+    banned: Counter,
+    bans_issued: Counter,
+    skipped: Counter,
+    errors: Counter,
+}
+
+impl Metrics {
+    fn snapshot(&self) -> MetricsSnapshot {
+        MetricsSnapshot {
+            allowed: self.allowed.get(),
+            denied: self.denied.get(),
+            shadow_denied: self.shadow_denied.get(),
+            banned: self.banned.get(),
+            bans_issued: self.bans_issued.get(),
+            skipped: self.skipped.get(),
+            errors: self.errors.get(),
+        }
+    }
+}
+
+/// Request counters of a [`RateLimitLayer`] (since it was built; weakly consistent).
+///
+/// ```
+/// use tollgate::http::RateLimitLayer;
+/// let layer = RateLimitLayer::builder().build();
+/// assert_eq!(layer.metrics().allowed, 0);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
+pub struct MetricsSnapshot {
+    /// Requests passed to the service after their rules were checked.
+    pub allowed: u64,
+    /// Requests answered 429 (or 503 when failing closed).
+    pub denied: u64,
+    /// Would-be denials of annotate/shadow rules (the requests passed).
+    pub shadow_denied: u64,
+    /// Requests refused because their client was banned.
+    pub banned: u64,
+    /// Bans issued.
+    pub bans_issued: u64,
+    /// Requests skipped (path, method or predicate).
+    pub skipped: u64,
+    /// Limiter failures.
+    pub errors: u64,
+}

@@ -1,0 +1,80 @@
+//! A small axum API behind tollgate's rate-limit layer.
+//!
+//! ```text
+//! cargo run --example axum_server --features axum
+//! for i in $(seq 12); do curl -s -o /dev/null -w '%{http_code} ' http://127.0.0.1:3000/; done; echo
+//! # 200 200 200 200 200 200 200 200 200 200 429 429
+//! ```
+//!
+//! * `GET /`: 10 requests/s per client address (burst 10), both header styles.
+//! * `POST /login`: 5 per minute per client address.
+//! * `GET /api/data`: 100 per minute per `X-API-Key` (per client address without one).
+//! * Every route: 1000 requests/s in total.
+//! * `GET /healthz`: never limited.
+//!
+//! Environment: `TOLLGATE_ADDR` (default `127.0.0.1:3000`); `TOLLGATE_TRUSTED_PROXIES`, a
+//! comma-separated list of CIDRs whose `X-Forwarded-For` is believed (default: none, so the
+//! peer address is the client).
+
+use std::net::SocketAddr;
+
+use axum::routing::{get, post};
+use axum::Router;
+use tollgate::http::client_ip::{Cidr, ClientIpConfig};
+use tollgate::http::{HeaderStyle, HttpKey, KeyBy, Listed, RateLimitLayer, Rule};
+use tollgate::{Clock, KeyedLimiter, Quota};
+
+/// The demo API limited by tollgate, on `clock` (tests pass a `ManualClock`).
+pub fn app<C: Clock + Clone + 'static>(clock: C, client_ip: ClientIpConfig) -> Router {
+    let limiter = |quota: Quota| Listed(KeyedLimiter::<HttpKey, C>::with_clock(quota, clock.clone()));
+    let rule = |name: &str, quota: Quota| match Rule::new(name, limiter(quota)) {
+        Ok(rule) => rule,
+        Err(e) => unreachable!("constant rule name {name:?}: {e}"),
+    };
+    let layer = RateLimitLayer::builder()
+        .client_ip(client_ip)
+        .header_style(HeaderStyle::Both)
+        .skip_path("/healthz")
+        .rule(rule("global", quota(1000, 1)).key(KeyBy::Global))
+        .route("/", rule("per-ip", quota(10, 1)).key(KeyBy::ClientIp))
+        .route("/login", rule("login", quota(5, 60)).key(KeyBy::ClientIp).methods([http::Method::POST]))
+        .route("/api/data", rule("api", quota(100, 60)).key(KeyBy::header("x-api-key").or(KeyBy::ClientIp)))
+        .build();
+    Router::new()
+        .route("/", get(|| async { "hello\n" }))
+        .route("/login", post(|| async { "welcome\n" }))
+        .route("/api/data", get(|| async { "{\"data\":[1,2,3]}\n" }))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .layer(layer)
+}
+
+fn quota(count: u64, seconds: u64) -> Quota {
+    match Quota::new(count, std::time::Duration::from_secs(seconds)) {
+        Ok(q) => q,
+        Err(e) => unreachable!("constant quota {count}/{seconds}s: {e}"),
+    }
+}
+
+/// The proxies named in `TOLLGATE_TRUSTED_PROXIES` (none by default).
+pub fn client_ip_from_env() -> Result<ClientIpConfig, String> {
+    let mut config = ClientIpConfig::default();
+    if let Ok(list) = std::env::var("TOLLGATE_TRUSTED_PROXIES") {
+        for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let net: Cidr = item.parse().map_err(|e| format!("TOLLGATE_TRUSTED_PROXIES: {item:?}: {e}"))?;
+            config = config.trust(net);
+        }
+    }
+    Ok(config)
+}
+
+#[allow(dead_code)] // tests include this file for `app` only
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let addr = std::env::var("TOLLGATE_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".to_owned());
+    let client_ip = client_ip_from_env()?;
+    let app = app(tollgate::QuantaClock::new(), client_ip);
+    let listener = tokio::net::TcpListener::bind(&addr).await?;
+    println!("listening on http://{}", listener.local_addr()?);
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await?;
+    Ok(())
+}

@@ -1,0 +1,475 @@
+//! Rate-limit keys for HTTP requests: the compact [`HttpKey`], the [`RequestInfo`] view that
+//! extractors read, and [`KeyBy`], the extractors themselves.
+
+use std::borrow::Borrow;
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use http::{Extensions, HeaderMap, HeaderName, Method, Uri};
+
+use super::client_ip::ClientIpConfig;
+
+const INLINE: usize = 46;
+
+/// A rate-limit key: UTF-8 text, stored inline up to 46 bytes (an IPv4 or IPv6 bucket, a route
+/// plus an address, an API key) so building one allocates nothing; longer keys spill to the
+/// heap. It hashes and compares like the `str` it holds (`Borrow<str>`), so a
+/// `KeyedLimiter<HttpKey>` can be looked up with a `&str` and a `str`-keyed backend (Redis) gets
+/// [`HttpKey::as_str`].
+///
+/// ```
+/// use tollgate::http::HttpKey;
+/// let k = HttpKey::new("203.0.113.7");
+/// assert_eq!(k.as_str(), "203.0.113.7");
+/// assert_eq!(k, HttpKey::from("203.0.113.7"));
+/// assert_eq!(HttpKey::new(&"x".repeat(100)).as_str().len(), 100);
+/// ```
+#[derive(Clone)]
+pub struct HttpKey {
+    repr: Repr,
+}
+
+#[derive(Clone)]
+enum Repr {
+    Inline { len: u8, bytes: [u8; INLINE] },
+    Heap(Arc<str>),
+}
+
+impl HttpKey {
+    /// A key holding `s`.
+    pub fn new(s: &str) -> HttpKey {
+        let mut b = KeyBuilder::new();
+        b.push_str(s);
+        b.finish()
+    }
+
+    /// The key's text.
+    #[inline]
+    pub fn as_str(&self) -> &str {
+        match &self.repr {
+            // Always valid: inline bytes are only ever written from whole `&str`s.
+            Repr::Inline { len, bytes } => std::str::from_utf8(&bytes[..usize::from(*len)]).unwrap_or(""),
+            Repr::Heap(s) => s,
+        }
+    }
+}
+
+impl From<&str> for HttpKey {
+    fn from(s: &str) -> HttpKey {
+        HttpKey::new(s)
+    }
+}
+
+impl PartialEq for HttpKey {
+    fn eq(&self, other: &HttpKey) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for HttpKey {}
+
+impl Hash for HttpKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state) // the same as `str`'s hash: required by `Borrow<str>`
+    }
+}
+
+impl Borrow<str> for HttpKey {
+    fn borrow(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl AsRef<str> for HttpKey {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl fmt::Debug for HttpKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl fmt::Display for HttpKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Builds an [`HttpKey`] piece by piece without allocating while it fits inline.
+///
+/// ```
+/// use std::fmt::Write;
+/// use tollgate::http::KeyBuilder;
+/// let mut b = KeyBuilder::new();
+/// b.push_str("/login");
+/// write!(b, "|{}", 42).unwrap();
+/// assert_eq!(b.finish().as_str(), "/login|42");
+/// ```
+#[derive(Debug)]
+pub struct KeyBuilder {
+    len: usize,
+    bytes: [u8; INLINE],
+    spill: Option<String>,
+}
+
+impl Default for KeyBuilder {
+    fn default() -> Self {
+        KeyBuilder::new()
+    }
+}
+
+impl KeyBuilder {
+    /// An empty builder.
+    pub fn new() -> KeyBuilder {
+        KeyBuilder { len: 0, bytes: [0; INLINE], spill: None }
+    }
+
+    /// Appends `s`.
+    pub fn push_str(&mut self, s: &str) {
+        if let Some(spill) = &mut self.spill {
+            spill.push_str(s);
+            return;
+        }
+        let end = self.len + s.len();
+        if end <= INLINE {
+            self.bytes[self.len..end].copy_from_slice(s.as_bytes());
+            self.len = end;
+        } else {
+            let mut spill = String::with_capacity(end);
+            spill.push_str(std::str::from_utf8(&self.bytes[..self.len]).unwrap_or(""));
+            spill.push_str(s);
+            self.spill = Some(spill);
+        }
+    }
+
+    /// Whether nothing was written.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0 && self.spill.as_ref().is_none_or(String::is_empty)
+    }
+
+    /// The finished key.
+    pub fn finish(self) -> HttpKey {
+        match self.spill {
+            Some(s) => HttpKey { repr: Repr::Heap(Arc::from(s)) },
+            // `len <= INLINE = 46` fits a u8.
+            None => HttpKey { repr: Repr::Inline { len: self.len as u8, bytes: self.bytes } },
+        }
+    }
+}
+
+impl fmt::Write for KeyBuilder {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.push_str(s);
+        Ok(())
+    }
+}
+
+/// The peer (socket) address of a connection, for servers that are not axum: insert it into the
+/// request extensions (axum's `ConnectInfo<SocketAddr>` and a bare `SocketAddr` are read too).
+///
+/// ```
+/// use tollgate::http::PeerAddr;
+/// let mut req = http::Request::new(());
+/// req.extensions_mut().insert(PeerAddr("192.0.2.1:5000".parse().unwrap()));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerAddr(pub SocketAddr);
+
+/// What key extractors, predicates and cost functions see of a request.
+#[derive(Debug)]
+pub struct RequestInfo<'a> {
+    /// The method.
+    pub method: &'a Method,
+    /// The URI.
+    pub uri: &'a Uri,
+    /// The headers.
+    pub headers: &'a HeaderMap,
+    /// The extensions (authenticated user, axum `MatchedPath`, …).
+    pub extensions: &'a Extensions,
+    /// axum's matched route pattern (`/users/{id}`), when the layer runs inside a router.
+    pub matched_path: Option<&'a str>,
+    peer: Option<IpAddr>,
+    ip_config: &'a ClientIpConfig,
+}
+
+impl<'a> RequestInfo<'a> {
+    pub(crate) fn new<B>(req: &'a http::Request<B>, ip_config: &'a ClientIpConfig) -> RequestInfo<'a> {
+        let extensions = req.extensions();
+        RequestInfo {
+            method: req.method(),
+            uri: req.uri(),
+            headers: req.headers(),
+            extensions,
+            matched_path: matched_path(extensions),
+            peer: peer_addr(extensions),
+            ip_config,
+        }
+    }
+
+    /// The request path.
+    pub fn path(&self) -> &'a str {
+        self.uri.path()
+    }
+
+    /// The peer's address (the TCP connection's other end), if the server recorded it.
+    pub fn peer_ip(&self) -> Option<IpAddr> {
+        self.peer
+    }
+
+    /// The client's address: the peer's, or behind trusted proxies the forwarded one
+    /// ([`ClientIpConfig::client_ip`]).
+    pub fn client_ip(&self) -> Option<IpAddr> {
+        self.ip_config.client_ip(self.peer, self.headers)
+    }
+
+    /// The route: the matched pattern when known, else the path.
+    pub fn route(&self) -> &'a str {
+        self.matched_path.unwrap_or_else(|| self.uri.path())
+    }
+}
+
+#[cfg(feature = "axum")]
+fn matched_path(ext: &Extensions) -> Option<&str> {
+    ext.get::<axum::extract::MatchedPath>().map(axum::extract::MatchedPath::as_str)
+}
+
+#[cfg(not(feature = "axum"))]
+fn matched_path(_ext: &Extensions) -> Option<&str> {
+    None
+}
+
+fn peer_addr(ext: &Extensions) -> Option<IpAddr> {
+    #[cfg(feature = "axum")]
+    if let Some(info) = ext.get::<axum::extract::ConnectInfo<SocketAddr>>() {
+        return Some(info.0.ip());
+    }
+    if let Some(PeerAddr(addr)) = ext.get::<PeerAddr>() {
+        return Some(addr.ip());
+    }
+    ext.get::<SocketAddr>().map(SocketAddr::ip)
+}
+
+type KeyFn = dyn Fn(&RequestInfo<'_>, &mut KeyBuilder) -> bool + Send + Sync;
+
+/// How a rule keys requests. A request whose key cannot be extracted (a missing header, no
+/// authenticated user, no known peer) is counted in one shared bucket, `-` (so leaving the
+/// header out never escapes the limit); use [`KeyBy::or`] to fall back to another extractor.
+///
+/// ```
+/// use tollgate::http::KeyBy;
+/// // Per API key, falling back to the client address when the header is missing:
+/// let by = KeyBy::header("x-api-key").or(KeyBy::ClientIp);
+/// // Per route and client address:
+/// let by = KeyBy::Route.and(KeyBy::ClientIp);
+/// ```
+#[derive(Clone)]
+#[non_exhaustive]
+pub enum KeyBy {
+    /// One bucket for everyone.
+    Global,
+    /// The peer address (bucketed), ignoring forwarded headers.
+    PeerIp,
+    /// The client address (bucketed), believing forwarded headers only from trusted proxies.
+    ClientIp,
+    /// The value of a header.
+    Header(HeaderName),
+    /// The route (matched pattern, else path).
+    Route,
+    /// A custom extractor: write the key into the builder and return `true`, or return `false`
+    /// when the request has none.
+    Custom(Arc<KeyFn>),
+    /// All of these, joined with `|`.
+    All(Arc<[KeyBy]>),
+    /// The first of these that yields a key.
+    First(Arc<[KeyBy]>),
+}
+
+impl fmt::Debug for KeyBy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeyBy::Global => f.write_str("Global"),
+            KeyBy::PeerIp => f.write_str("PeerIp"),
+            KeyBy::ClientIp => f.write_str("ClientIp"),
+            KeyBy::Header(h) => f.debug_tuple("Header").field(h).finish(),
+            KeyBy::Route => f.write_str("Route"),
+            KeyBy::Custom(_) => f.write_str("Custom(..)"),
+            KeyBy::All(v) => f.debug_tuple("All").field(v).finish(),
+            KeyBy::First(v) => f.debug_tuple("First").field(v).finish(),
+        }
+    }
+}
+
+impl KeyBy {
+    /// Keys by a header's value (e.g. `x-api-key`). An invalid header name yields a key that
+    /// is never present (so every request lands in the shared `-` bucket).
+    pub fn header(name: &str) -> KeyBy {
+        match HeaderName::from_bytes(name.as_bytes()) {
+            Ok(h) => KeyBy::Header(h),
+            Err(_) => KeyBy::Custom(Arc::new(|_, _| false)),
+        }
+    }
+
+    /// Keys by an authenticated user that an earlier layer put in the request extensions.
+    ///
+    /// ```
+    /// use tollgate::http::KeyBy;
+    /// #[derive(Clone)]
+    /// struct User(String);
+    /// impl AsRef<str> for User { fn as_ref(&self) -> &str { &self.0 } }
+    /// let by = KeyBy::extension::<User>();
+    /// ```
+    pub fn extension<T: AsRef<str> + Send + Sync + Clone + 'static>() -> KeyBy {
+        KeyBy::Custom(Arc::new(|req, out| match req.extensions.get::<T>() {
+            Some(user) => {
+                out.push_str(user.as_ref());
+                true
+            }
+            None => false,
+        }))
+    }
+
+    /// A custom extractor.
+    ///
+    /// ```
+    /// use tollgate::http::KeyBy;
+    /// let by = KeyBy::custom(|req, out| {
+    ///     out.push_str(req.uri.host().unwrap_or("none"));
+    ///     true
+    /// });
+    /// ```
+    pub fn custom(f: impl Fn(&RequestInfo<'_>, &mut KeyBuilder) -> bool + Send + Sync + 'static) -> KeyBy {
+        KeyBy::Custom(Arc::new(f))
+    }
+
+    /// This and `other`, joined with `|` (e.g. route + IP).
+    pub fn and(self, other: KeyBy) -> KeyBy {
+        KeyBy::All(Arc::from([self, other]))
+    }
+
+    /// This, or `other` when this yields no key.
+    pub fn or(self, other: KeyBy) -> KeyBy {
+        KeyBy::First(Arc::from([self, other]))
+    }
+
+    /// The key of `req`.
+    ///
+    /// ```
+    /// use tollgate::http::{KeyBy, PeerAddr};
+    /// # use tollgate::http::client_ip::ClientIpConfig;
+    /// let mut req = http::Request::get("/a").body(()).unwrap();
+    /// req.extensions_mut().insert(PeerAddr("192.0.2.1:5000".parse().unwrap()));
+    /// let key = KeyBy::Route.and(KeyBy::ClientIp).key_of(&req, &ClientIpConfig::default());
+    /// assert_eq!(key.as_str(), "/a|192.0.2.1");
+    /// ```
+    pub fn key_of<B>(&self, req: &http::Request<B>, ip_config: &ClientIpConfig) -> HttpKey {
+        self.extract(&RequestInfo::new(req, ip_config))
+    }
+
+    pub(crate) fn extract(&self, req: &RequestInfo<'_>) -> HttpKey {
+        let mut out = KeyBuilder::new();
+        if !self.write(req, &mut out) {
+            return HttpKey::new("-");
+        }
+        out.finish()
+    }
+
+    fn write(&self, req: &RequestInfo<'_>, out: &mut KeyBuilder) -> bool {
+        match self {
+            KeyBy::Global => {
+                out.push_str("*");
+                true
+            }
+            KeyBy::PeerIp => write_ip(req.peer_ip(), req, out),
+            KeyBy::ClientIp => write_ip(req.client_ip(), req, out),
+            KeyBy::Header(name) => match req.headers.get(name).map(|v| v.to_str()) {
+                Some(Ok(v)) if !v.is_empty() => {
+                    out.push_str(v);
+                    true
+                }
+                // Absent, empty, or not visible ASCII: no key.
+                _ => false,
+            },
+            KeyBy::Route => {
+                out.push_str(req.route());
+                true
+            }
+            KeyBy::Custom(f) => f(req, out),
+            KeyBy::All(parts) => {
+                for (i, part) in parts.iter().enumerate() {
+                    if i > 0 {
+                        out.push_str("|");
+                    }
+                    if !part.write(req, out) {
+                        out.push_str("-");
+                    }
+                }
+                true
+            }
+            KeyBy::First(parts) => {
+                for part in parts.iter() {
+                    let mut attempt = KeyBuilder::new();
+                    if part.write(req, &mut attempt) {
+                        match attempt.spill {
+                            Some(s) => out.push_str(&s),
+                            None => {
+                                out.push_str(std::str::from_utf8(&attempt.bytes[..attempt.len]).unwrap_or(""))
+                            }
+                        }
+                        return true;
+                    }
+                }
+                false
+            }
+        }
+    }
+}
+
+fn write_ip(ip: Option<IpAddr>, req: &RequestInfo<'_>, out: &mut KeyBuilder) -> bool {
+    match ip {
+        Some(ip) => req.ip_config.write_bucket(ip, out).is_ok(),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::hash_map::DefaultHasher;
+
+    #[test]
+    fn hash_matches_str() {
+        let h = |x: &dyn Fn(&mut DefaultHasher)| {
+            let mut s = DefaultHasher::new();
+            x(&mut s);
+            s.finish()
+        };
+        let k = HttpKey::new("abc");
+        assert_eq!(h(&|s| k.hash(s)), h(&|s| "abc".hash(s)));
+        let long = "y".repeat(47);
+        let k = HttpKey::new(&long);
+        assert_eq!(h(&|s| k.hash(s)), h(&|s| long.as_str().hash(s)));
+    }
+
+    #[test]
+    fn builder_spills_exactly_at_the_boundary() {
+        let mut b = KeyBuilder::new();
+        b.push_str(&"a".repeat(46));
+        assert!(b.spill.is_none());
+        b.push_str("é");
+        assert_eq!(b.finish().as_str(), format!("{}é", "a".repeat(46)));
+    }
+
+    #[test]
+    fn missing_header_is_shared_bucket() {
+        let req = http::Request::get("/").body(()).unwrap();
+        let cfg = ClientIpConfig::default();
+        assert_eq!(KeyBy::header("x-api-key").key_of(&req, &cfg).as_str(), "-");
+        assert_eq!(KeyBy::header("x-api-key").or(KeyBy::Route).key_of(&req, &cfg).as_str(), "/");
+        assert_eq!(KeyBy::header("bad name").key_of(&req, &cfg).as_str(), "-");
+    }
+}

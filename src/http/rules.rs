@@ -1,0 +1,264 @@
+//! Rules: which limiter applies to which requests, keyed how, in which mode.
+
+use std::fmt;
+use std::sync::Arc;
+
+use http::Method;
+
+use super::backend::HttpLimiter;
+use super::headers::Policy;
+use super::key::{HttpKey, KeyBy, RequestInfo};
+
+/// What a rule does with a denial.
+///
+/// ```
+/// use tollgate::http::Mode;
+/// assert_eq!(Mode::default(), Mode::Block);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum Mode {
+    /// Deny with 429 (and rate-limit headers on every response).
+    #[default]
+    Block,
+    /// Never deny: add the rate-limit headers and put a [`RateLimitDecision`] in the request
+    /// extensions for the handler to act on.
+    Annotate,
+    /// Never deny, add no headers: only put a [`RateLimitDecision`] in the request extensions
+    /// and log would-be denials (to try a new limit on live traffic).
+    Shadow,
+}
+
+/// What a non-blocking rule decided, in the request extensions (modes [`Mode::Annotate`] and
+/// [`Mode::Shadow`]). With several such rules, the most restrictive decision.
+///
+/// ```
+/// use tollgate::http::RateLimitDecision;
+/// fn handler(req: http::Request<()>) {
+///     if let Some(d) = req.extensions().get::<RateLimitDecision>() {
+///         println!("rule {} would {}", d.rule, if d.decision.is_allowed() { "allow" } else { "deny" });
+///     }
+/// }
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RateLimitDecision {
+    /// The rule's name.
+    pub rule: Arc<str>,
+    /// The rule's mode.
+    pub mode: Mode,
+    /// The decision.
+    pub decision: crate::Decision,
+}
+
+type CostFn = dyn Fn(&RequestInfo<'_>) -> u32 + Send + Sync;
+
+/// Why a rule was rejected.
+///
+/// ```
+/// use tollgate::http::{Rule, RuleError};
+/// use tollgate::{KeyedLimiter, Quota, http::HttpKey};
+/// let l: KeyedLimiter<HttpKey> = KeyedLimiter::new(Quota::per_second(1).unwrap());
+/// assert!(matches!(Rule::new("has space", l), Err(RuleError::BadName)));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RuleError {
+    /// Rule names must be 1–64 characters of `A-Z a-z 0-9 - _ . :` (they go into headers).
+    BadName,
+}
+
+impl fmt::Display for RuleError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RuleError::BadName => f.write_str("rule names are 1-64 characters of A-Z a-z 0-9 - _ . :"),
+        }
+    }
+}
+
+impl std::error::Error for RuleError {}
+
+/// One limit: a limiter, how requests are keyed, how much each costs, which methods it applies
+/// to, and its [`Mode`]. Where it applies (everywhere or one route) is chosen when it is added
+/// to the layer ([`RateLimitLayerBuilder::rule`](super::RateLimitLayerBuilder::rule) /
+/// [`route`](super::RateLimitLayerBuilder::route)).
+///
+/// ```
+/// use tollgate::http::{HttpKey, KeyBy, Mode, Rule};
+/// use tollgate::{KeyedLimiter, Quota};
+/// let rule = Rule::new("login", KeyedLimiter::<HttpKey>::new(Quota::per_minute(5).unwrap()))
+///     .unwrap()
+///     .key(KeyBy::ClientIp)
+///     .methods([http::Method::POST])
+///     .mode(Mode::Block);
+/// ```
+#[derive(Clone)]
+pub struct Rule {
+    pub(crate) name: Arc<str>,
+    pub(crate) limiter: Arc<dyn HttpLimiter>,
+    pub(crate) key: KeyBy,
+    pub(crate) mode: Mode,
+    pub(crate) cost: Option<Arc<CostFn>>,
+    pub(crate) methods: Option<Arc<[Method]>>,
+    pub(crate) policy: Policy,
+}
+
+impl fmt::Debug for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Rule")
+            .field("name", &self.name)
+            .field("key", &self.key)
+            .field("mode", &self.mode)
+            .field("methods", &self.methods)
+            .field("quota", &self.policy.quota)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Rule {
+    /// A blocking rule named `name`, keyed by client address, cost 1, all methods.
+    pub fn new(name: &str, limiter: impl HttpLimiter) -> Result<Rule, RuleError> {
+        Rule::from_arc(name, Arc::new(limiter))
+    }
+
+    /// The same with a shared limiter (e.g. one you also hand to the admin API).
+    pub fn from_arc(name: &str, limiter: Arc<dyn HttpLimiter>) -> Result<Rule, RuleError> {
+        let ok = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':');
+        if name.is_empty() || name.len() > 64 || !name.bytes().all(ok) {
+            return Err(RuleError::BadName);
+        }
+        let quota = limiter.quota_http(&HttpKey::new("-"));
+        Ok(Rule {
+            name: name.into(),
+            limiter,
+            key: KeyBy::ClientIp,
+            mode: Mode::Block,
+            cost: None,
+            methods: None,
+            policy: Policy::new(name, quota),
+        })
+    }
+
+    /// How requests are keyed (default [`KeyBy::ClientIp`]).
+    pub fn key(mut self, key: KeyBy) -> Rule {
+        self.key = key;
+        self
+    }
+
+    /// Block (default), annotate or shadow.
+    pub fn mode(mut self, mode: Mode) -> Rule {
+        self.mode = mode;
+        self
+    }
+
+    /// Only these methods count against this rule.
+    pub fn methods(mut self, methods: impl IntoIterator<Item = Method>) -> Rule {
+        self.methods = Some(methods.into_iter().collect());
+        self
+    }
+
+    /// What a request costs (default 1). A cost of 0 only reports the state.
+    ///
+    /// ```
+    /// # use tollgate::http::{HttpKey, Rule};
+    /// # use tollgate::{KeyedLimiter, Quota};
+    /// let rule = Rule::new("upload", KeyedLimiter::<HttpKey>::new(Quota::per_second(100).unwrap()))
+    ///     .unwrap()
+    ///     .cost(|req| if req.method == http::Method::POST { 10 } else { 1 });
+    /// ```
+    pub fn cost(mut self, cost: impl Fn(&RequestInfo<'_>) -> u32 + Send + Sync + 'static) -> Rule {
+        self.cost = Some(Arc::new(cost));
+        self
+    }
+
+    /// The rule's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The rule's mode.
+    pub fn current_mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// The rule's limiter.
+    pub fn limiter(&self) -> &Arc<dyn HttpLimiter> {
+        &self.limiter
+    }
+
+    /// The default quota (as sent in `RateLimit-Policy`).
+    pub fn quota(&self) -> crate::Quota {
+        self.policy.quota
+    }
+
+    pub(crate) fn applies_to(&self, method: &Method) -> bool {
+        self.methods.as_ref().is_none_or(|m| m.contains(method))
+    }
+
+    pub(crate) fn cost_of(&self, req: &RequestInfo<'_>) -> u32 {
+        self.cost.as_ref().map_or(1, |f| f(req))
+    }
+}
+
+/// An immutable set of rules: global ones apply to every request; of the route ones, the one
+/// for the request's route applies (the matched axum pattern when present, else the longest
+/// matching path prefix).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct RuleSet {
+    pub(crate) global: Vec<Rule>,
+    /// Sorted by pattern length, longest first.
+    pub(crate) routes: Vec<(String, Rule)>,
+}
+
+impl RuleSet {
+    pub(crate) fn add_route(&mut self, pattern: String, rule: Rule) {
+        self.routes.push((pattern, rule));
+        self.routes.sort_by_key(|(pattern, _)| std::cmp::Reverse(pattern.len()));
+    }
+
+    /// The rules that apply to `req`, globals first.
+    pub(crate) fn matching<'r, 'a: 'r>(
+        &'r self,
+        req: &RequestInfo<'a>,
+    ) -> impl Iterator<Item = &'r Rule> + 'r {
+        let method: &'a Method = req.method;
+        let route = self.route_for(req);
+        self.global.iter().filter(move |r| r.applies_to(method)).chain(route)
+    }
+
+    fn route_for(&self, req: &RequestInfo<'_>) -> Option<&Rule> {
+        if self.routes.is_empty() {
+            return None;
+        }
+        if let Some(matched) = req.matched_path {
+            let exact = self.routes.iter().find(|(p, r)| p == matched && r.applies_to(req.method));
+            if let Some((_, rule)) = exact {
+                return Some(rule);
+            }
+        }
+        let path = req.path();
+        self.routes.iter().find(|(p, r)| prefix_matches(p, path) && r.applies_to(req.method)).map(|(_, r)| r)
+    }
+}
+
+/// `/api` matches `/api` and `/api/x` but not `/apix`; `/api/` matches everything under it.
+pub(crate) fn prefix_matches(pattern: &str, path: &str) -> bool {
+    match path.strip_prefix(pattern) {
+        Some(rest) => rest.is_empty() || pattern.ends_with('/') || rest.starts_with('/'),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefix_matches;
+
+    #[test]
+    fn prefixes() {
+        assert!(prefix_matches("/api", "/api"));
+        assert!(prefix_matches("/api", "/api/x"));
+        assert!(!prefix_matches("/api", "/apix"));
+        assert!(prefix_matches("/api/", "/api/x"));
+        assert!(prefix_matches("/", "/anything"));
+        assert!(!prefix_matches("/api/", "/api"));
+    }
+}
