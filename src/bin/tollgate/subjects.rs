@@ -1,0 +1,186 @@
+//! The limiters under test, behind one tiny trait so the measuring loop is monomorphized for
+//! each (no dynamic dispatch inside the timed loop), and the builders that populate them.
+
+use std::num::NonZeroU32;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use governor::clock::{DefaultClock, QuantaUpkeepClock};
+use governor::middleware::NoOpMiddleware;
+use governor::state::keyed::DashMapStateStore;
+use governor::state::{InMemoryState, NotKeyed};
+use tollgate::{
+    Algorithm, CachedClock, Clock, DefaultHashBuilder, KeyedLimiter, Limiter, QuantaClock, Quota,
+};
+
+use crate::algos::with_algorithm;
+use crate::spec::{AlgoKind, ClockKind, Keys};
+
+/// One rate limiter under test: `check(key)` is one unit check, `true` when admitted.
+pub(crate) trait Subject: Sync {
+    fn check(&self, key: u64) -> bool;
+}
+
+/// Something done with a freshly built and populated subject (measuring it, or sizing it).
+pub(crate) trait Visitor {
+    type Out;
+    fn visit<S: Subject>(self, subject: &S) -> Self::Out;
+}
+
+/// Upkeep interval of both libraries' coarse clocks.
+pub(crate) const UPKEEP: Duration = Duration::from_millis(1);
+
+struct TgDirect<C: Clock, A: Algorithm>(Limiter<C, A>);
+
+impl<C: Clock, A: Algorithm> Subject for TgDirect<C, A> {
+    #[inline]
+    fn check(&self, _key: u64) -> bool {
+        self.0.check().is_allowed()
+    }
+}
+
+struct TgKeyed<C: Clock, A: Algorithm>(KeyedLimiter<u64, C, DefaultHashBuilder, A>);
+
+impl<C: Clock, A: Algorithm> Subject for TgKeyed<C, A> {
+    #[inline]
+    fn check(&self, key: u64) -> bool {
+        matches!(self.0.check(&key), Ok(d) if d.is_allowed())
+    }
+}
+
+type GovInstant<C> = <C as governor::clock::Clock>::Instant;
+
+struct GovDirect<C: governor::clock::Clock>(
+    governor::RateLimiter<NotKeyed, InMemoryState, C, NoOpMiddleware<GovInstant<C>>>,
+);
+
+impl<C: governor::clock::Clock + Sync> Subject for GovDirect<C> {
+    #[inline]
+    fn check(&self, _key: u64) -> bool {
+        self.0.check().is_ok()
+    }
+}
+
+struct GovKeyed<C: governor::clock::Clock>(
+    governor::RateLimiter<u64, DashMapStateStore<u64>, C, NoOpMiddleware<GovInstant<C>>>,
+);
+
+impl<C: governor::clock::Clock + Sync> Subject for GovKeyed<C> {
+    #[inline]
+    fn check(&self, key: u64) -> bool {
+        self.0.check_key(&key).is_ok()
+    }
+}
+
+/// tollgate's cached clock (one shared upkeep thread for the whole run).
+fn tollgate_cached_clock() -> Result<CachedClock, String> {
+    static CLOCK: OnceLock<Result<CachedClock, String>> = OnceLock::new();
+    CLOCK.get_or_init(|| CachedClock::new(UPKEEP).map_err(|e| e.to_string())).clone()
+}
+
+/// governor's upkeep clock: its quanta allows one upkeep thread per process, so share one.
+fn governor_upkeep_clock() -> Result<QuantaUpkeepClock, String> {
+    static CLOCK: OnceLock<Result<QuantaUpkeepClock, String>> = OnceLock::new();
+    CLOCK.get_or_init(|| QuantaUpkeepClock::from_interval(UPKEEP).map_err(|e| e.to_string())).clone()
+}
+
+/// Builds tollgate's limiter for the cell, populates its keys (one check each), and hands it
+/// to `visitor`.
+pub(crate) fn with_tollgate<V: Visitor>(
+    algo: AlgoKind,
+    clock: ClockKind,
+    keys: Keys,
+    quota: Quota,
+    key_list: &[u64],
+    visitor: V,
+) -> Result<V::Out, String> {
+    with_algorithm!(algo, A => {
+        let params = <A as Algorithm>::new(&quota).map_err(|e| format!("{algo}: {e}"))?;
+        Ok(match clock {
+            ClockKind::Quanta => tollgate_build(params, QuantaClock::new(), keys, key_list, visitor),
+            ClockKind::Cached => tollgate_build(params, tollgate_cached_clock()?, keys, key_list, visitor),
+        })
+    }, missing => Err(format!("algorithm {algo} is not available in this build")))
+}
+
+fn tollgate_build<A: Algorithm, C: Clock, V: Visitor>(
+    params: A,
+    clock: C,
+    keys: Keys,
+    key_list: &[u64],
+    visitor: V,
+) -> V::Out {
+    match keys {
+        Keys::Direct => visitor.visit(&TgDirect(Limiter::with_algorithm(params, clock))),
+        Keys::Keyed(n) => {
+            let limiter = KeyedLimiter::build(params, clock, n, DefaultHashBuilder::default());
+            for key in key_list {
+                let _ = limiter.check(key);
+            }
+            visitor.visit(&TgKeyed(limiter))
+        }
+    }
+}
+
+/// The governor quota with the same emission interval and burst, if governor can express it.
+pub(crate) fn governor_quota(quota: &Quota) -> Result<governor::Quota, String> {
+    let burst = u32::try_from(quota.burst())
+        .ok()
+        .and_then(NonZeroU32::new)
+        .ok_or_else(|| format!("governor cannot represent burst {}", quota.burst()))?;
+    governor::Quota::with_period(quota.emission_interval())
+        .map(|q| q.allow_burst(burst))
+        .ok_or_else(|| "governor cannot represent a zero emission interval".to_string())
+}
+
+/// Builds governor's limiter for the same cell (GCRA only), populated the same way.
+pub(crate) fn with_governor<V: Visitor>(
+    clock: ClockKind,
+    keys: Keys,
+    quota: Quota,
+    key_list: &[u64],
+    visitor: V,
+) -> Result<V::Out, String> {
+    let quota = governor_quota(&quota)?;
+    Ok(match clock {
+        ClockKind::Quanta => governor_build(quota, DefaultClock::default(), keys, key_list, visitor),
+        ClockKind::Cached => governor_build(quota, governor_upkeep_clock()?, keys, key_list, visitor),
+    })
+}
+
+fn governor_build<C, V>(quota: governor::Quota, clock: C, keys: Keys, key_list: &[u64], visitor: V) -> V::Out
+where
+    C: governor::clock::Clock + Sync,
+    V: Visitor,
+{
+    match keys {
+        Keys::Direct => {
+            visitor.visit(&GovDirect(governor::RateLimiter::new(quota, InMemoryState::default(), clock)))
+        }
+        Keys::Keyed(n) => {
+            let limiter = governor::RateLimiter::new(quota, DashMapStateStore::with_capacity(n), clock);
+            for key in key_list {
+                let _ = limiter.check_key(key);
+            }
+            visitor.visit(&GovKeyed(limiter))
+        }
+    }
+}
+
+/// tollgate's own estimate of its bytes per key for a table of `n` keys built with
+/// `with_capacity(n)`: papaya's table (one pointer and one metadata byte per slot; slots =
+/// next power of two ≥ 4n/3) plus one heap entry per key (key + cell, rounded to glibc's
+/// 16-byte chunks with an 8-byte header, 32 bytes minimum).
+pub(crate) fn tollgate_estimate(algo: AlgoKind, n: usize) -> Option<f64> {
+    fn per_key<A: Algorithm>(n: usize) -> f64 {
+        let slots = (n.saturating_mul(8) / 6).max(1).next_power_of_two();
+        let table = slots as f64 * 9.0 / n as f64;
+        let entry = std::mem::size_of::<(u64, A::Cell)>();
+        let chunk = ((entry + 8).div_ceil(16) * 16).max(32);
+        table + chunk as f64
+    }
+    if n == 0 {
+        return None;
+    }
+    with_algorithm!(algo, A => Some(per_key::<A>(n)), missing => None)
+}
