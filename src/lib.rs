@@ -49,3 +49,4 @@ pub use window::{
     Composite, CompositeCell, FixedWindow, FixedWindowCell, Receipt, SlidingLog, SlidingLogCell,
     SlidingWindow, SlidingWindowCell,
 };
+pub mod wait;

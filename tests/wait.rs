@@ -1,0 +1,123 @@
+//! Waiting: blocking and async waits sleep exactly `retry_after` (never spin), jitter stays in
+//! bounds, impossible costs fail at once. Time is a ManualClock advanced by the "sleep".
+
+use std::time::Duration;
+
+use tollgate::wait::{Jitter, MIN_SLEEP};
+use tollgate::{
+    CheckError, DefaultHashBuilder, FixedWindow, KeyedLimiter, Limiter, ManualClock, Quota, SlidingLog,
+};
+
+#[test]
+fn blocking_wait_sleeps_exactly_retry_after() {
+    let clock = ManualClock::new();
+    let limiter = Limiter::with_clock(Quota::per_second(4).unwrap(), clock.clone());
+    let mut sleeps = Vec::new();
+    for _ in 0..6 {
+        let d = limiter
+            .wait_n_with(1, Jitter::NONE, |d| {
+                sleeps.push(d);
+                clock.advance(d);
+            })
+            .unwrap();
+        assert!(d.is_allowed());
+    }
+    // 4 immediately, then one every 250 ms: two sleeps of exactly 250 ms, no spinning.
+    assert_eq!(sleeps, vec![Duration::from_millis(250); 2]);
+}
+
+#[test]
+fn fixed_window_wait_sleeps_to_the_next_window() {
+    let clock = ManualClock::starting_at(300_000_000);
+    let fixed = FixedWindow::from_quota(Quota::per_second(2).unwrap()).unwrap();
+    let limiter = Limiter::with_algorithm(fixed, clock.clone());
+    let mut sleeps = Vec::new();
+    let mut sleep = |d| {
+        sleeps.push(d);
+        clock.advance(d);
+    };
+    assert_eq!(limiter.wait_n_with(2, Jitter::NONE, &mut sleep).unwrap().remaining(), 0);
+    assert_eq!(limiter.wait_n_with(2, Jitter::NONE, &mut sleep).unwrap().remaining(), 0);
+    assert_eq!(sleeps, vec![Duration::from_millis(700)]);
+}
+
+#[test]
+fn impossible_costs_fail_without_waiting() {
+    let clock = ManualClock::new();
+    let limiter = Limiter::with_clock(Quota::per_second(3).unwrap(), clock.clone());
+    let mut slept = 0;
+    let err = limiter.wait_n_with(4, Jitter::NONE, |_| slept += 1).unwrap_err();
+    assert_eq!((err.cost, err.capacity, slept), (4, 3, 0));
+
+    let keyed: KeyedLimiter<String, _> = KeyedLimiter::with_clock(Quota::per_second(3).unwrap(), clock);
+    let err = keyed.wait_key_n_with("k", 9, Jitter::NONE, |_| slept += 1).unwrap_err();
+    assert_eq!(err, CheckError::InsufficientCapacity { cost: 9, capacity: 3 });
+    assert_eq!(slept, 0);
+}
+
+#[test]
+fn jitter_is_added_and_bounded() {
+    let clock = ManualClock::new();
+    let limiter = Limiter::with_clock(Quota::per_second(1).unwrap(), clock.clone());
+    let jitter = Jitter::up_to(Duration::from_millis(100));
+    let mut sleeps = Vec::new();
+    for _ in 0..20 {
+        let d = limiter
+            .wait_n_with(1, jitter, |d| {
+                sleeps.push(d);
+                clock.advance(d);
+            })
+            .unwrap();
+        assert!(d.is_allowed());
+    }
+    assert_eq!(sleeps.len(), 19);
+    // Each sleep is the remaining retry_after plus at most 100 ms of jitter; jitter makes the
+    // next retry_after shorter, so every sleep lies in [MIN_SLEEP, 1 s + 100 ms].
+    for d in &sleeps {
+        assert!(*d >= MIN_SLEEP && *d <= Duration::from_millis(1100), "{d:?}");
+    }
+    for _ in 0..1000 {
+        assert!(jitter.sample() <= Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn keyed_async_wait_with_a_custom_sleep() {
+    let clock = ManualClock::new();
+    let log = SlidingLog::from_quota(Quota::per_second(2).unwrap()).unwrap();
+    let limiter: KeyedLimiter<String, _, _, SlidingLog> =
+        KeyedLimiter::build(log, clock.clone(), 0, DefaultHashBuilder::default());
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let mut total_sleep = Duration::ZERO;
+    rt.block_on(async {
+        for _ in 0..5 {
+            let d = limiter
+                .until_key_n_ready_with("k", 1, Jitter::NONE, |d| {
+                    total_sleep += d;
+                    clock.advance(d);
+                    std::future::ready(())
+                })
+                .await
+                .unwrap();
+            assert!(d.is_allowed());
+        }
+    });
+    // Two at t = 0, two at t = 1 s, one at t = 2 s.
+    assert_eq!(total_sleep, Duration::from_secs(2));
+}
+
+#[cfg(feature = "tokio")]
+#[test]
+fn tokio_until_ready_on_the_real_clock() {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+    rt.block_on(async {
+        let limiter = Limiter::new(Quota::per_second(1000).unwrap());
+        for _ in 0..1003 {
+            assert!(limiter.until_ready().await.is_allowed());
+        }
+        let keyed: KeyedLimiter<u32> = KeyedLimiter::new(Quota::per_second(1000).unwrap());
+        assert!(keyed.until_key_n_ready(&1, 1000).await.unwrap().is_allowed());
+        assert!(keyed.until_key_ready(&1).await.unwrap().is_allowed());
+        assert!(limiter.until_n_ready(1001).await.is_err());
+    });
+}
