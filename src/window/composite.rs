@@ -16,7 +16,10 @@ use crate::quota::{Quota, QuotaError};
 ///
 /// * window counters refund exactly (counts are additive: `count −= cost` if still in the same
 ///   window), whatever ran in between;
-/// * the sliding log expires exactly the slots it wrote;
+/// * the sliding log expires exactly the slots it wrote, but its ring is claimed in order, so
+///   those slots become usable only when the ring comes round to them (conservative: never
+///   over-admits, may under-admit within one window) — **put a [`SlidingLog`](super::SlidingLog)
+///   last** (as `b`, which is never refunded);
 /// * GCRA refunds exactly if its TAT is untouched since, else not at all (conservative).
 ///
 /// A concurrent check may see `a`'s cells as taken for the few nanoseconds before the refund
@@ -59,6 +62,27 @@ pub struct Composite<A, B> {
 pub struct CompositeCell<A: Algorithm, B: Algorithm> {
     a: A::Cell,
     b: B::Cell,
+}
+
+impl<A: Algorithm, B: Algorithm> CompositeCell<A, B> {
+    /// The first sub-limit's cell (for inspection with `composite.first().peek(..)`).
+    ///
+    /// ```
+    /// use tollgate::{Algorithm, Composite, FixedWindow, Quota};
+    /// let w = FixedWindow::from_quota(Quota::per_second(5).unwrap()).unwrap();
+    /// let c = Composite::of(w, w);
+    /// let cell = c.new_cell();
+    /// let _ = c.check(&cell, 0, 2);
+    /// assert_eq!(c.first().peek(cell.first(), 0, 0).remaining(), 3);
+    /// ```
+    pub fn first(&self) -> &A::Cell {
+        &self.a
+    }
+
+    /// The second sub-limit's cell.
+    pub fn second(&self) -> &B::Cell {
+        &self.b
+    }
 }
 
 impl<A: Algorithm, B: Algorithm> Composite<A, B> {

@@ -50,7 +50,9 @@ const PENDING_RETRIES: u32 = 64;
 ///
 /// Stamps are `max(now, newest stamp)`, so the ring stays sorted and a clock that went back
 /// never records a stamp that would expire early; expiry is judged at the real `now`
-/// (stricter). `remaining` is found by binary search over the sorted ring.
+/// (stricter). `remaining` is found by binary search over the sorted ring; after a refund or a
+/// reset expired stamps in the middle of the ring it may under-report (never over-report) until
+/// those positions are reused.
 ///
 /// ```
 /// use std::time::Duration;
@@ -357,8 +359,11 @@ impl Algorithm for SlidingLog {
         self.claim(cell, now, cost)
     }
 
-    /// Exact: each claimed slot that still holds exactly what this check wrote has its stamp
-    /// expired; a slot already overwritten belongs to a later claim (ours had expired).
+    /// Conservative: each claimed slot that still holds exactly what this check wrote has its
+    /// stamp expired (a slot already overwritten belongs to a later claim: ours had expired).
+    /// Positions are claimed in ring order, so a refunded slot is reused only when the ring
+    /// comes round to it: within one window the refunded cells may stay unavailable (never
+    /// over-admits). In a [`Composite`](super::Composite), put the log last.
     fn refund(&self, cell: &SlidingLogCell, _now: Nanos, cost: u64, receipt: Receipt) -> bool {
         if !receipt.valid || cell::is_retired(&cell.head) {
             return false;

@@ -1,0 +1,81 @@
+//! Eviction of idle window and log keys is lossless: with a sweeper thread running, every key
+//! still admits exactly its limit in every window (a retired key's fresh cell changes nothing).
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use tollgate::{
+    Algorithm, DefaultHashBuilder, FixedWindow, KeyedLimiter, ManualClock, Quota, SlidingLog, SlidingWindow,
+};
+
+const SECOND: u64 = 1_000_000_000;
+
+fn run<A: Algorithm>(algorithm: A, limit: u64, windows: u64, keys: u64) {
+    let clock = ManualClock::new();
+    let limiter: Arc<KeyedLimiter<u64, ManualClock, DefaultHashBuilder, A>> =
+        Arc::new(KeyedLimiter::build(algorithm, clock.clone(), 0, DefaultHashBuilder::default()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let evicted = Arc::new(AtomicU64::new(0));
+    let sweeper = {
+        let (limiter, stop, evicted) = (limiter.clone(), stop.clone(), evicted.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                evicted.fetch_add(limiter.sweep() as u64, Ordering::Relaxed);
+                std::thread::yield_now();
+            }
+        })
+    };
+    for window in 0..windows {
+        // Two windows apart, so the sliding counter's previous window is empty as well.
+        clock.set(2 * window * SECOND + 1);
+        let admitted: Vec<Arc<AtomicU64>> = (0..keys).map(|_| Arc::new(AtomicU64::new(0))).collect();
+        let checkers: Vec<_> = (0..3)
+            .map(|t| {
+                let (limiter, admitted) = (limiter.clone(), admitted.clone());
+                std::thread::spawn(move || {
+                    for i in 0..(3 * limit * keys) {
+                        let key = (i + t) % keys;
+                        if limiter.check(&key).unwrap().is_allowed() {
+                            admitted[key as usize].fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                })
+            })
+            .collect();
+        for c in checkers {
+            c.join().unwrap();
+        }
+        for (key, a) in admitted.iter().enumerate() {
+            assert_eq!(a.load(Ordering::Relaxed), limit, "window {window}, key {key}");
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    sweeper.join().unwrap();
+    // Everything is idle two windows later: one final sweep empties the table.
+    clock.set(2 * windows * SECOND + 1);
+    limiter.sweep();
+    assert!(limiter.is_empty());
+}
+
+#[test]
+fn fixed_window_eviction_is_lossless() {
+    run(FixedWindow::from_quota(Quota::per_second(20).unwrap()).unwrap(), 20, 20, 8);
+}
+
+#[test]
+fn sliding_window_eviction_is_lossless() {
+    run(SlidingWindow::from_quota(Quota::per_second(20).unwrap()).unwrap(), 20, 20, 8);
+}
+
+#[test]
+fn sliding_log_eviction_is_lossless() {
+    run(SlidingLog::from_quota(Quota::per_second(20).unwrap()).unwrap(), 20, 20, 8);
+}
+
+#[test]
+#[ignore = "stress: cargo test --release --test window_eviction -- --ignored"]
+fn eviction_stress_large() {
+    run(FixedWindow::from_quota(Quota::per_second(100).unwrap()).unwrap(), 100, 200, 64);
+    run(SlidingWindow::from_quota(Quota::per_second(100).unwrap()).unwrap(), 100, 200, 64);
+    run(SlidingLog::from_quota(Quota::per_second(100).unwrap()).unwrap(), 100, 200, 64);
+}
