@@ -6,6 +6,9 @@ use std::sync::{Arc, Barrier};
 
 use tollgate::{Algorithm, Composite, FixedWindow, Gcra, Quota, SlidingLog, SlidingWindow};
 
+/// A composite and its one shared cell.
+type Shared<A, B> = Arc<(Composite<A, B>, tollgate::CompositeCell<A, B>)>;
+
 /// Runs `threads × per_thread` checks (costs 1–3) on one composite cell at a frozen `now`;
 /// returns the composite and its cell, and the admitted cells.
 fn stress<A: Algorithm, B: Algorithm>(
@@ -13,7 +16,7 @@ fn stress<A: Algorithm, B: Algorithm>(
     threads: usize,
     per_thread: u32,
     now: u64,
-) -> (Arc<(Composite<A, B>, tollgate::CompositeCell<A, B>)>, u64) {
+) -> (Shared<A, B>, u64) {
     let cell = c.new_cell();
     let shared = Arc::new((c, cell));
     let admitted = Arc::new(AtomicU64::new(0));
