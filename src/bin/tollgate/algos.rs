@@ -2,9 +2,10 @@
 
 use crate::spec::AlgoKind;
 
-/// Whether tollgate ships `kind` (the windowed algorithms land in `tollgate::window`).
+/// Whether tollgate ships `kind` (all four since `tollgate::window` landed; kept so a build
+/// without an algorithm rejects its name with a clear message instead of failing later).
 pub(crate) fn available(kind: AlgoKind) -> bool {
-    matches!(kind, AlgoKind::Gcra)
+    matches!(kind, AlgoKind::Gcra | AlgoKind::Fixed | AlgoKind::Sliding | AlgoKind::Log)
 }
 
 /// Runs `$body` with the type alias `$A` naming the [`tollgate::Algorithm`] for `$kind`;
@@ -16,6 +17,19 @@ macro_rules! with_algorithm {
                 type $A = tollgate::Gcra;
                 $body
             }
+            $crate::spec::AlgoKind::Fixed => {
+                type $A = tollgate::FixedWindow;
+                $body
+            }
+            $crate::spec::AlgoKind::Sliding => {
+                type $A = tollgate::SlidingWindow;
+                $body
+            }
+            $crate::spec::AlgoKind::Log => {
+                type $A = tollgate::SlidingLog;
+                $body
+            }
+            #[allow(unreachable_patterns)]
             _ => $missing,
         }
     };

@@ -95,33 +95,6 @@ pub(crate) struct Report {
     pub(crate) notes: Vec<String>,
 }
 
-/// Quota that admits every check: 10⁹/s with a burst of 10⁹ (emission interval 1 ns), or the
-/// largest limit the algorithm accepts over a proportionally short window.
-fn allow_all_quota(algo: AlgoKind) -> Result<Quota, CliError> {
-    let q = Quota::per_second(1_000_000_000).map_err(CliError::internal)?;
-    let probe = subjects::with_tollgate(algo, ClockKind::Quanta, Keys::Direct, q, &[], NoOp);
-    match probe {
-        Ok(()) => Ok(q),
-        Err(_) => {
-            // Windowed algorithms cap their limit: use `max` per `max` ns (still 10⁹/s).
-            for max in [1u64 << 20, 1 << 16, 1 << 12, 1 << 8, 64] {
-                let q = Quota::new(max, Duration::from_nanos(max)).map_err(CliError::internal)?;
-                if subjects::with_tollgate(algo, ClockKind::Quanta, Keys::Direct, q, &[], NoOp).is_ok() {
-                    return Ok(q);
-                }
-            }
-            Err(CliError::Usage(format!("no allow-all quota fits algorithm {algo}")))
-        }
-    }
-}
-
-struct NoOp;
-
-impl subjects::Visitor for NoOp {
-    type Out = ();
-    fn visit<S: subjects::Subject>(self, _subject: &S) {}
-}
-
 /// A quota under which about `target` of this workload's checks are denied, calibrated from
 /// tollgate's allow-all throughput on it (the same quota is then used for every library).
 fn calibrated_quota(target: f64, lambda: f64, probs: &[f64]) -> Result<Quota, CliError> {
@@ -206,7 +179,7 @@ pub(crate) fn run(plan: &Plan) -> Result<Report, CliError> {
             }
         };
         for &algo in &plan.algorithms {
-            let base_quota = allow_all_quota(algo)?;
+            let base_quota = subjects::allow_all_quota(algo).map_err(CliError::Usage)?;
             for &clock in &plan.clocks {
                 let clock_ns = match clock {
                     ClockKind::Quanta => references.clock_read_ns,
@@ -325,7 +298,7 @@ fn attach_memory(cells: &mut [Cell], notes: &mut Vec<String>) {
             cell.bytes_per_key_estimate = AlgoKind::ALL
                 .iter()
                 .find(|a| a.name() == cell.algorithm)
-                .and_then(|&a| tollgate_estimate(a, n));
+                .and_then(|&a| tollgate_estimate(a, n, &cell.quota.parse::<Quota>().ok()?));
         }
     }
     if let Some(e) = failed {
