@@ -1,0 +1,147 @@
+//! Loom models of the windowed algorithms and composite refunds, driving the real code (the
+//! pure steps through `cell::update`, the sliding log's claim protocol, composite refunds).
+//! Each stays small: 2–3 threads, one or two checks each.
+#![cfg(tollgate_loom)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use loom::thread;
+use loom_tests::model;
+use tollgate::{
+    Algorithm, Composite, Decision, DefaultHashBuilder, FixedWindow, KeyedLimiter, Limiter, ManualClock,
+    Quota, SlidingLog, SlidingWindow,
+};
+
+const SECOND: u64 = 1_000_000_000;
+
+/// Runs one unit check on each of `threads` threads (the model's main thread included) and
+/// returns all decisions.
+fn race<A: Algorithm>(limiter: &Arc<Limiter<ManualClock, A>>, threads: usize) -> Vec<Decision> {
+    let handles: Vec<_> = (1..threads)
+        .map(|_| {
+            let limiter = Arc::clone(limiter);
+            thread::spawn(move || limiter.check())
+        })
+        .collect();
+    let mut all = vec![limiter.check()];
+    all.extend(handles.into_iter().map(|h| h.join().expect("checker thread")));
+    all
+}
+
+fn admitted(all: &[Decision]) -> Vec<u64> {
+    let mut r: Vec<u64> = all.iter().filter(|d| d.is_allowed()).map(Decision::remaining).collect();
+    r.sort_unstable();
+    r
+}
+
+/// Fixed window: two checks race at the first instant of a new window, one of them performing
+/// the rollover CAS `(0, 2) → (1, 1)` and the other the increment `(1, 1) → (1, 2)`, or both
+/// rollovers with one failing and retrying from the value it got back. Exactly `limit` (2).
+#[test]
+fn fixed_window_rollover_vs_increment() {
+    model(|| {
+        let clock = ManualClock::new();
+        let fixed = FixedWindow::from_quota(Quota::per_second(2).expect("quota")).expect("fits");
+        let limiter = Arc::new(Limiter::with_algorithm(fixed, clock.clone()));
+        assert!(limiter.check_n(2).expect("fits").is_allowed());
+        clock.set(SECOND);
+        let all = race(&limiter, 3);
+        assert_eq!(admitted(&all), vec![0, 1], "{all:?}");
+        for d in all.iter().filter(|d| !d.is_allowed()) {
+            assert_eq!(d.retry_after(), Some(Duration::from_secs(1)));
+        }
+    });
+}
+
+/// Sliding window: half-way into window 1 the previous window's 2 cells weigh 1, so exactly
+/// one of two racing checks (both rolling the word over) is admitted.
+#[test]
+fn sliding_window_rollover() {
+    model(|| {
+        let clock = ManualClock::new();
+        let sliding = SlidingWindow::from_quota(Quota::per_second(2).expect("quota")).expect("fits");
+        let limiter = Arc::new(Limiter::with_algorithm(sliding, clock.clone()));
+        assert!(limiter.check_n(2).expect("fits").is_allowed());
+        clock.set(SECOND + SECOND / 2);
+        let all = race(&limiter, 2);
+        assert_eq!(admitted(&all), vec![0], "{all:?}");
+    });
+}
+
+/// Sliding log: three checks race for two free slots (head CAS, then stamp writes, readers that
+/// may see a claimed-but-unwritten slot). Exactly two are admitted, and afterwards the log is
+/// full until the stamps expire.
+#[test]
+fn sliding_log_claim() {
+    model(|| {
+        let clock = ManualClock::starting_at(5);
+        let log = SlidingLog::from_quota(Quota::per_second(2).expect("quota")).expect("fits");
+        let limiter = Arc::new(Limiter::with_algorithm(log, clock.clone()));
+        let all = race(&limiter, 3);
+        assert_eq!(admitted(&all), vec![0, 1], "{all:?}");
+        assert!(!limiter.check().is_allowed());
+        clock.set(5 + SECOND);
+        assert!(limiter.check_n(2).expect("fits").is_allowed());
+    });
+}
+
+/// Sliding log, second lap: the ring is full of expired stamps, two checks race to overwrite
+/// the oldest slot; a reader may see the head moved before the winner's stamp is written.
+#[test]
+fn sliding_log_claim_second_lap() {
+    model(|| {
+        let clock = ManualClock::new();
+        let log = SlidingLog::from_quota(Quota::per_second(1).expect("quota")).expect("fits");
+        let limiter = Arc::new(Limiter::with_algorithm(log, clock.clone()));
+        assert!(limiter.check().is_allowed());
+        clock.set(SECOND);
+        let all = race(&limiter, 2);
+        assert_eq!(admitted(&all), vec![0], "{all:?}");
+        let after = limiter.check();
+        assert!(!after.is_allowed(), "{after:?}");
+    });
+}
+
+/// Composite refund vs a concurrent check: `a` = 3 per minute, `b` = 1 per second. Two checks
+/// race; exactly one passes `b`, the other's `a` cells are refunded through `a`'s CAS loop while
+/// the winner may be incrementing `a` concurrently. Afterwards `a` holds exactly 1.
+#[test]
+fn composite_refund_vs_concurrent_check() {
+    model(|| {
+        let a = FixedWindow::from_quota(Quota::per_minute(3).expect("quota")).expect("fits");
+        let b = FixedWindow::from_quota(Quota::per_second(1).expect("quota")).expect("fits");
+        let c = Composite::of(a, b);
+        let shared = Arc::new((c, c.new_cell()));
+        let other = Arc::clone(&shared);
+        let h = thread::spawn(move || other.0.check(&other.1, 7, 1).expect("live cell"));
+        let mine = shared.0.check(&shared.1, 7, 1).expect("live cell");
+        let theirs = h.join().expect("checker thread");
+        assert_eq!(u8::from(mine.is_allowed()) + u8::from(theirs.is_allowed()), 1);
+        let (c, cell) = (&shared.0, &shared.1);
+        assert_eq!(c.first().peek(cell.first(), 7, 0).remaining(), 2, "refund landed exactly");
+        assert_eq!(c.second().peek(cell.second(), 7, 0).remaining(), 0);
+    });
+}
+
+/// Sweeper vs checker on a fixed-window key whose window just ended: the key is either retired
+/// before the check (which then starts a fresh cell) or the check moves it first (the retire
+/// fails). Either way the check is admitted with `remaining = 1` and nothing is lost.
+#[test]
+fn fixed_window_sweeper_vs_checker() {
+    model(|| {
+        let clock = ManualClock::new();
+        let fixed = FixedWindow::from_quota(Quota::per_second(2).expect("quota")).expect("fits");
+        let limiter: Arc<KeyedLimiter<u8, ManualClock, DefaultHashBuilder, FixedWindow>> =
+            Arc::new(KeyedLimiter::build(fixed, clock.clone(), 0, DefaultHashBuilder::default()));
+        assert!(limiter.check_n(&1, 2).expect("fits").is_allowed());
+        clock.set(SECOND);
+        let sweeper = Arc::clone(&limiter);
+        let h = thread::spawn(move || sweeper.sweep());
+        let d = limiter.check(&1).expect("no key limit");
+        let evicted = h.join().expect("sweeper thread");
+        assert!(d.is_allowed() && d.remaining() == 1, "{d:?} (evicted {evicted})");
+        assert_eq!(limiter.check(&1).expect("no key limit").remaining(), 0);
+        assert!(!limiter.check(&1).expect("no key limit").is_allowed());
+    });
+}
