@@ -1,0 +1,399 @@
+//! The rate-limit layer's features over real HTTP on loopback (axum + hyper + reqwest), time from
+//! a `ManualClock`: modes, skips, costs, client addresses (spoofing, malformed headers, IPv6
+//! buckets, mapped IPv4), auto-ban, backend failures, async (remote-style) limiters.
+#![cfg(feature = "axum")]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::Request;
+use axum::routing::get;
+use axum::Router;
+use reqwest::{Client, Response, StatusCode};
+use tollgate::http::client_ip::{ClientIpConfig, ProxyHeader};
+use tollgate::http::{
+    AutoBan, Check, FailurePolicy, HeaderStyle, HttpKey, HttpLimiter, KeyBy, Listed, Mode, RateLimitDecision,
+    RateLimitLayer, Rule, StrKeys,
+};
+use tollgate::{CheckError, Decision, KeyedLimiter, ManualClock, Quota};
+
+async fn serve(app: Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await.unwrap();
+    });
+    format!("http://{addr}")
+}
+
+fn header<'a>(res: &'a Response, name: &str) -> Option<&'a str> {
+    res.headers().get(name).map(|v| v.to_str().unwrap())
+}
+
+type Limiter = Listed<ManualClock>;
+
+fn limiter(clock: &ManualClock, q: &str) -> Arc<Limiter> {
+    Arc::new(Listed(KeyedLimiter::<HttpKey, ManualClock>::with_clock(q.parse().unwrap(), clock.clone())))
+}
+
+fn rule(name: &str, l: &Arc<Limiter>) -> Rule {
+    Rule::from_arc(name, l.clone() as Arc<dyn HttpLimiter>).unwrap()
+}
+
+fn keys(l: &Limiter) -> Vec<String> {
+    let mut out = Vec::new();
+    l.for_each_http(&mut |k, _| out.push(k.to_owned()));
+    out.sort();
+    out
+}
+
+/// Says what the non-blocking rules decided (from the request extensions).
+async fn note(req: Request) -> String {
+    match req.extensions().get::<RateLimitDecision>() {
+        Some(d) => format!("{}:{}:{}", d.rule, d.decision.is_allowed(), d.decision.remaining()),
+        None => "none".to_owned(),
+    }
+}
+
+fn app(layer: RateLimitLayer) -> Router {
+    Router::new().route("/", get(note).post(note).options(note)).route("/health", get(note)).layer(layer)
+}
+
+#[tokio::test]
+async fn shadow_mode_passes_through_without_headers() {
+    let clock = ManualClock::new();
+    let l = limiter(&clock, "1/s");
+    let layer = RateLimitLayer::builder().rule(rule("trial", &l).mode(Mode::Shadow)).build();
+    let base = serve(app(layer.clone())).await;
+    let client = Client::new();
+    let res = client.get(&base).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.text().await.unwrap(), "trial:true:0");
+    for _ in 0..3 {
+        let res = client.get(&base).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        assert!(res.headers().get("x-ratelimit-limit").is_none());
+        assert!(res.headers().get("ratelimit").is_none());
+        assert_eq!(res.text().await.unwrap(), "trial:false:0");
+    }
+    let m = layer.metrics();
+    assert_eq!((m.allowed, m.denied, m.shadow_denied), (4, 0, 3));
+}
+
+#[tokio::test]
+async fn annotate_mode_passes_with_headers() {
+    let clock = ManualClock::new();
+    let l = limiter(&clock, "1/s");
+    let layer = RateLimitLayer::builder()
+        .rule(rule("soft", &l).mode(Mode::Annotate))
+        .header_style(HeaderStyle::Legacy)
+        .build();
+    let base = serve(app(layer)).await;
+    let client = Client::new();
+    let _ = client.get(&base).send().await.unwrap();
+    let res = client.get(&base).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(header(&res, "x-ratelimit-remaining"), Some("0"));
+    assert_eq!(header(&res, "x-ratelimit-limit"), Some("1"));
+    assert!(res.headers().get("ratelimit-policy").is_none(), "legacy style only");
+    assert_eq!(res.text().await.unwrap(), "soft:false:0");
+}
+
+#[tokio::test]
+async fn skip_paths_methods_and_predicates() {
+    let clock = ManualClock::new();
+    let l = limiter(&clock, "1/s");
+    let layer = RateLimitLayer::builder()
+        .rule(rule("one", &l))
+        .skip_path("/health")
+        .skip_method(http::Method::OPTIONS)
+        .skip_if(|req| req.headers.contains_key("x-internal"))
+        .build();
+    let base = serve(app(layer.clone())).await;
+    let client = Client::new();
+    assert_eq!(client.get(&base).send().await.unwrap().status(), StatusCode::OK);
+    assert_eq!(client.get(&base).send().await.unwrap().status(), StatusCode::TOO_MANY_REQUESTS);
+    for _ in 0..3 {
+        let res = client.get(format!("{base}/health")).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        assert!(res.headers().get("x-ratelimit-limit").is_none());
+        let res = client.request(http::Method::OPTIONS, &base).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        let res = client.get(&base).header("x-internal", "1").send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+    }
+    assert_eq!(layer.metrics().skipped, 9);
+    assert_eq!(layer.metrics().denied, 1);
+}
+
+#[tokio::test]
+async fn methods_and_costs() {
+    let clock = ManualClock::new();
+    let l = limiter(&clock, "10/s");
+    let cost = |req: &tollgate::http::RequestInfo<'_>| {
+        req.headers.get("x-cost").and_then(|v| v.to_str().ok()?.parse().ok()).unwrap_or(1)
+    };
+    let layer =
+        RateLimitLayer::builder().rule(rule("posts", &l).methods([http::Method::POST]).cost(cost)).build();
+    let base = serve(app(layer)).await;
+    let client = Client::new();
+    // GET does not count against a POST-only rule, and gets no headers.
+    let res = client.get(&base).send().await.unwrap();
+    assert!(res.headers().get("x-ratelimit-limit").is_none());
+    let res = client.post(&base).header("x-cost", "4").send().await.unwrap();
+    assert_eq!(header(&res, "x-ratelimit-remaining"), Some("6"));
+    let res = client.post(&base).header("x-cost", "6").send().await.unwrap();
+    assert_eq!(header(&res, "x-ratelimit-remaining"), Some("0"));
+    let res = client.post(&base).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(header(&res, "retry-after"), Some("1"));
+    // A cost above the burst can never pass: 429 without Retry-After.
+    clock.advance(Duration::from_secs(1));
+    let res = client.post(&base).header("x-cost", "11").send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(res.headers().get("retry-after").is_none());
+}
+
+#[tokio::test]
+async fn route_and_ip_combined_keys() {
+    let clock = ManualClock::new();
+    let l = limiter(&clock, "5/s");
+    let layer =
+        RateLimitLayer::builder().rule(rule("combo", &l).key(KeyBy::Route.and(KeyBy::ClientIp))).build();
+    let base = serve(app(layer)).await;
+    let client = Client::new();
+    client.get(&base).send().await.unwrap();
+    client.get(format!("{base}/health")).send().await.unwrap();
+    assert_eq!(keys(&l), ["/health|127.0.0.1", "/|127.0.0.1"]);
+}
+
+async fn proxied(config: ClientIpConfig) -> (String, Arc<Limiter>) {
+    let clock = ManualClock::new();
+    let l = limiter(&clock, "100/s");
+    let layer = RateLimitLayer::builder().client_ip(config).rule(rule("ip", &l)).build();
+    (serve(app(layer)).await, l)
+}
+
+#[tokio::test]
+async fn ipv6_is_bucketed_by_64_and_mapped_ipv4_unwrapped() {
+    let (base, l) = proxied(ClientIpConfig::default().trust("127.0.0.1".parse().unwrap())).await;
+    let client = Client::new();
+    for xff in
+        ["2001:db8:1:2::1", "2001:db8:1:2:ffff:ffff:ffff:ffff", "[2001:db8:1:2::3]:443", "2001:db8:1:3::1"]
+    {
+        assert_eq!(
+            client.get(&base).header("x-forwarded-for", xff).send().await.unwrap().status(),
+            StatusCode::OK
+        );
+    }
+    for xff in ["::ffff:192.0.2.1", "192.0.2.1", "192.0.2.1:8080"] {
+        assert_eq!(
+            client.get(&base).header("x-forwarded-for", xff).send().await.unwrap().status(),
+            StatusCode::OK
+        );
+    }
+    assert_eq!(keys(&l), ["192.0.2.1", "2001:db8:1:2::/64", "2001:db8:1:3::/64"]);
+    let mut per_key = Vec::new();
+    l.for_each_http(&mut |k, d| per_key.push((k.to_owned(), d.remaining())));
+    per_key.sort();
+    // Three requests in the first /64, one in the second, three from the mapped/plain IPv4
+    // (`for_each` reports what one more request would leave: one less).
+    assert_eq!(
+        per_key,
+        [
+            ("192.0.2.1".to_owned(), 96),
+            ("2001:db8:1:2::/64".to_owned(), 96),
+            ("2001:db8:1:3::/64".to_owned(), 98)
+        ]
+    );
+}
+
+#[tokio::test]
+async fn ipv6_prefix_is_configurable() {
+    let config = ClientIpConfig::default().trust("127.0.0.1".parse().unwrap()).ipv6_prefix(128);
+    let (base, l) = proxied(config).await;
+    let client = Client::new();
+    for xff in ["2001:db8::1", "2001:db8::2"] {
+        client.get(&base).header("x-forwarded-for", xff).send().await.unwrap();
+    }
+    assert_eq!(keys(&l), ["2001:db8::1", "2001:db8::2"]);
+}
+
+#[tokio::test]
+async fn forwarded_header_when_configured() {
+    let config = ClientIpConfig::default().trust("127.0.0.1".parse().unwrap()).header(ProxyHeader::Forwarded);
+    let (base, l) = proxied(config).await;
+    let client = Client::new();
+    let res = client
+        .get(&base)
+        .header("forwarded", r#"for=6.6.6.6, for="[2001:db8:cafe::17]:4711";proto=https"#)
+        .header("x-forwarded-for", "5.5.5.5") // not the configured header: ignored
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(keys(&l), ["2001:db8:cafe::/64"]);
+}
+
+#[tokio::test]
+async fn malformed_oversized_and_repeated_headers_never_panic() {
+    let (base, l) = proxied(ClientIpConfig::default().trust("127.0.0.0/8".parse().unwrap())).await;
+    let client = Client::new();
+    let long = "1.2.3.4, ".repeat(800) + "garbage";
+    let deep_v6 = format!("[{}]", ":".repeat(5000));
+    let values: Vec<Vec<u8>> = vec![
+        b"".to_vec(),
+        b",,,".to_vec(),
+        b"[".to_vec(),
+        b"]".to_vec(),
+        b"999.1.1.1".to_vec(),
+        b"1.2.3.4:99999999".to_vec(),
+        b"fe80::1%eth0".to_vec(),
+        b"unknown".to_vec(),
+        b"\x80\xff\xfe".to_vec(),
+        long.into_bytes(),
+        deep_v6.into_bytes(),
+    ];
+    for v in &values {
+        let res = client
+            .get(&base)
+            .header("x-forwarded-for", reqwest::header::HeaderValue::from_bytes(v).unwrap())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "value {:?}", String::from_utf8_lossy(v));
+    }
+    // Unparseable hops fall back to the nearest trusted hop (the peer), never to attacker text.
+    assert_eq!(keys(&l), ["127.0.0.1"]);
+    // Several X-Forwarded-For headers are one list, in order.
+    let res = client
+        .get(&base)
+        .header("x-forwarded-for", "6.6.6.6")
+        .header("x-forwarded-for", "203.0.113.5, 127.0.0.2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(keys(&l), ["127.0.0.1", "203.0.113.5"]);
+}
+
+#[tokio::test]
+async fn auto_ban_triggers_blocks_and_expires() {
+    let clock = ManualClock::new();
+    let l = limiter(&clock, "1/s");
+    let ban =
+        AutoBan::with_clock(3, Duration::from_secs(10), Duration::from_secs(60), clock.clone()).unwrap();
+    let layer = RateLimitLayer::builder().rule(rule("ip", &l)).auto_ban(ban).build();
+    let base = serve(app(layer.clone())).await;
+    let client = Client::new();
+    assert_eq!(client.get(&base).send().await.unwrap().status(), StatusCode::OK);
+    for _ in 0..3 {
+        assert_eq!(client.get(&base).send().await.unwrap().status(), StatusCode::TOO_MANY_REQUESTS);
+    }
+    // Third denial within the window: banned for 60 s, even though the limiter refills in 1 s.
+    clock.advance(Duration::from_secs(2));
+    let res = client.get(&base).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    assert_eq!(header(&res, "retry-after"), Some("58"));
+    assert_eq!(header(&res, "content-type"), Some("application/problem+json"));
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["status"], 403);
+    clock.advance(Duration::from_secs(57));
+    let res = client.get(&base).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    assert_eq!(header(&res, "retry-after"), Some("1"));
+    let mut bans = Vec::new();
+    layer.auto_ban().unwrap().for_each_ban(|k, left| bans.push((k.to_owned(), left)));
+    assert_eq!(bans, [("127.0.0.1".to_owned(), Duration::from_secs(1))]);
+    // Expired: the main limiter was never touched while banned, so the full burst is there.
+    clock.advance(Duration::from_secs(1));
+    let res = client.get(&base).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(header(&res, "x-ratelimit-remaining"), Some("0"));
+    let m = layer.metrics();
+    assert_eq!((m.allowed, m.denied, m.banned, m.bans_issued), (2, 3, 2, 1));
+}
+
+#[tokio::test]
+async fn auto_ban_status_can_be_429() {
+    let clock = ManualClock::new();
+    let l = limiter(&clock, "1/s");
+    let ban = AutoBan::with_clock(1, Duration::from_secs(10), Duration::from_secs(5), clock.clone())
+        .unwrap()
+        .status(StatusCode::TOO_MANY_REQUESTS);
+    let layer = RateLimitLayer::builder().rule(rule("ip", &l)).auto_ban(ban).build();
+    let base = serve(app(layer)).await;
+    let client = Client::new();
+    client.get(&base).send().await.unwrap();
+    client.get(&base).send().await.unwrap(); // first denial bans
+    clock.advance(Duration::from_secs(1));
+    let res = client.get(&base).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(header(&res, "retry-after"), Some("4"));
+    assert!(res.headers().get("x-ratelimit-limit").is_none(), "a ban does not consult the limiter");
+}
+
+/// A backend that always fails (Redis down, with a policy of reporting it).
+struct Down;
+
+impl HttpLimiter for Down {
+    fn check_http(&self, _key: &HttpKey, _cost: u32) -> Check {
+        Check::Ready(Err(CheckError::Backend { reason: "connection refused".into() }))
+    }
+    fn quota_http(&self, _key: &HttpKey) -> Quota {
+        Quota::per_second(1).unwrap()
+    }
+    fn reset_http(&self, _key: &HttpKey) -> Result<bool, CheckError> {
+        Ok(false)
+    }
+}
+
+#[tokio::test]
+async fn backend_errors_fail_open_by_default_and_503_when_closed() {
+    let open = RateLimitLayer::builder().rule(Rule::new("redis", Down).unwrap()).build();
+    let base = serve(app(open.clone())).await;
+    let res = Client::new().get(&base).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(res.headers().get("x-ratelimit-limit").is_none());
+    assert_eq!(open.metrics().errors, 1);
+
+    let closed = RateLimitLayer::builder()
+        .rule(Rule::new("redis", Down).unwrap())
+        .on_error(FailurePolicy::FailClosed)
+        .build();
+    let base = serve(app(closed)).await;
+    let res = Client::new().get(&base).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(header(&res, "content-type"), Some("application/problem+json"));
+}
+
+#[tokio::test]
+async fn async_str_keyed_limiter_behaves_like_in_process() {
+    // An `AsyncRateLimiter<str>` (the shape of the Redis limiter), checked through a future.
+    let clock = ManualClock::new();
+    let remote = StrKeys::new(KeyedLimiter::<String, ManualClock>::with_clock(
+        Quota::per_second(2).unwrap(),
+        clock.clone(),
+    ));
+    let local = limiter(&clock, "5/s");
+    let layer = RateLimitLayer::builder()
+        .rule(Rule::new("remote", remote).unwrap())
+        .rule(rule("local", &local).key(KeyBy::Global))
+        .build();
+    let base = serve(app(layer)).await;
+    let client = Client::new();
+    for remaining in ["1", "0"] {
+        let res = client.get(&base).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(header(&res, "x-ratelimit-remaining"), Some(remaining));
+        assert_eq!(header(&res, "ratelimit-policy"), Some(r#""remote";q=2;w=1"#));
+    }
+    let res = client.get(&base).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(header(&res, "retry-after"), Some("1"));
+    // Both rules were checked on every request: 3 of 5 spent; one more would leave 1.
+    let mut global = Vec::new();
+    local.for_each_http(&mut |k, d: Decision| global.push((k.to_owned(), d.remaining())));
+    assert_eq!(global, [("*".to_owned(), 1)]);
+}
