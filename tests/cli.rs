@@ -189,7 +189,7 @@ fn simulate_overload_matches_analytic_counts() {
         "--quota",
         "10/s",
         "--algorithm",
-        "gcra",
+        "all",
         "--arrivals",
         "uniform:100/s",
         "--duration",
@@ -210,6 +210,16 @@ fn simulate_overload_matches_analytic_counts() {
     assert_eq!(gcra["delta_vs_log"], 9);
     assert_eq!(gcra["abs_deviation_vs_log"], 9);
     assert_eq!(gcra["peak_in_window"], 19); // 2n − 1
+                                            // Fixed window [k s, k+1 s): the first 10 arrivals of each window. Sliding log: exact.
+    for name in ["fixed", "log"] {
+        let run = algo(&doc, name);
+        assert_eq!(per_second_admitted(run), vec![10; 10], "{name}");
+        assert_eq!(run["abs_deviation_vs_log"], 0, "{name}");
+    }
+    assert_eq!(algo(&doc, "log")["peak_in_window"], 10);
+    // The sliding-window counter is an approximation: never above the limit in any window here.
+    let sliding = algo(&doc, "sliding");
+    assert!(sliding["peak_in_window"].as_u64().is_some_and(|p| p <= 10), "{sliding}");
 }
 
 #[test]

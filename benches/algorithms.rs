@@ -1,0 +1,64 @@
+//! Every algorithm, direct and keyed (1 / 10⁴ / 10⁶ keys, random order), on the allow path.
+//! governor has only GCRA; `benches/core.rs` holds that comparison.
+//!
+//! Quotas admit every check: GCRA and the fixed window 10⁹/s; the sliding-window counter 15 per
+//! 100 ns (its packed word limits the count for short windows); the sliding log 16 per 16 ns
+//! (its ring holds one stamp per unit of limit, so a small limit keeps 10⁶ keys affordable).
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use tollgate::{
+    Algorithm, DefaultHashBuilder, FixedWindow, Gcra, KeyedLimiter, Limiter, QuantaClock, Quota, SlidingLog,
+    SlidingWindow,
+};
+
+mod common;
+use common::{keys, lookups, smoke, SEQ_MASK};
+
+fn quota(limit: u64, window_ns: u64) -> Quota {
+    Quota::new(limit, Duration::from_nanos(window_ns)).unwrap_or_else(|e| panic!("bench quota: {e}"))
+}
+
+fn params<A: Algorithm>(q: Quota) -> A {
+    A::new(&q).unwrap_or_else(|e| panic!("bench quota for {}: {e}", std::any::type_name::<A>()))
+}
+
+fn one<A: Algorithm>(c: &mut Criterion, name: &str, algorithm: A) {
+    let mut g = c.benchmark_group(format!("algorithm/{name}"));
+    g.throughput(Throughput::Elements(1));
+    let direct = Limiter::with_algorithm(algorithm.clone(), QuantaClock::new());
+    g.bench_function("direct", |b| b.iter(|| black_box(direct.check())));
+    drop(direct);
+    // The 10⁶-key table is built once per algorithm; in smoke mode (`-- --test`) 10⁵ keeps
+    // the CI run short while still exercising a table much larger than the caches.
+    let big = if smoke() { 100_000 } else { 1_000_000 };
+    for n in [1, 10_000, big] {
+        let table = keys(n, 42 + n as u64);
+        let seq = lookups(&table, 7 + n as u64);
+        let limiter: KeyedLimiter<u64, QuantaClock, DefaultHashBuilder, A> =
+            KeyedLimiter::build(algorithm.clone(), QuantaClock::new(), n, DefaultHashBuilder::default());
+        for k in &table {
+            let _ = limiter.check(k);
+        }
+        g.bench_with_input(BenchmarkId::new("keyed", n), &n, |b, _| {
+            let mut i = 0usize;
+            b.iter(|| {
+                i = i.wrapping_add(1);
+                black_box(limiter.check(&seq[i & SEQ_MASK]))
+            })
+        });
+    }
+    g.finish();
+}
+
+fn algorithms(c: &mut Criterion) {
+    one(c, "gcra", params::<Gcra>(quota(1_000_000_000, 1_000_000_000)));
+    one(c, "fixed", params::<FixedWindow>(quota(1_000_000_000, 1_000_000_000)));
+    one(c, "sliding", params::<SlidingWindow>(quota(15, 100)));
+    one(c, "log", params::<SlidingLog>(quota(16, 16)));
+}
+
+criterion_group!(benches, algorithms);
+criterion_main!(benches);
