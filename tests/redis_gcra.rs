@@ -325,3 +325,32 @@ fn algorithms_use_separate_keys() {
         assert_eq!(dbsize, 4);
     });
 }
+
+#[test]
+fn unix_socket_url_and_bounded_deny_cache() {
+    let server = RedisServer::start();
+    rt().block_on(async {
+        let redis = RedisLimiter::builder(server.unix_url(), Quota::per_hour(1).unwrap())
+            .deny_cache_capacity(3)
+            .timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .unwrap();
+        for i in 0..10 {
+            let key = format!("u{i}");
+            assert!(redis.check(key.as_bytes(), 1).await.unwrap().is_allowed());
+            assert!(!redis.check(key.as_bytes(), 1).await.unwrap().is_allowed());
+        }
+        // Ten denied keys, none expired: the cache holds at most its capacity.
+        assert_eq!(redis.deny_cache_len(), 3);
+        // A quota change drops the key's cached denial (it was judged under the old quota).
+        // The key's TAT carries over (like KeyedLimiter::set_quota): with burst 3 it has room.
+        let bigger = Quota::per_hour(1).unwrap().with_burst(3).unwrap();
+        for key in [b"u0", b"u1", b"u2", b"u9"] {
+            redis.set_quota(key, bigger).unwrap();
+        }
+        assert_eq!(redis.deny_cache_len(), 0);
+        let d = redis.check(b"u1", 1).await.unwrap();
+        assert_eq!((d.is_allowed(), d.limit(), d.remaining(), d.origin()), (true, 3, 1, Origin::Remote));
+    });
+}

@@ -643,12 +643,15 @@ impl<C: Clock> RedisLimiter<C> {
     pub fn set_quota(&self, key: &[u8], quota: Quota) -> Result<(), QuotaError> {
         let params = Params::new(self.params.algorithm, quota)?;
         self.overrides.pin().insert(key.into(), params);
+        // A cached denial was judged under the old quota.
+        self.cache.remove(key);
         Ok(())
     }
 
     /// Removes `key`'s quota override.
     pub fn clear_quota(&self, key: &[u8]) {
         self.overrides.pin().remove(key);
+        self.cache.remove(key);
     }
 
     /// The quota in force for `key`.

@@ -45,6 +45,8 @@ impl RedisServer {
             ])
             .arg("--dir")
             .arg(&self.dir)
+            .arg("--unixsocket")
+            .arg(self.dir.join("redis.sock"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn();
@@ -75,6 +77,11 @@ impl RedisServer {
 
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// The same server through its Unix socket.
+    pub fn unix_url(&self) -> String {
+        format!("redis+unix://{}", self.dir.join("redis.sock").display())
     }
 
     pub fn port(&self) -> u16 {
