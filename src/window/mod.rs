@@ -4,7 +4,7 @@
 //!
 //! Each implements [`Algorithm`](crate::Algorithm), so each works direct
 //! ([`Limiter::with_algorithm`](crate::Limiter::with_algorithm)) and keyed
-//! ([`KeyedLimiter::build`](crate::KeyedLimiter::build)) with the same [`Decision`](crate::Decision),
+//! ([`KeyedLimiter::build`](crate::KeyedLimiter::build)) with the same [`Decision`],
 //! the same keyed store and the same lossless eviction.
 //!
 //! # Quota mapping
