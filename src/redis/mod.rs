@@ -378,6 +378,15 @@ impl<C: Clock> RedisLimiter<C> {
     /// the in-process ones (differential tests check every field). Quotas whose arithmetic would
     /// leave the exact integer range of Lua's doubles are rejected when building (GCRA: burst × T
     /// above [`MAX_SCRIPT_VALUE`] µs ≈ 71 years; windows: see [`RedisAlgorithm`]).
+    ///
+    /// ```no_run
+    /// # async fn demo(limiter: tollgate::redis::RedisLimiter) -> Result<(), tollgate::CheckError> {
+    /// let d = limiter.check(b"api-key-7", 5).await?; // a request costing 5 cells
+    /// if !d.is_allowed() {
+    ///     let _retry = d.retry_after();
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn check(&self, key: &[u8], cost: u32) -> Result<Decision, CheckError> {
         self.check_inner(key, cost, None).await
     }
@@ -514,6 +523,12 @@ impl<C: Clock> RedisLimiter<C> {
     }
 
     /// What a unit check of `key` would decide now, consuming nothing (always asks Redis).
+    ///
+    /// ```no_run
+    /// # async fn demo(limiter: tollgate::redis::RedisLimiter) -> Result<(), tollgate::CheckError> {
+    /// let left = limiter.peek(b"alice").await?.remaining();
+    /// # Ok(()) }
+    /// ```
     pub async fn peek(&self, key: &[u8]) -> Result<Decision, CheckError> {
         let params = self.params_for(key);
         let prepared =
@@ -528,6 +543,12 @@ impl<C: Clock> RedisLimiter<C> {
 
     /// Forgets `key`'s state in Redis (its next check sees a fresh key) and in this process' deny
     /// cache. Other processes' deny caches keep their entries until those expire.
+    ///
+    /// ```no_run
+    /// # async fn demo(limiter: tollgate::redis::RedisLimiter) -> Result<(), tollgate::CheckError> {
+    /// limiter.reset(b"alice").await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn reset(&self, key: &[u8]) -> Result<(), CheckError> {
         self.cache.remove(key);
         let mut cmd = redis::cmd("DEL");
@@ -543,6 +564,14 @@ impl<C: Clock> RedisLimiter<C> {
     /// Checks several keys at once (each with `cost`), in one pipelined round trip; results are
     /// in the order of `keys`. Keys the deny cache answers are not sent. A failure of the whole
     /// pipeline is handled per key by the [`FailurePolicy`].
+    ///
+    /// ```no_run
+    /// # async fn demo(limiter: tollgate::redis::RedisLimiter) {
+    /// // One limit per user and one per tenant, checked in one round trip.
+    /// let results = limiter.check_many(&["user:42", "tenant:7"], 1).await;
+    /// let admitted = results.iter().all(|r| r.as_ref().is_ok_and(|d| d.is_allowed()));
+    /// # }
+    /// ```
     pub async fn check_many<K: AsRef<[u8]>>(
         &self,
         keys: &[K],
@@ -640,6 +669,14 @@ impl<C: Clock> RedisLimiter<C> {
     /// Overrides the quota of one key (like [`KeyedLimiter::set_quota`](crate::KeyedLimiter::set_quota)):
     /// the key's state in Redis carries over. The override lives in this process only; give every
     /// process sharing the limit the same overrides.
+    ///
+    /// ```no_run
+    /// # fn demo(limiter: tollgate::redis::RedisLimiter) -> Result<(), tollgate::QuotaError> {
+    /// limiter.set_quota(b"partner", tollgate::Quota::per_second(1000)?)?;
+    /// assert_eq!(limiter.quota_of(b"partner").count(), 1000);
+    /// limiter.clear_quota(b"partner");
+    /// # Ok(()) }
+    /// ```
     pub fn set_quota(&self, key: &[u8], quota: Quota) -> Result<(), QuotaError> {
         let params = Params::new(self.params.algorithm, quota)?;
         self.overrides.pin().insert(key.into(), params);
