@@ -56,6 +56,14 @@ pub trait Algorithm: Clone + fmt::Debug + Send + Sync + 'static {
     /// Whether the cell has been retired (a pure read; safe in `remove_if` closures).
     fn is_retired(cell: &Self::Cell) -> bool;
 
+    /// Checker side, on a retired cell: `true` if the caller inherits the cell's key-table slot
+    /// (`max_keys` accounting; see `cell.rs`), `false` once the sweeper has freed it.
+    fn take_over_slot(cell: &Self::Cell) -> bool;
+
+    /// Sweeper side, on a retired cell: runs `free` (which decrements the live-key count) unless
+    /// a checker inherited the slot. Returns whether `free` ran.
+    fn free_slot(cell: &Self::Cell, free: &mut dyn FnMut()) -> bool;
+
     /// Like [`check`](Self::check), and also returns a [`Receipt`] of what was stored, so a
     /// [`Composite`](crate::window::Composite) limit can [`refund`](Self::refund) it when a later
     /// sub-limit denies. The default returns an empty receipt (refunds are then not supported).
@@ -216,6 +224,14 @@ impl Algorithm for Gcra {
     #[inline]
     fn is_retired(cell: &GcraCell) -> bool {
         cell::is_retired(&cell.tat)
+    }
+
+    fn take_over_slot(cell: &GcraCell) -> bool {
+        cell::take_over_slot(&cell.tat)
+    }
+
+    fn free_slot(cell: &GcraCell, free: &mut dyn FnMut()) -> bool {
+        cell::free_slot(&cell.tat, free)
     }
 
     #[inline]

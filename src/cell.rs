@@ -6,7 +6,8 @@
 //! Every single-word algorithm keeps its whole per-key state in one `AtomicU64`:
 //!
 //! ```text
-//! bit 63      : TOMBSTONE flag (the only value with it set is TOMBSTONE itself)
+//! bit 63      : retired flag: the only values with it set are TOMBSTONE (retired, its key-table
+//!               slot not yet handed back) and RELEASED (retired, slot handed back)
 //! bits 62..0  : algorithm state (GCRA: TAT in ns; windows: their packed counters)
 //! ```
 //!
@@ -31,6 +32,13 @@ use crate::sync::{spin_hint, AtomicU64, Ordering};
 
 /// The tombstone: a retired cell. Never revived; a fresh cell replaces it in the map.
 pub(crate) const TOMBSTONE: u64 = 1 << 63;
+
+/// A retired cell whose key-table slot has been handed on (freed by the sweeper, or inherited
+/// by a checker re-inserting the key); see [`take_over_slot`] and [`free_slot`].
+pub(crate) const RELEASED: u64 = TOMBSTONE | 1;
+
+/// A retired cell whose slot the sweeper is freeing right now (between two of its instructions).
+pub(crate) const RELEASING: u64 = TOMBSTONE | 2;
 
 /// The largest live state any algorithm may store.
 pub(crate) const MAX_STATE: u64 = TOMBSTONE - 1;
@@ -57,7 +65,7 @@ pub(crate) fn update<R>(word: &AtomicU64, mut step: impl FnMut(u64) -> Step<R>) 
     // is only a plain load on x86-64.
     let mut current = word.load(Ordering::Acquire);
     loop {
-        if current == TOMBSTONE {
+        if current >= TOMBSTONE {
             return Err(Retired);
         }
         match step(current) {
@@ -83,7 +91,7 @@ pub(crate) fn update<R>(word: &AtomicU64, mut step: impl FnMut(u64) -> Step<R>) 
 pub(crate) fn load(word: &AtomicU64) -> Option<u64> {
     // Acquire: as in `update`, a peek that sees the tombstone re-reads the clock.
     let state = word.load(Ordering::Acquire);
-    (state != TOMBSTONE).then_some(state)
+    (state < TOMBSTONE).then_some(state)
 }
 
 /// Sweeper side: tombstones the word if `is_idle(state)`. Returns `true` if this call retired it
@@ -92,7 +100,7 @@ pub(crate) fn retire(word: &AtomicU64, is_idle: impl Fn(u64) -> bool) -> bool {
     // Relaxed: the value only feeds the CAS below, which re-validates it.
     let mut current = word.load(Ordering::Relaxed);
     loop {
-        if current == TOMBSTONE || !is_idle(current) {
+        if current >= TOMBSTONE || !is_idle(current) {
             return false;
         }
         // Release on success: orders this sweep's clock read before any checker that observes
@@ -109,7 +117,45 @@ pub(crate) fn retire(word: &AtomicU64, is_idle: impl Fn(u64) -> bool) -> bool {
 #[inline]
 pub(crate) fn is_retired(word: &AtomicU64) -> bool {
     // Acquire: a checker that sees the tombstone is about to re-read the clock (module docs).
-    word.load(Ordering::Acquire) == TOMBSTONE
+    word.load(Ordering::Acquire) >= TOMBSTONE
+}
+
+// Key-table slots (`max_keys`). A live key holds one slot of the store's live-key counter.
+// When its cell is retired, exactly one party hands that slot on, decided by a CAS on the word:
+// - a checker that finds its key retired *inherits* the slot (TOMBSTONE → RELEASED) and
+//   re-inserts the key without reserving a new one, so an existing key is never refused for a
+//   full table;
+// - otherwise the sweeper *frees* it (TOMBSTONE → RELEASING, decrement, → RELEASED).
+// A checker that meets RELEASING waits for RELEASED (two instructions of the sweeper); its
+// Acquire read of RELEASED makes the decrement happen-before its own reservation. Without this
+// hand-over, a checker could re-insert between the sweeper's tombstone and its decrement and be
+// refused (found by loom-tests/tests/sweeper.rs).
+
+/// Checker side, on a retired cell: `true` if the caller inherited the cell's slot (it must
+/// then re-insert the key without reserving); `false` once the slot has been freed.
+pub(crate) fn take_over_slot(word: &AtomicU64) -> bool {
+    loop {
+        // Acquire (both outcomes): on RELEASED, pairs with the Release store in `free_slot`, so
+        // the sweeper's decrement is visible to (ordered before) our coming reservation.
+        match word.compare_exchange(TOMBSTONE, RELEASED, Ordering::Acquire, Ordering::Acquire) {
+            Ok(_) => return true,
+            Err(RELEASING) => spin_hint(),
+            Err(_) => return false, // RELEASED (or, defensively, a live state: nothing to take)
+        }
+    }
+}
+
+/// Sweeper side, on a cell it found retired: frees the slot with `free` unless a checker
+/// inherited it. Returns `true` if `free` ran.
+pub(crate) fn free_slot(word: &AtomicU64, free: impl FnOnce()) -> bool {
+    // Relaxed: claiming the one-time token; the CAS's atomicity alone decides the winner.
+    if word.compare_exchange(TOMBSTONE, RELEASING, Ordering::Relaxed, Ordering::Relaxed).is_err() {
+        return false;
+    }
+    free();
+    // Release: publishes the decrement done by `free` to checkers that Acquire RELEASED.
+    word.store(RELEASED, Ordering::Release);
+    true
 }
 
 // ---------------------------------------------------------------------------------------------

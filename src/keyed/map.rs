@@ -67,9 +67,9 @@ where
     }
 
     /// Keeps the entries whose value passes `keep`; `keep` may run more than once per entry.
-    pub(crate) fn retain(&self, mut keep: impl FnMut(&V) -> bool) {
+    pub(crate) fn retain(&self, mut keep: impl FnMut(&K, &V) -> bool) {
         let guard = self.inner.guard();
-        self.inner.retain(|_, v| keep(v), &guard);
+        self.inner.retain(|k, v| keep(k, v), &guard);
     }
 
     /// Calls `f` for every entry (a weakly consistent snapshot).
@@ -86,8 +86,13 @@ where
 }
 
 #[cfg(tollgate_loom)]
+type Entries<K, V> = Vec<(std::sync::Arc<K>, std::sync::Arc<V>)>;
+
+#[cfg(tollgate_loom)]
 pub(crate) struct Map<K, V, S> {
-    inner: crate::sync::Mutex<std::collections::HashMap<K, std::sync::Arc<V>, S>>,
+    // A linear list: models stay tiny, and `Arc`s let every callback run outside the lock.
+    inner: crate::sync::Mutex<Entries<K, V>>,
+    _hasher: std::marker::PhantomData<S>,
 }
 
 #[cfg(tollgate_loom)]
@@ -97,23 +102,28 @@ where
     V: Send + Sync,
     S: BuildHasher,
 {
-    pub(crate) fn new(capacity: usize, hasher: S) -> Self {
-        let map = std::collections::HashMap::with_capacity_and_hasher(capacity, hasher);
-        Map { inner: crate::sync::Mutex::new(map) }
+    pub(crate) fn new(capacity: usize, _hasher: S) -> Self {
+        Map {
+            inner: crate::sync::Mutex::new(Vec::with_capacity(capacity)),
+            _hasher: std::marker::PhantomData,
+        }
     }
 
-    fn find<Q>(map: &std::collections::HashMap<K, std::sync::Arc<V>, S>, key: &Q) -> Option<std::sync::Arc<V>>
+    fn position<Q>(entries: &Entries<K, V>, key: &Q) -> Option<usize>
     where
         Q: Hash + Equivalent<K> + ?Sized,
     {
-        map.iter().find(|(k, _)| key.equivalent(k)).map(|(_, v)| v.clone())
+        entries.iter().position(|(k, _)| key.equivalent(k))
     }
 
     pub(crate) fn get<Q, R>(&self, key: &Q, f: impl FnOnce(Option<&V>) -> R) -> R
     where
         Q: Hash + Equivalent<K> + ?Sized,
     {
-        let found = Self::find(&self.inner.lock().unwrap(), key);
+        let found = {
+            let entries = self.inner.lock().unwrap();
+            Self::position(&entries, key).map(|i| entries[i].1.clone())
+        };
         f(found.as_deref())
     }
 
@@ -124,12 +134,12 @@ where
         f: impl FnOnce(&V, bool) -> R,
     ) -> R {
         let (value, inserted) = {
-            let mut map = self.inner.lock().unwrap();
-            match Self::find(&map, &key) {
-                Some(v) => (v, false),
+            let mut entries = self.inner.lock().unwrap();
+            match Self::position(&entries, &key) {
+                Some(i) => (entries[i].1.clone(), false),
                 None => {
                     let v = std::sync::Arc::new(make());
-                    map.insert(key, v.clone());
+                    entries.push((std::sync::Arc::new(key), v.clone()));
                     (v, true)
                 }
             }
@@ -138,41 +148,39 @@ where
     }
 
     pub(crate) fn insert(&self, key: K, value: V) {
-        let mut map = self.inner.lock().unwrap();
-        map.retain(|k, _| !key.equivalent(k));
-        map.insert(key, std::sync::Arc::new(value));
+        let mut entries = self.inner.lock().unwrap();
+        entries.retain(|(k, _)| !key.equivalent(k));
+        entries.push((std::sync::Arc::new(key), std::sync::Arc::new(value)));
     }
 
     pub(crate) fn remove_if<Q>(&self, key: &Q, mut pred: impl FnMut(&V) -> bool) -> bool
     where
         Q: Hash + Equivalent<K> + ?Sized,
     {
-        let mut map = self.inner.lock().unwrap();
-        let mut removed = false;
-        map.retain(|k, v| {
-            if !removed && key.equivalent(k) && pred(v) {
-                removed = true;
-                false
-            } else {
+        let mut entries = self.inner.lock().unwrap();
+        match Self::position(&entries, key) {
+            Some(i) if pred(&entries[i].1) => {
+                entries.remove(i);
                 true
             }
-        });
-        removed
+            _ => false,
+        }
     }
 
-    pub(crate) fn retain(&self, mut keep: impl FnMut(&V) -> bool) {
+    pub(crate) fn retain(&self, mut keep: impl FnMut(&K, &V) -> bool) {
         // Judge outside the lock (papaya's retain does not block checkers), then remove only the
         // entries whose value is still the one judged.
-        let snapshot: Vec<std::sync::Arc<V>> = self.inner.lock().unwrap().values().cloned().collect();
-        for v in snapshot {
-            if !keep(&v) {
-                self.inner.lock().unwrap().retain(|_, cur| !std::sync::Arc::ptr_eq(cur, &v));
+        let snapshot: Entries<K, V> = self.inner.lock().unwrap().clone();
+        for (k, v) in snapshot {
+            if !keep(&k, &v) {
+                self.inner.lock().unwrap().retain(|(_, cur)| !std::sync::Arc::ptr_eq(cur, &v));
             }
         }
     }
 
     pub(crate) fn for_each(&self, mut f: impl FnMut(&K, &V)) {
-        for (k, v) in self.inner.lock().unwrap().iter() {
+        let snapshot: Entries<K, V> = self.inner.lock().unwrap().clone();
+        for (k, v) in &snapshot {
             f(k, v);
         }
     }

@@ -235,19 +235,34 @@ where
         // loom-tests/tests/sweeper.rs). A read after obtaining the cell is ordered after the
         // sweeper's read: its removal happens-before the insertion we observed (same argument as
         // the tombstone path in cell.rs). Still one clock read per check on the hot path.
+        // With `max_keys`, a checker that finds its key's cell retired inherits that cell's
+        // key-table slot (cell.rs, "Key-table slots") and carries it into the re-insertion.
+        let mut inherited = false;
         loop {
             // Hot path: an existing key.
             let checked = self.cells.get(key, |cell| {
-                cell.map(|cell| algorithm.check(cell, now_of(&self.clock), cost))
+                cell.map(|cell| match algorithm.check(cell, now_of(&self.clock), cost) {
+                    Ok(decision) => Ok(decision),
+                    Err(Retired) => Err(self.max_keys.is_some() && A::take_over_slot(cell)),
+                })
             });
             match checked {
-                Some(Ok(decision)) => return Ok(decision),
-                Some(Err(Retired)) => {}
-                None => {
-                    if let Ok(decision) = self.insert_and_check(algorithm, key, cost)? {
-                        return Ok(decision);
+                Some(Ok(decision)) => {
+                    if inherited {
+                        self.release_slot(); // someone else re-inserted the key: not needed
                     }
+                    return Ok(decision);
                 }
+                Some(Err(took)) => {
+                    if inherited && took {
+                        self.release_slot(); // hold at most one slot
+                    }
+                    inherited |= took;
+                }
+                None => match self.insert_and_check(algorithm, key, cost, inherited)? {
+                    Ok(decision) => return Ok(decision),
+                    Err(took) => inherited = took,
+                },
             }
             // The sweeper retired this key's cell under us: help remove it, then start over with
             // a fresh cell (judged at a fresh `now`, read once we hold it).
@@ -255,28 +270,33 @@ where
         }
     }
 
+    /// Inserts the key (reserving a slot unless `inherited` one) and checks it. `Err(took)`: the
+    /// cell found was retired; `took` says whether we inherited its slot.
     #[cold]
     fn insert_and_check<Q>(
         &self,
         algorithm: &A,
         key: &Q,
         cost: u64,
-    ) -> Result<Result<Decision, Retired>, CheckError>
+        inherited: bool,
+    ) -> Result<Result<Decision, bool>, CheckError>
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
-        let reserved = self.reserve_slot()?;
+        let reserved = inherited || self.reserve_slot()?;
         Ok(self.cells.get_or_insert_with(
             key.to_owned(),
             || algorithm.new_cell(),
             |cell, inserted| {
                 if reserved && !inserted {
-                    // Another thread inserted the key first: give our reservation back.
+                    // Another thread inserted the key first: give our slot back.
                     self.release_slot();
                 }
                 // The clock is read once the cell is in hand (see check_with).
-                algorithm.check(cell, now_of(&self.clock), cost)
+                algorithm
+                    .check(cell, now_of(&self.clock), cost)
+                    .map_err(|Retired| self.max_keys.is_some() && A::take_over_slot(cell))
             },
         ))
     }
@@ -446,14 +466,31 @@ where
     /// ```
     pub fn sweep(&self) -> usize {
         let now = now_of(&self.clock);
-        let mut evicted = 0;
-        self.cells.retain(|cell| {
-            if A::is_retired(cell) {
-                return false; // retired earlier (e.g. a previous run of this closure)
+        // Relaxed: see check_n.
+        let has_overrides = self.has_overrides.load(Ordering::Relaxed);
+        let free = |cell: &A::Cell| {
+            if self.max_keys.is_some() {
+                A::free_slot(cell, &mut || self.release_slot());
             }
-            if self.algorithm.try_retire(cell, now) {
+        };
+        let mut evicted = 0;
+        self.cells.retain(|key, cell| {
+            if A::is_retired(cell) {
+                // Retired earlier (a previous run of this closure, or a racing sweep).
+                free(cell);
+                return false;
+            }
+            // Idleness depends on the key's own parameters (e.g. a longer window).
+            let retired = if has_overrides {
+                self.overrides
+                    .get(key, |a| a.map(|a| a.try_retire(cell, now)))
+                    .unwrap_or_else(|| self.algorithm.try_retire(cell, now))
+            } else {
+                self.algorithm.try_retire(cell, now)
+            };
+            if retired {
                 evicted += 1;
-                self.release_slot();
+                free(cell);
                 return false;
             }
             true

@@ -174,6 +174,16 @@ impl<A: Algorithm, B: Algorithm> Algorithm for Composite<A, B> {
     fn is_retired(cell: &CompositeCell<A, B>) -> bool {
         A::is_retired(&cell.a) || B::is_retired(&cell.b)
     }
+
+    fn take_over_slot(cell: &CompositeCell<A, B>) -> bool {
+        // Composite cells are never retired by the sweeper (see `try_retire`); should a
+        // sub-cell ever be, the first sub-limit's word carries the slot hand-over.
+        A::take_over_slot(&cell.a)
+    }
+
+    fn free_slot(cell: &CompositeCell<A, B>, free: &mut dyn FnMut()) -> bool {
+        A::free_slot(&cell.a, free)
+    }
 }
 
 #[cfg(test)]

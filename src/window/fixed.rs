@@ -281,6 +281,14 @@ impl Algorithm for FixedWindow {
         cell::is_retired(&cell.word)
     }
 
+    fn take_over_slot(cell: &FixedWindowCell) -> bool {
+        cell::take_over_slot(&cell.word)
+    }
+
+    fn free_slot(cell: &FixedWindowCell, free: &mut dyn FnMut()) -> bool {
+        cell::free_slot(&cell.word, free)
+    }
+
     #[inline]
     fn check_with_receipt(
         &self,

@@ -350,6 +350,14 @@ impl Algorithm for SlidingLog {
         cell::is_retired(&cell.head)
     }
 
+    fn take_over_slot(cell: &SlidingLogCell) -> bool {
+        cell::take_over_slot(&cell.head)
+    }
+
+    fn free_slot(cell: &SlidingLogCell, free: &mut dyn FnMut()) -> bool {
+        cell::free_slot(&cell.head, free)
+    }
+
     fn check_with_receipt(
         &self,
         cell: &SlidingLogCell,

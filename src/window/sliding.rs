@@ -316,6 +316,14 @@ impl Algorithm for SlidingWindow {
         cell::is_retired(&cell.word)
     }
 
+    fn take_over_slot(cell: &SlidingWindowCell) -> bool {
+        cell::take_over_slot(&cell.word)
+    }
+
+    fn free_slot(cell: &SlidingWindowCell, free: &mut dyn FnMut()) -> bool {
+        cell::free_slot(&cell.word, free)
+    }
+
     #[inline]
     fn check_with_receipt(
         &self,
