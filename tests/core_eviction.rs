@@ -203,3 +203,21 @@ fn background_sweeper_evicts_and_stops_on_drop() {
     std::thread::sleep(Duration::from_millis(20));
     assert_eq!(limiter.len(), 1, "a dropped sweeper no longer sweeps");
 }
+
+#[test]
+fn sweep_judges_override_keys_by_their_own_window() {
+    use tollgate::{DefaultHashBuilder, FixedWindow};
+    let clock = ManualClock::new();
+    let fixed = FixedWindow::from_quota("2/s".parse().unwrap()).unwrap();
+    let limiter: KeyedLimiter<u64, _, _, FixedWindow> =
+        KeyedLimiter::build(fixed, clock.clone(), 0, DefaultHashBuilder::default());
+    limiter.set_quota(&1, "2/h".parse().unwrap()).unwrap();
+    assert!(limiter.check(&1).unwrap().is_allowed());
+    assert!(limiter.check(&1).unwrap().is_allowed());
+    assert!(limiter.check(&2).unwrap().is_allowed());
+    clock.advance(Duration::from_secs(2));
+    // Key 2's 1 s window is over: evicted. Key 1's hour-long window is not: kept, still full.
+    assert_eq!(limiter.sweep(), 1);
+    assert_eq!(limiter.len(), 1);
+    assert!(!limiter.check(&1).unwrap().is_allowed());
+}
