@@ -6,8 +6,10 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64 as StdAtomicU64, Ordering as StdOrdering};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::Arc;
 use std::time::Duration;
+
+use crossbeam_utils::CachePadded;
 
 /// Nanoseconds since a clock's anchor. `u64` covers about 584 years.
 pub type Nanos = u64;
@@ -110,44 +112,44 @@ impl Clock for QuantaClock {
     }
 }
 
-/// The process-wide quanta upkeep thread, shared by every [`CachedClock`]: quanta allows only one.
-fn upkeep_slot() -> &'static Mutex<Weak<quanta::Handle>> {
-    static SLOT: OnceLock<Mutex<Weak<quanta::Handle>>> = OnceLock::new();
-    SLOT.get_or_init(|| Mutex::new(Weak::new()))
-}
-
-/// A coarse clock: reads quanta's `recent()` time, which an upkeep thread refreshes every
-/// `interval` (about 1 ns a read instead of about 10).
+/// A coarse clock: one relaxed load of a timestamp that an upkeep thread refreshes every
+/// `interval` from a [`QuantaClock`] (about 1 ns a read instead of about 10).
 ///
-/// **Resolution is the upkeep interval**: readings advance in steps of about `interval`, so a
-/// limiter using it sees time up to one interval late. That never over-admits (a late `now` only
-/// makes a check stricter), but a denied caller may be told to retry up to one interval early.
-/// Pick an interval well below your emission interval (the default, 1 ms, suits rates up to a
-/// few hundred per second per key; use 50–100 µs for faster quotas).
+/// **Resolution is the upkeep interval**: readings advance in steps of about `interval` (and the
+/// OS may oversleep it), so a limiter using it sees time up to about one interval late. That never
+/// over-admits (a late `now` only makes a check stricter), but a denied caller may be told to retry
+/// up to one interval early. Pick an interval well below your emission interval (e.g. 100 µs for
+/// rates up to a few thousand per second per key).
 ///
-/// The upkeep thread is shared by all `CachedClock`s in the process and stops when the last one is
-/// dropped; the first clock's interval wins while it runs.
+/// Each `CachedClock::new` starts one upkeep thread; clones share it, and it exits within one
+/// interval after the last clone is dropped. Create one and clone it.
 ///
 /// ```
 /// use std::time::Duration;
 /// use tollgate::{CachedClock, Clock};
 /// let clock = CachedClock::new(Duration::from_micros(100)).unwrap();
-/// let _ = clock.now();
+/// let a = clock.now();
+/// assert!(clock.clone().now() >= a);
 /// ```
 #[derive(Clone)]
 pub struct CachedClock {
-    clock: quanta::Clock,
-    anchor: quanta::Instant,
-    _upkeep: Arc<quanta::Handle>,
+    shared: Arc<CachedShared>,
+}
+
+struct CachedShared {
+    /// The latest reading of `source`, in ns since its anchor. Padded: read by every check on
+    /// every core, written by the upkeep thread.
+    nanos: CachePadded<StdAtomicU64>,
+    source: QuantaClock,
 }
 
 /// Why a [`CachedClock`] could not start.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum ClockError {
-    /// The upkeep thread could not be spawned, or quanta refused the interval.
+    /// The upkeep thread could not be spawned.
     Upkeep {
-        /// quanta's message.
+        /// The OS's message.
         reason: String,
     },
 }
@@ -155,9 +157,7 @@ pub enum ClockError {
 impl fmt::Display for ClockError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ClockError::Upkeep { reason } => {
-                write!(f, "cannot start the clock upkeep thread: {reason}")
-            }
+            ClockError::Upkeep { reason } => write!(f, "cannot start the clock upkeep thread: {reason}"),
         }
     }
 }
@@ -165,38 +165,38 @@ impl fmt::Display for ClockError {
 impl std::error::Error for ClockError {}
 
 impl CachedClock {
-    /// A cached clock refreshed every `interval` (shared upkeep thread, see the type docs).
+    /// A cached clock refreshed every `interval` (at least 1 µs) by its own upkeep thread.
     pub fn new(interval: Duration) -> Result<Self, ClockError> {
         let interval = interval.max(Duration::from_micros(1));
-        let mut slot = upkeep_slot().lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let handle = match slot.upgrade() {
-            Some(handle) => handle,
-            None => {
-                let handle = quanta::Upkeep::new(interval)
-                    .start()
-                    .map_err(|e| ClockError::Upkeep { reason: e.to_string() })?;
-                let handle = Arc::new(handle);
-                *slot = Arc::downgrade(&handle);
-                handle
-            }
-        };
-        drop(slot);
-        let clock = quanta::Clock::new();
-        let anchor = clock.now();
-        Ok(CachedClock { clock, anchor, _upkeep: handle })
+        let source = QuantaClock::new();
+        let shared =
+            Arc::new(CachedShared { nanos: CachePadded::new(StdAtomicU64::new(source.now())), source });
+        let weak = Arc::downgrade(&shared);
+        std::thread::Builder::new()
+            .name("tollgate-clock".into())
+            .spawn(move || loop {
+                std::thread::sleep(interval);
+                let Some(shared) = weak.upgrade() else { break };
+                // Relaxed: the timestamp is the whole message; readers only need some recent
+                // value, and per-location coherence keeps successive reads from going backwards.
+                shared.nanos.store(shared.source.now(), StdOrdering::Relaxed);
+            })
+            .map_err(|e| ClockError::Upkeep { reason: e.to_string() })?;
+        Ok(CachedClock { shared })
     }
 }
 
 impl fmt::Debug for CachedClock {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CachedClock").finish_non_exhaustive()
+        f.debug_struct("CachedClock").field("nanos", &self.now()).finish()
     }
 }
 
 impl Clock for CachedClock {
     #[inline]
     fn now(&self) -> Nanos {
-        duration_to_nanos(self.clock.recent().saturating_duration_since(self.anchor))
+        // Relaxed: see the upkeep thread's store.
+        self.shared.nanos.load(StdOrdering::Relaxed)
     }
 }
 
