@@ -117,9 +117,12 @@ pub(crate) fn write_headers(
             header_value(&policy_value(&policy.name, quota)) // a per-key override
         };
         headers.insert(POLICY.clone(), policy_value);
-        let mut s = String::with_capacity(policy.name.len() + 16);
-        let _ = write!(s, "\"{}\";r={};t={}", policy.name, decision.remaining(), reset);
-        headers.insert(RATELIMIT.clone(), header_value(&s));
+        // Written straight into the buffer the header value keeps: one allocation.
+        let mut buf = bytes::BytesMut::with_capacity(policy.name.len() + 24);
+        let _ = write!(buf, "\"{}\";r={};t={}", policy.name, decision.remaining(), reset);
+        let value = HeaderValue::from_maybe_shared(buf.freeze())
+            .unwrap_or_else(|_| HeaderValue::from_static("\"invalid\""));
+        headers.insert(RATELIMIT.clone(), value);
     }
 }
 

@@ -30,6 +30,8 @@
 //! // axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
 //! ```
 
+#[cfg(feature = "axum")]
+pub mod admin;
 mod backend;
 mod ban;
 pub mod client_ip;

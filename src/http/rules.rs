@@ -138,6 +138,13 @@ impl Rule {
         })
     }
 
+    /// The same rule on another limiter (its state starts fresh; the policy header follows the
+    /// new limiter's quota).
+    pub fn with_limiter(self, limiter: Arc<dyn HttpLimiter>) -> Result<Rule, RuleError> {
+        let fresh = Rule::from_arc(&self.name, limiter)?;
+        Ok(Rule { limiter: fresh.limiter, policy: fresh.policy, ..self })
+    }
+
     /// How requests are keyed (default [`KeyBy::ClientIp`]).
     pub fn key(mut self, key: KeyBy) -> Rule {
         self.key = key;
