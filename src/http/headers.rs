@@ -105,6 +105,7 @@ pub(crate) fn write_headers(
     decision: &Decision,
 ) {
     let reset = ceil_secs(decision.reset_after());
+    headers.reserve(5); // one growth of the map instead of several
     if style.legacy() {
         headers.insert(X_LIMIT.clone(), number(decision.limit()));
         headers.insert(X_REMAINING.clone(), number(decision.remaining()));
@@ -117,12 +118,38 @@ pub(crate) fn write_headers(
             header_value(&policy_value(&policy.name, quota)) // a per-key override
         };
         headers.insert(POLICY.clone(), policy_value);
-        // Written straight into the buffer the header value keeps: one allocation.
-        let mut buf = bytes::BytesMut::with_capacity(policy.name.len() + 24);
-        let _ = write!(buf, "\"{}\";r={};t={}", policy.name, decision.remaining(), reset);
+        // `"name";r=<remaining>;t=<reset>`, written straight into the buffer the header value
+        // keeps: one allocation, no formatting machinery.
+        let mut buf = bytes::BytesMut::with_capacity(policy.name.len() + 48);
+        buf.extend_from_slice(b"\"");
+        buf.extend_from_slice(policy.name.as_bytes());
+        buf.extend_from_slice(b"\";r=");
+        push_decimal(&mut buf, decision.remaining());
+        buf.extend_from_slice(b";t=");
+        push_decimal(&mut buf, reset);
         let value = HeaderValue::from_maybe_shared(buf.freeze())
             .unwrap_or_else(|_| HeaderValue::from_static("\"invalid\""));
         headers.insert(RATELIMIT.clone(), value);
+    }
+}
+
+fn push_decimal(buf: &mut bytes::BytesMut, n: u64) {
+    match digits_of(n) {
+        Some(d) => buf.extend_from_slice(d),
+        None => {
+            let mut tmp = [0u8; 20];
+            let mut at = tmp.len();
+            let mut v = n;
+            loop {
+                at -= 1;
+                tmp[at] = b'0' + (v % 10) as u8; // a single digit: the cast cannot truncate
+                v /= 10;
+                if v == 0 {
+                    break;
+                }
+            }
+            buf.extend_from_slice(&tmp[at..]);
+        }
     }
 }
 
@@ -205,6 +232,15 @@ pub(crate) fn problem(status: StatusCode, body: &'static [u8]) -> http::Response
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn push_decimal_matches_display() {
+        for n in [0u64, 7, 9999, 10_000, 123_456_789, u64::MAX] {
+            let mut b = bytes::BytesMut::new();
+            push_decimal(&mut b, n);
+            assert_eq!(&b[..], n.to_string().as_bytes());
+        }
+    }
 
     #[test]
     fn digit_table() {

@@ -320,7 +320,7 @@ impl<S: fmt::Debug> fmt::Debug for RateLimit<S> {
 struct Report {
     decision: Decision,
     quota: Quota,
-    policy: Policy,
+    policy: Arc<Policy>,
 }
 
 enum Denial {

@@ -99,7 +99,7 @@ pub struct Rule {
     pub(crate) mode: Mode,
     pub(crate) cost: Option<Arc<CostFn>>,
     pub(crate) methods: Option<Arc<[Method]>>,
-    pub(crate) policy: Policy,
+    pub(crate) policy: Arc<Policy>,
 }
 
 impl fmt::Debug for Rule {
@@ -134,7 +134,7 @@ impl Rule {
             mode: Mode::Block,
             cost: None,
             methods: None,
-            policy: Policy::new(name, quota),
+            policy: Arc::new(Policy::new(name, quota)),
         })
     }
 
