@@ -441,6 +441,10 @@ where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
+        // Relaxed: see check_n. Without overrides this is one load, no lookup (headers ask per request).
+        if !self.has_overrides.load(Ordering::Relaxed) {
+            return self.algorithm.quota();
+        }
         self.overrides.get(key, |a| a.map(Algorithm::quota)).unwrap_or_else(|| self.algorithm.quota())
     }
 
