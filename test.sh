@@ -38,3 +38,4 @@ LOOM_MAX_PREEMPTIONS=$LOOM_MAX_PREEMPTIONS RUSTFLAGS="--cfg tollgate_loom -C deb
 
 step "benches compile and run once (smoke, not measurement)"
 cargo bench --all-features --bench core -- --test
+cargo bench --all-features --bench algorithms -- --test

@@ -3,15 +3,16 @@
 //!
 //! Quotas admit every check: GCRA and the fixed window 10⁹/s; the sliding-window counter 15 per
 //! 100 ns (its packed word limits the count for short windows); the sliding log 16 per 16 ns
-//! (its ring holds one stamp per unit of limit, so a small limit keeps 10⁶ keys affordable).
+//! (its ring holds one stamp per unit of limit, so a small limit keeps 10⁶ keys affordable), and
+//! 100 per 100 ns as issue 4's reference; composites of two limits against one.
 
 use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use tollgate::{
-    Algorithm, DefaultHashBuilder, FixedWindow, Gcra, KeyedLimiter, Limiter, QuantaClock, Quota, SlidingLog,
-    SlidingWindow,
+    Algorithm, Composite, DefaultHashBuilder, FixedWindow, Gcra, KeyedLimiter, Limiter, QuantaClock, Quota,
+    SlidingLog, SlidingWindow,
 };
 
 mod common;
@@ -58,6 +59,13 @@ fn algorithms(c: &mut Criterion) {
     one(c, "fixed", params::<FixedWindow>(quota(1_000_000_000, 1_000_000_000)));
     one(c, "sliding", params::<SlidingWindow>(quota(15, 100)));
     one(c, "log", params::<SlidingLog>(quota(16, 16)));
+    // Issue 4's reference point: a sliding log of limit 100 (824 B a key; ~0.8 GB at 10⁶ keys).
+    one(c, "log100", params::<SlidingLog>(quota(100, 100)));
+    // Two limits on one key, all-or-nothing (compare with "gcra").
+    let gcra = params::<Gcra>(quota(1_000_000_000, 1_000_000_000));
+    let fixed = params::<FixedWindow>(quota(1_000_000_000, 1_000_000_000));
+    one(c, "composite-gcra+fixed", Composite::of(gcra, fixed));
+    one(c, "composite-gcra+gcra", Composite::of(gcra, gcra));
 }
 
 criterion_group!(benches, algorithms);
