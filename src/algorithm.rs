@@ -30,6 +30,11 @@ pub trait Algorithm: Clone + fmt::Debug + Send + Sync + 'static {
     /// Parameters for `quota`, or why this algorithm cannot represent it.
     fn new(quota: &Quota) -> Result<Self, QuotaError>;
 
+    /// Whether a cell built for `self` can be read with `other`'s parameters (same packed
+    /// layout). [`KeyedLimiter::set_quota`](crate::KeyedLimiter::set_quota) accepts only
+    /// compatible overrides, since a key's existing state carries over. GCRA: always.
+    fn compatible(&self, other: &Self) -> bool;
+
     /// The quota these parameters came from.
     fn quota(&self) -> Quota;
 
@@ -179,6 +184,10 @@ impl Algorithm for Gcra {
 
     fn new(quota: &Quota) -> Result<Self, QuotaError> {
         Ok(Gcra::from_quota(*quota))
+    }
+
+    fn compatible(&self, _other: &Gcra) -> bool {
+        true // a TAT means the same under any quota
     }
 
     fn quota(&self) -> Quota {

@@ -31,7 +31,7 @@ pub enum Origin {
 
 /// The outcome of a check: allowed or not, plus what callers need for headers and backoff.
 ///
-/// The same type comes from every algorithm and backend. `Copy`, 40 bytes.
+/// The same type comes from every algorithm and backend. `Copy`, 48 bytes.
 ///
 /// ```
 /// use std::time::Duration;
@@ -47,10 +47,14 @@ pub enum Origin {
 /// assert_eq!(d.retry_after(), Some(Duration::from_millis(500)));
 /// ```
 #[must_use = "a Decision says whether the request may proceed"]
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy)]
 pub struct Decision {
     limit: u64,
-    remaining: u64,
+    /// `remaining = slack / unit`, divided only when asked: GCRA knows its slack in ns, and a
+    /// division on every check (most callers never read `remaining`) was measurable on the hot
+    /// path. Other algorithms use `unit = 1`.
+    slack: u64,
+    unit: u64,
     reset_after: Nanos,
     /// `u64::MAX` encodes "allowed" (no retry): a denial's retry_after is always < 2⁶³.
     retry_after: Nanos,
@@ -70,11 +74,39 @@ impl Decision {
     pub const fn allowed(limit: u64, remaining: u64, reset_after_ns: Nanos) -> Decision {
         Decision {
             limit,
-            remaining,
+            slack: remaining,
+            unit: 1,
             reset_after: reset_after_ns,
             retry_after: ALLOWED,
             origin: Origin::Local,
         }
+    }
+
+    /// An admission whose remaining count is `slack / unit` (`unit ≥ 1`), divided lazily.
+    #[inline]
+    pub(crate) const fn allowed_in_units(
+        limit: u64,
+        slack: u64,
+        unit: u64,
+        reset_after_ns: Nanos,
+    ) -> Decision {
+        let mut d = Decision::allowed(limit, slack, reset_after_ns);
+        d.unit = if unit == 0 { 1 } else { unit };
+        d
+    }
+
+    /// A denial whose remaining count is `slack / unit` (`unit ≥ 1`), divided lazily.
+    #[inline]
+    pub(crate) const fn denied_in_units(
+        limit: u64,
+        slack: u64,
+        unit: u64,
+        reset_after_ns: Nanos,
+        retry_after_ns: Nanos,
+    ) -> Decision {
+        let mut d = Decision::denied(limit, slack, reset_after_ns, retry_after_ns);
+        d.unit = if unit == 0 { 1 } else { unit };
+        d
     }
 
     /// A denial: retry after `retry_after_ns` (clamped below `u64::MAX`).
@@ -91,7 +123,14 @@ impl Decision {
         retry_after_ns: Nanos,
     ) -> Decision {
         let retry_after = if retry_after_ns == ALLOWED { ALLOWED - 1 } else { retry_after_ns };
-        Decision { limit, remaining, reset_after: reset_after_ns, retry_after, origin: Origin::Local }
+        Decision {
+            limit,
+            slack: remaining,
+            unit: 1,
+            reset_after: reset_after_ns,
+            retry_after,
+            origin: Origin::Local,
+        }
     }
 
     /// The same decision, marked as coming from `origin`.
@@ -123,7 +162,7 @@ impl Decision {
     /// Unit cells still available right now, after this decision.
     #[inline]
     pub const fn remaining(&self) -> u64 {
-        self.remaining
+        self.slack / self.unit
     }
 
     /// Time until the limiter is back to its initial (full) state for this key.
@@ -179,20 +218,41 @@ impl Decision {
         let allowed = self.is_allowed() && other.is_allowed();
         // The limit and remaining reported are those of the sub-limit with the fewest cells left
         // (what a client should pace itself by).
-        let tighter = if other.remaining < self.remaining { other } else { self };
+        let tighter = if other.remaining() < self.remaining() { other } else { self };
         let reset_after = self.reset_after.max(other.reset_after);
         let mut out = if allowed {
-            Decision::allowed(tighter.limit, tighter.remaining, reset_after)
+            Decision::allowed(tighter.limit, tighter.remaining(), reset_after)
         } else {
             let retry = match (self.retry_after_nanos(), other.retry_after_nanos()) {
                 (Some(a), Some(b)) => a.max(b),
                 (Some(a), None) | (None, Some(a)) => a,
                 (None, None) => 0,
             };
-            Decision::denied(tighter.limit, tighter.remaining, reset_after, retry)
+            Decision::denied(tighter.limit, tighter.remaining(), reset_after, retry)
         };
         out.origin = self.origin;
         out
+    }
+}
+
+/// Equality is on what the accessors report (not on how `remaining` is represented).
+impl PartialEq for Decision {
+    fn eq(&self, other: &Decision) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for Decision {}
+
+impl std::hash::Hash for Decision {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.key().hash(state);
+    }
+}
+
+impl Decision {
+    fn key(&self) -> (u64, u64, Nanos, Nanos, Origin) {
+        (self.limit, self.remaining(), self.reset_after, self.retry_after, self.origin)
     }
 }
 
@@ -201,7 +261,7 @@ impl fmt::Debug for Decision {
         f.debug_struct("Decision")
             .field("allowed", &self.is_allowed())
             .field("limit", &self.limit)
-            .field("remaining", &self.remaining)
+            .field("remaining", &self.remaining())
             .field("reset_after", &self.reset_after())
             .field("retry_after", &self.retry_after())
             .field("origin", &self.origin)
@@ -216,7 +276,7 @@ impl serde::Serialize for Decision {
         let mut st = s.serialize_struct("Decision", 5)?;
         st.serialize_field("allowed", &self.is_allowed())?;
         st.serialize_field("limit", &self.limit)?;
-        st.serialize_field("remaining", &self.remaining)?;
+        st.serialize_field("remaining", &self.remaining())?;
         st.serialize_field("reset_after_ns", &self.reset_after)?;
         st.serialize_field("retry_after_ns", &self.retry_after_nanos())?;
         st.end()

@@ -59,13 +59,13 @@ pub(crate) fn step(tat: Nanos, now: Nanos, cost: u64, p: &GcraParams) -> Outcome
     let new_tat = start.saturating_add(cost.saturating_mul(t));
     let ahead = new_tat - now; // new_tat ≥ start ≥ now
     if ahead <= p.tolerance {
-        let remaining = (p.tolerance - ahead) / t;
-        let decision = Decision::allowed(p.burst, remaining, ahead);
+        // remaining = (tolerance − ahead) / T, divided only if the caller asks (decision.rs).
+        let decision = Decision::allowed_in_units(p.burst, p.tolerance - ahead, t, ahead);
         Outcome { new_tat: (cost > 0).then_some(new_tat), decision }
     } else {
         let behind = start - now;
-        let remaining = p.tolerance.saturating_sub(behind) / t;
-        let decision = Decision::denied(p.burst, remaining, behind, ahead - p.tolerance);
+        let slack = p.tolerance.saturating_sub(behind);
+        let decision = Decision::denied_in_units(p.burst, slack, t, behind, ahead - p.tolerance);
         Outcome { new_tat: None, decision }
     }
 }

@@ -59,6 +59,13 @@ pub enum QuotaError {
         /// The largest accepted.
         max: u64,
     },
+    /// A per-key override whose state layout differs from the limiter's default (e.g. a fixed
+    /// window of another length, a sliding log of another limit): the key's existing state could
+    /// not be read under it.
+    Incompatible {
+        /// What must match.
+        reason: &'static str,
+    },
     /// A rate string could not be parsed.
     Parse {
         /// The offending input (cut to 64 characters).
@@ -79,6 +86,9 @@ impl fmt::Display for QuotaError {
             }
             QuotaError::TooLarge { what, value, max } => {
                 write!(f, "{what} {value} is too large for this algorithm (max {max})")
+            }
+            QuotaError::Incompatible { reason } => {
+                write!(f, "quota override incompatible with the limiter's algorithm: {reason}")
             }
             QuotaError::Parse { input, reason } => {
                 write!(

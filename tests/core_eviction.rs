@@ -206,11 +206,11 @@ fn background_sweeper_evicts_and_stops_on_drop() {
 
 #[test]
 fn sweep_judges_override_keys_by_their_own_window() {
-    use tollgate::{DefaultHashBuilder, FixedWindow};
+    use tollgate::{DefaultHashBuilder, SlidingLog};
     let clock = ManualClock::new();
-    let fixed = FixedWindow::from_quota("2/s".parse().unwrap()).unwrap();
-    let limiter: KeyedLimiter<u64, _, _, FixedWindow> =
-        KeyedLimiter::build(fixed, clock.clone(), 0, DefaultHashBuilder::default());
+    let log = SlidingLog::from_quota("2/s".parse().unwrap()).unwrap();
+    let limiter: KeyedLimiter<u64, _, _, SlidingLog> =
+        KeyedLimiter::build(log, clock.clone(), 0, DefaultHashBuilder::default());
     limiter.set_quota(&1, "2/h".parse().unwrap()).unwrap();
     assert!(limiter.check(&1).unwrap().is_allowed());
     assert!(limiter.check(&1).unwrap().is_allowed());

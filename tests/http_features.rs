@@ -397,3 +397,26 @@ async fn async_str_keyed_limiter_behaves_like_in_process() {
     local.for_each_http(&mut |k, d: Decision| global.push((k.to_owned(), d.remaining())));
     assert_eq!(global, [("*".to_owned(), 1)]);
 }
+
+/// A full key table (`max_keys`) is a limit, not a backend failure: under the default fail-open
+/// policy a client that mints new keys must still get 429, not unlimited access.
+#[tokio::test]
+async fn full_key_table_is_a_429_even_when_failing_open() {
+    let clock = ManualClock::new();
+    let table = KeyedLimiter::<HttpKey, ManualClock>::with_clock("100/s".parse().unwrap(), clock)
+        .max_keys(1)
+        .full_table_policy(tollgate::FullTablePolicy::Reject);
+    let l = Arc::new(Listed(table));
+    let layer = RateLimitLayer::builder().rule(rule("keys", &l).key(KeyBy::header("x-api-key"))).build();
+    let base = serve(app(layer)).await;
+    let client = Client::new();
+    let first = client.get(&base).header("x-api-key", "a").send().await.unwrap();
+    assert_eq!(first.status(), StatusCode::OK);
+    for minted in ["b", "c", "d"] {
+        let res = client.get(&base).header("x-api-key", minted).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS, "key {minted}");
+        assert_eq!(header(&res, "retry-after"), Some("1"));
+    }
+    let again = client.get(&base).header("x-api-key", "a").send().await.unwrap();
+    assert_eq!(again.status(), StatusCode::OK, "the existing key keeps working");
+}

@@ -351,6 +351,14 @@ impl Acc {
                 }
                 return;
             }
+            Err(CheckError::KeyLimit { .. }) => {
+                // A full key table is a limit, not a backend failure: a client that can mint
+                // new keys (IPv6 /64s, header values) must not pass unlimited under FailOpen.
+                if rule.mode == Mode::Block {
+                    self.deny.get_or_insert(Denial::Limited(std::time::Duration::from_secs(1)));
+                }
+                return;
+            }
             Err(e) => {
                 state.metrics.errors.add(1);
                 tracing::warn!(rule = &*rule.name, key = key.as_str(), error = %e, "rate limiter failed");

@@ -314,8 +314,7 @@ where
             }
             // Relaxed: undoing our own increment.
             self.live.fetch_sub(1, Ordering::Relaxed);
-            if attempt == 0 && self.policy == FullTablePolicy::SweepThenReject && self.try_inline_sweep() > 0
-            {
+            if attempt == 0 && self.policy == FullTablePolicy::SweepThenReject && self.try_inline_sweep() {
                 continue;
             }
             break;
@@ -330,24 +329,31 @@ where
         }
     }
 
-    fn try_inline_sweep(&self) -> usize {
+    /// Runs an inline sweep unless one ran within the cooldown or another caller is sweeping.
+    /// Returns whether it swept (a sweep also frees slots of cells retired earlier, so the
+    /// caller retries its reservation even if nothing new was evicted).
+    fn try_inline_sweep(&self) -> bool {
         let now = now_of(&self.clock);
-        // Relaxed: a rate limit on sweeping, not a synchronization point.
-        let last = self.last_inline_sweep.load(Ordering::Relaxed);
-        if last != 0 && now.saturating_sub(last) < INLINE_SWEEP_COOLDOWN {
-            return 0;
+        let cooled_down = |last: Nanos| last == 0 || now.saturating_sub(last) >= INLINE_SWEEP_COOLDOWN;
+        // Relaxed: a cheap pre-check; re-checked below once we hold the gate.
+        if !cooled_down(self.last_inline_sweep.load(Ordering::Relaxed)) {
+            return false;
         }
-        // Acquire/Relaxed: a try-lock so only one caller sweeps; losers do not wait. Acquire
-        // pairs with the Release below so the winner sees the previous sweep's timestamp.
+        // Acquire: a try-lock so only one caller sweeps (losers do not wait); pairs with the
+        // Release that opens the gate, so the re-load below sees the previous winner's timestamp.
         if self.sweeping.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
-            return 0;
+            return false;
         }
-        let evicted = self.sweep();
-        // Relaxed: see above; ordered before the Release store that opens the gate.
-        self.last_inline_sweep.store(now.max(1), Ordering::Relaxed);
+        // Relaxed: ordered by the Acquire above (see there).
+        let swept = cooled_down(self.last_inline_sweep.load(Ordering::Relaxed));
+        if swept {
+            self.sweep();
+            // Relaxed: published by the Release store below.
+            self.last_inline_sweep.store(now.max(1), Ordering::Relaxed);
+        }
         // Release: publishes last_inline_sweep to the next winner.
         self.sweeping.store(false, Ordering::Release);
-        evicted
+        swept
     }
 
     /// What a unit check of `key` would decide now, without consuming or inserting anything.
@@ -404,7 +410,9 @@ where
     }
 
     /// Overrides the quota for one key; the next check of that key uses it. The key's state
-    /// (e.g. its TAT) carries over.
+    /// (e.g. its TAT) carries over, so for windowed algorithms the override must keep the state
+    /// layout ([`Algorithm::compatible`]: same window length for fixed/sliding windows, same
+    /// limit for the sliding log), else [`QuotaError::Incompatible`].
     ///
     /// ```
     /// use tollgate::{KeyedLimiter, Quota};
@@ -419,6 +427,11 @@ where
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
         let algorithm = A::new(&quota)?;
+        if !self.algorithm.compatible(&algorithm) {
+            return Err(QuotaError::Incompatible {
+                reason: "windows must keep their length (fixed/sliding) and logs their limit",
+            });
+        }
         // Relaxed: once set the flag stays set; the override itself is published by the map.
         self.has_overrides.store(true, Ordering::Relaxed);
         // One atomic replace: a concurrent check sees the old or the new quota, never neither.

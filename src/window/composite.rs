@@ -123,6 +123,10 @@ impl<A: Algorithm, B: Algorithm> Algorithm for Composite<A, B> {
         Composite::from_quotas(quota, quota)
     }
 
+    fn compatible(&self, other: &Composite<A, B>) -> bool {
+        self.a.compatible(&other.a) && self.b.compatible(&other.b)
+    }
+
     /// The first limit's quota (what policy headers describe).
     fn quota(&self) -> Quota {
         self.a.quota()

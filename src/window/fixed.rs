@@ -236,6 +236,11 @@ impl Algorithm for FixedWindow {
         FixedWindow::from_quota(*quota)
     }
 
+    fn compatible(&self, other: &FixedWindow) -> bool {
+        // Same window grid and bit split: only the limit may differ.
+        self.window == other.window && self.count_bits == other.count_bits && self.offset == other.offset
+    }
+
     fn quota(&self) -> Quota {
         self.quota
     }

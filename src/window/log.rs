@@ -144,7 +144,7 @@ impl SlidingLog {
     #[inline]
     fn slot(&self, cell: &SlidingLogCell, position: u64) -> u64 {
         // position % limit < limit = slots.len(): in bounds.
-        cell::load_slot(&cell.slots[(position % self.limit) as usize])
+        cell::load_slot(&cell.slots[slot_index(position, cell.slots.len())])
     }
 
     #[inline]
@@ -252,7 +252,7 @@ impl SlidingLog {
                 (head, Ok((decision, stamp))) => {
                     // The CAS made positions head..head+cost ours; publish their stamps.
                     for position in head..head + cost {
-                        let slot = &cell.slots[(position % self.limit) as usize];
+                        let slot = &cell.slots[slot_index(position, cell.slots.len())];
                         cell::store_slot(slot, self.slot_value(position, stamp));
                     }
                     return Ok((decision, Receipt::new(head, self.slot_value(head, stamp))));
@@ -295,6 +295,11 @@ impl Algorithm for SlidingLog {
 
     fn new(quota: &Quota) -> Result<Self, QuotaError> {
         SlidingLog::from_quota(*quota)
+    }
+
+    fn compatible(&self, other: &SlidingLog) -> bool {
+        // The ring holds `limit` stamps: only the window may differ.
+        self.limit == other.limit
     }
 
     fn quota(&self) -> Quota {
@@ -380,11 +385,19 @@ impl Algorithm for SlidingLog {
         let mut refunded = false;
         for position in receipt.stored..receipt.stored.saturating_add(cost) {
             let ours = (self.lap(position) << LAP_SHIFT) | stamp_bits;
-            let slot = &cell.slots[(position % self.limit) as usize];
+            let slot = &cell.slots[slot_index(position, cell.slots.len())];
             refunded |= cell::replace_slot(slot, ours, (ours & !STAMP_MASK) | 1);
         }
         refunded
     }
+}
+
+/// The ring slot of `position`. Indexes by the cell's own ring length, so even a cell built for
+/// other parameters (a per-key override racing its installation) can never index out of bounds.
+#[inline]
+fn slot_index(position: u64, ring_len: usize) -> usize {
+    // `ring_len ≥ 1` (a log limit is at least 1) and fits u64; the remainder is < ring_len.
+    (position % (ring_len.max(1) as u64)) as usize
 }
 
 #[cfg(test)]

@@ -271,6 +271,11 @@ impl Algorithm for SlidingWindow {
         SlidingWindow::from_quota(*quota)
     }
 
+    fn compatible(&self, other: &SlidingWindow) -> bool {
+        // Same window length and bit split: only the limit may differ.
+        self.window == other.window && self.count_bits == other.count_bits
+    }
+
     fn quota(&self) -> Quota {
         self.quota
     }
