@@ -164,6 +164,18 @@ where
     /// [`FullTablePolicy`]; the bound is exact for live keys (no slack): a reservation counter
     /// is taken before inserting. `len()` may briefly exceed it by retired entries that a sweep
     /// is in the middle of removing.
+    ///
+    /// ```
+    /// use tollgate::{CheckError, FullTablePolicy, KeyedLimiter, Quota};
+    /// let limiter: KeyedLimiter<u32> = KeyedLimiter::new(Quota::per_second(10).unwrap())
+    ///     .max_keys(100)
+    ///     .full_table_policy(FullTablePolicy::Reject);
+    /// for ip in 0..100 {
+    ///     assert!(limiter.check(&ip).unwrap().is_allowed());
+    /// }
+    /// assert_eq!(limiter.check(&100), Err(CheckError::KeyLimit { max_keys: 100 }));
+    /// assert!(limiter.check(&7).unwrap().is_allowed()); // existing keys are unaffected
+    /// ```
     pub fn max_keys(mut self, max_keys: usize) -> Self {
         self.max_keys = Some(max_keys);
         self
@@ -171,6 +183,13 @@ where
 
     /// What to do with a new key when the table is full (default
     /// [`FullTablePolicy::SweepThenReject`]).
+    ///
+    /// ```
+    /// use tollgate::{FullTablePolicy, KeyedLimiter, Quota};
+    /// let limiter: KeyedLimiter<u64> =
+    ///     KeyedLimiter::new(Quota::per_second(1).unwrap()).max_keys(10).full_table_policy(FullTablePolicy::Reject);
+    /// assert_eq!(limiter.len(), 0);
+    /// ```
     pub fn full_table_policy(mut self, policy: FullTablePolicy) -> Self {
         self.policy = policy;
         self
@@ -440,6 +459,14 @@ where
     }
 
     /// Removes `key`'s quota override; it returns to the default quota.
+    ///
+    /// ```
+    /// use tollgate::{KeyedLimiter, Quota};
+    /// let limiter: KeyedLimiter<String> = KeyedLimiter::new(Quota::per_second(1).unwrap());
+    /// limiter.set_quota("vip", Quota::per_second(50).unwrap()).unwrap();
+    /// limiter.clear_quota("vip");
+    /// assert_eq!(limiter.quota_of("vip"), Quota::per_second(1).unwrap());
+    /// ```
     pub fn clear_quota<Q>(&self, key: &Q)
     where
         K: Borrow<Q>,
@@ -449,6 +476,12 @@ where
     }
 
     /// The quota in force for `key`.
+    ///
+    /// ```
+    /// use tollgate::{KeyedLimiter, Quota};
+    /// let limiter: KeyedLimiter<String> = KeyedLimiter::new("5/s".parse().unwrap());
+    /// assert_eq!(limiter.quota_of("anyone").to_string(), "5/s");
+    /// ```
     pub fn quota_of<Q>(&self, key: &Q) -> Quota
     where
         K: Borrow<Q>,
@@ -521,6 +554,13 @@ where
     }
 
     /// Number of keys in the table (including retired ones a sweep has not removed yet).
+    ///
+    /// ```
+    /// use tollgate::{KeyedLimiter, Quota};
+    /// let limiter: KeyedLimiter<u8> = KeyedLimiter::new(Quota::per_second(3).unwrap());
+    /// let _ = (limiter.check(&1), limiter.check(&2), limiter.check(&1));
+    /// assert_eq!(limiter.len(), 2);
+    /// ```
     pub fn len(&self) -> usize {
         self.cells.len()
     }
@@ -542,6 +582,15 @@ where
 
     /// Calls `f(key, decision)` for every key, with what a unit check would decide now (a
     /// weakly consistent snapshot; for stats and admin pages, not the hot path).
+    ///
+    /// ```
+    /// use tollgate::{KeyedLimiter, Quota};
+    /// let limiter: KeyedLimiter<String> = KeyedLimiter::new(Quota::per_second(3).unwrap());
+    /// let _ = limiter.check("a");
+    /// let mut seen = Vec::new();
+    /// limiter.for_each_key(|key, d| seen.push((key.clone(), d.remaining())));
+    /// assert_eq!(seen, [("a".to_string(), 1)]); // what a further check would leave
+    /// ```
     pub fn for_each_key(&self, mut f: impl FnMut(&K, Decision)) {
         let now = now_of(&self.clock);
         self.cells.for_each(|k, cell| {
