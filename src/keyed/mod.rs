@@ -45,7 +45,8 @@ pub enum FullTablePolicy {
     /// wait and reject), then admit the new key if that made room, else
     /// reject with [`CheckError::KeyLimit`]. A sweep costs O(keys) (about 10 ns a key), paid by
     /// the caller that triggers it; under a flood of new keys it runs at most once per
-    /// [`INLINE_SWEEP_COOLDOWN`].
+    /// [`INLINE_SWEEP_COOLDOWN`]; within that cooldown new keys are rejected without a sweep,
+    /// even if idle keys could be evicted (run [`KeyedLimiter::spawn_sweeper`] to keep room).
     #[default]
     SweepThenReject,
     /// Reject new keys with [`CheckError::KeyLimit`] without sweeping (rely on
