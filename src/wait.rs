@@ -1,5 +1,5 @@
 //! Waiting until a check passes: blocking [`Limiter::wait`] / [`KeyedLimiter::wait_key`], async
-//! [`Limiter::until_ready`] / [`KeyedLimiter::until_key_ready`] (feature `tokio`), and
+//! `Limiter::until_ready` / `KeyedLimiter::until_key_ready` (feature `tokio`), and
 //! runtime-agnostic `*_with` variants that take your own sleep function.
 //!
 //! A waiter checks; on a denial it sleeps for the decision's `retry_after` (plus optional
