@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use crate::cell::{self, Retired, Step};
+use crate::cell::{self, Retired};
 use crate::clock::Nanos;
 use crate::decision::Decision;
 use crate::gcra::{self, GcraParams};
@@ -127,6 +127,59 @@ impl Receipt {
     }
 }
 
+/// The single-word algorithms (GCRA, fixed and sliding windows) share these: each supplies a pure
+/// step on its `u64` state, and these apply it through the one CAS loop in `cell.rs`.
+pub(crate) mod word {
+    use super::Receipt;
+    use crate::cell::{self, Retired, Step};
+    use crate::decision::Decision;
+    use crate::sync::AtomicU64;
+
+    /// `step(state) → (decision, new state if it changes)`, applied atomically.
+    #[inline]
+    pub(crate) fn check(
+        word: &AtomicU64,
+        mut step: impl FnMut(u64) -> (Decision, Option<u64>),
+    ) -> Result<Decision, Retired> {
+        cell::update(word, |state| match step(state) {
+            (decision, Some(new)) => Step::Store(new, decision),
+            (decision, None) => Step::Keep(decision),
+        })
+    }
+
+    /// As [`check`], also returning what a composite needs to refund the cells later.
+    #[inline]
+    pub(crate) fn check_with_receipt(
+        word: &AtomicU64,
+        mut step: impl FnMut(u64) -> (Decision, Option<u64>),
+    ) -> Result<(Decision, Receipt), Retired> {
+        cell::update(word, |state| match step(state) {
+            (decision, Some(new)) => Step::Store(new, (decision, Receipt::new(new, 0))),
+            (decision, None) => Step::Keep((decision, Receipt::NONE)),
+        })
+    }
+
+    /// The state a peek judges: a retired cell reads as fresh (0).
+    #[inline]
+    pub(crate) fn peek_state(word: &AtomicU64) -> u64 {
+        cell::load(word).unwrap_or(0)
+    }
+
+    /// Back to the fresh state; a retired cell is already fresh (the key gets a new cell).
+    pub(crate) fn reset(word: &AtomicU64) {
+        let _ = cell::update(word, |_| Step::Store(0, ()));
+    }
+
+    /// Replaces the state by `refunded(state)` when that is `Some`; `true` if it did.
+    pub(crate) fn refund(word: &AtomicU64, mut refunded: impl FnMut(u64) -> Option<u64>) -> bool {
+        cell::update(word, |state| match refunded(state) {
+            Some(new) => Step::Store(new, true),
+            None => Step::Keep(false),
+        })
+        .unwrap_or(false)
+    }
+}
+
 /// GCRA, the default algorithm: exactly a token bucket of `burst` tokens refilled one per
 /// emission interval `T` (bucket size = burst, refill rate = 1/T), and exactly a leaky bucket as
 /// a meter. One `u64` of state per key (the theoretical arrival time).
@@ -206,24 +259,16 @@ impl Algorithm for Gcra {
 
     #[inline]
     fn check(&self, cell: &GcraCell, now: Nanos, cost: u64) -> Result<Decision, Retired> {
-        cell::update(&cell.tat, |tat| {
-            let o = gcra::step(tat, now, cost, &self.params);
-            match o.new_tat {
-                Some(new_tat) => Step::Store(new_tat, o.decision),
-                None => Step::Keep(o.decision),
-            }
-        })
+        word::check(&cell.tat, |tat| self.step(tat, now, cost))
     }
 
     #[inline]
     fn peek(&self, cell: &GcraCell, now: Nanos, cost: u64) -> Decision {
-        let tat = cell::load(&cell.tat).unwrap_or(0);
-        gcra::step(tat, now, cost, &self.params).decision
+        gcra::step(word::peek_state(&cell.tat), now, cost, &self.params).decision
     }
 
     fn reset(&self, cell: &GcraCell) {
-        // A retired cell is already "fresh" (the key will get a new cell): ignore Retired.
-        let _ = cell::update(&cell.tat, |_| Step::Store(0, ()));
+        word::reset(&cell.tat);
     }
 
     fn try_retire(&self, cell: &GcraCell, now: Nanos) -> bool {
@@ -250,13 +295,7 @@ impl Algorithm for Gcra {
         now: Nanos,
         cost: u64,
     ) -> Result<(Decision, Receipt), Retired> {
-        cell::update(&cell.tat, |tat| {
-            let o = gcra::step(tat, now, cost, &self.params);
-            match o.new_tat {
-                Some(new_tat) => Step::Store(new_tat, (o.decision, Receipt::new(new_tat, 0))),
-                None => Step::Keep((o.decision, Receipt::NONE)),
-            }
-        })
+        word::check_with_receipt(&cell.tat, |tat| self.step(tat, now, cost))
     }
 
     /// GCRA refund: `TAT −= cost·T` only if the TAT is still exactly what the check stored. A
@@ -269,13 +308,6 @@ impl Algorithm for Gcra {
         }
         let taken = cost.saturating_mul(self.params.emission_interval);
         let stored = receipt.stored;
-        cell::update(&cell.tat, |tat| {
-            if tat == stored && tat >= taken {
-                Step::Store(tat - taken, true)
-            } else {
-                Step::Keep(false)
-            }
-        })
-        .unwrap_or(false)
+        word::refund(&cell.tat, |tat| (tat == stored && tat >= taken).then(|| tat - taken))
     }
 }

@@ -1,7 +1,7 @@
 //! Fixed window: at most `limit` cells per aligned window of length `W`, one packed word per key.
 
-use crate::algorithm::{Algorithm, Receipt};
-use crate::cell::{self, Retired, Step};
+use crate::algorithm::{word, Algorithm, Receipt};
+use crate::cell::{self, Retired};
 use crate::clock::{unix_nanos_at_anchor, Clock, Nanos};
 use crate::decision::Decision;
 use crate::quota::{Quota, QuotaError};
@@ -257,24 +257,16 @@ impl Algorithm for FixedWindow {
 
     #[inline]
     fn check(&self, cell: &FixedWindowCell, now: Nanos, cost: u64) -> Result<Decision, Retired> {
-        cell::update(&cell.word, |state| {
-            let o = self.outcome(state, now, cost);
-            match o.stored {
-                Some(new) => Step::Store(new, o.decision),
-                None => Step::Keep(o.decision),
-            }
-        })
+        word::check(&cell.word, |state| self.step(state, now, cost))
     }
 
     #[inline]
     fn peek(&self, cell: &FixedWindowCell, now: Nanos, cost: u64) -> Decision {
-        let state = cell::load(&cell.word).unwrap_or(0);
-        self.outcome(state, now, cost).decision
+        self.outcome(word::peek_state(&cell.word), now, cost).decision
     }
 
     fn reset(&self, cell: &FixedWindowCell) {
-        // A retired cell is already fresh (the key gets a new cell): ignore Retired.
-        let _ = cell::update(&cell.word, |_| Step::Store(0, ()));
+        word::reset(&cell.word);
     }
 
     fn try_retire(&self, cell: &FixedWindowCell, now: Nanos) -> bool {
@@ -301,13 +293,7 @@ impl Algorithm for FixedWindow {
         now: Nanos,
         cost: u64,
     ) -> Result<(Decision, Receipt), Retired> {
-        cell::update(&cell.word, |state| {
-            let o = self.outcome(state, now, cost);
-            match o.stored {
-                Some(new) => Step::Store(new, (o.decision, Receipt::new(new, 0))),
-                None => Step::Keep((o.decision, Receipt::NONE)),
-            }
-        })
+        word::check_with_receipt(&cell.word, |state| self.step(state, now, cost))
     }
 
     /// Exact: the window's count goes down by `cost` if the word is still in the window the
@@ -317,11 +303,7 @@ impl Algorithm for FixedWindow {
         if !receipt.valid {
             return false;
         }
-        cell::update(&cell.word, |state| match self.refunded(state, receipt.stored, cost) {
-            Some(new) => Step::Store(new, true),
-            None => Step::Keep(false),
-        })
-        .unwrap_or(false)
+        word::refund(&cell.word, |state| self.refunded(state, receipt.stored, cost))
     }
 }
 

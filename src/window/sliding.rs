@@ -1,7 +1,7 @@
 //! Sliding window counter (weighted previous + current window), one packed word per key.
 
-use crate::algorithm::{Algorithm, Receipt};
-use crate::cell::{self, Retired, Step};
+use crate::algorithm::{word, Algorithm, Receipt};
+use crate::cell::{self, Retired};
 use crate::clock::Nanos;
 use crate::decision::Decision;
 use crate::quota::{Quota, QuotaError};
@@ -292,24 +292,16 @@ impl Algorithm for SlidingWindow {
 
     #[inline]
     fn check(&self, cell: &SlidingWindowCell, now: Nanos, cost: u64) -> Result<Decision, Retired> {
-        cell::update(&cell.word, |state| {
-            let o = self.outcome(state, now, cost);
-            match o.stored {
-                Some(new) => Step::Store(new, o.decision),
-                None => Step::Keep(o.decision),
-            }
-        })
+        word::check(&cell.word, |state| self.step(state, now, cost))
     }
 
     #[inline]
     fn peek(&self, cell: &SlidingWindowCell, now: Nanos, cost: u64) -> Decision {
-        let state = cell::load(&cell.word).unwrap_or(0);
-        self.outcome(state, now, cost).decision
+        self.outcome(word::peek_state(&cell.word), now, cost).decision
     }
 
     fn reset(&self, cell: &SlidingWindowCell) {
-        // A retired cell is already fresh: ignore Retired.
-        let _ = cell::update(&cell.word, |_| Step::Store(0, ()));
+        word::reset(&cell.word);
     }
 
     fn try_retire(&self, cell: &SlidingWindowCell, now: Nanos) -> bool {
@@ -336,13 +328,7 @@ impl Algorithm for SlidingWindow {
         now: Nanos,
         cost: u64,
     ) -> Result<(Decision, Receipt), Retired> {
-        cell::update(&cell.word, |state| {
-            let o = self.outcome(state, now, cost);
-            match o.stored {
-                Some(new) => Step::Store(new, (o.decision, Receipt::new(new, 0))),
-                None => Step::Keep((o.decision, Receipt::NONE)),
-            }
-        })
+        word::check_with_receipt(&cell.word, |state| self.step(state, now, cost))
     }
 
     /// Exact: counts are additive, so `cost` comes off the window it was counted in (as `cur`,
@@ -351,11 +337,7 @@ impl Algorithm for SlidingWindow {
         if !receipt.valid {
             return false;
         }
-        cell::update(&cell.word, |state| match self.refunded(state, receipt.stored, cost) {
-            Some(new) => Step::Store(new, true),
-            None => Step::Keep(false),
-        })
-        .unwrap_or(false)
+        word::refund(&cell.word, |state| self.refunded(state, receipt.stored, cost))
     }
 }
 
