@@ -13,6 +13,8 @@
 //! neither, so the tag is always exactly the escaped user key. Escaping costs at most 3× the key's
 //! length; keys are not truncated (a 1 MB key makes a ≤ 3 MB Redis key name).
 
+use std::io::{self, Write};
+
 /// Algorithm part of the key name, so two algorithms never read each other's state.
 pub(crate) fn algo_segment(algorithm: super::RedisAlgorithm) -> &'static str {
     match algorithm {
@@ -32,31 +34,59 @@ fn keep(byte: u8) -> bool {
     byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~' | b':' | b'@' | b'/')
 }
 
-/// Appends the escaped form of `key` (see the module docs) to `out`.
-pub(crate) fn escape_into(key: &[u8], out: &mut Vec<u8>) {
+/// Writes the escaped form of `key` (see the module docs) to `out`, in runs of kept bytes.
+/// Errors come only from `out` (writing into a `Vec` or a command buffer never fails).
+pub(crate) fn escape_into(key: &[u8], out: &mut impl Write) -> io::Result<()> {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     if key.is_empty() {
-        out.push(b'%');
-        return;
+        return out.write_all(b"%");
     }
-    out.reserve(key.len());
-    for &byte in key {
-        if keep(byte) {
-            out.push(byte);
-        } else {
-            out.extend_from_slice(&[b'%', HEX[usize::from(byte >> 4)], HEX[usize::from(byte & 0xF)]]);
-        }
+    let mut rest = key;
+    while !rest.is_empty() {
+        let kept = rest.iter().position(|&b| !keep(b)).unwrap_or(rest.len());
+        out.write_all(&rest[..kept])?;
+        let Some(&byte) = rest.get(kept) else { break };
+        out.write_all(&[b'%', HEX[usize::from(byte >> 4)], HEX[usize::from(byte & 0xF)]])?;
+        rest = &rest[kept + 1..];
     }
+    Ok(())
 }
 
-/// The full Redis key: `head` (`"{prefix}:{algo}:"`) then `{escaped key}`.
+/// Writes the full Redis key to `out`: `head` (`"{prefix}:{algo}:"`) then `{escaped key}`.
+pub(crate) fn write_redis_key(head: &[u8], key: &[u8], out: &mut impl Write) -> io::Result<()> {
+    out.write_all(head)?;
+    out.write_all(b"{")?;
+    escape_into(key, out)?;
+    out.write_all(b"}")
+}
+
+/// The full Redis key as bytes (see [`write_redis_key`]).
 pub(crate) fn redis_key(head: &[u8], key: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(head.len() + key.len() + 2);
-    out.extend_from_slice(head);
-    out.push(b'{');
-    escape_into(key, &mut out);
-    out.push(b'}');
+    // Writing into a Vec cannot fail.
+    let _ = write_redis_key(head, key, &mut out);
     out
+}
+
+/// A user key's Redis key as a command argument, escaped straight into the command's buffer (no
+/// intermediate allocation).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct KeyArg<'a> {
+    /// `"{prefix}:{algo}:"`.
+    pub(crate) head: &'a [u8],
+    /// The user key.
+    pub(crate) key: &'a [u8],
+}
+
+impl redis::ToRedisArgs for KeyArg<'_> {
+    fn write_redis_args<W>(&self, out: &mut W)
+    where
+        W: ?Sized + redis::RedisWrite,
+    {
+        let mut arg = out.writer_for_next_arg();
+        // Writing into a command buffer cannot fail.
+        let _ = write_redis_key(self.head, self.key, &mut arg);
+    }
 }
 
 #[cfg(test)]
@@ -65,7 +95,7 @@ mod tests {
 
     fn esc(key: &[u8]) -> String {
         let mut out = Vec::new();
-        escape_into(key, &mut out);
+        escape_into(key, &mut out).unwrap();
         String::from_utf8(out).unwrap()
     }
 
@@ -94,6 +124,10 @@ mod tests {
     #[test]
     fn key_layout() {
         assert_eq!(redis_key(b"rl:gcra:", b"a}b{"), b"rl:gcra:{a%7Db%7B}".to_vec());
+        let mut cmd = redis::cmd("GET");
+        cmd.arg(KeyArg { head: b"rl:gcra:", key: b"a}b{" });
+        assert_eq!(cmd.get_packed_command(), b"*2\r\n$3\r\nGET\r\n$18\r\nrl:gcra:{a%7Db%7B}\r\n".to_vec());
+        assert_eq!(redis_key(b"h:", b"x y"), b"h:{x%20y}".to_vec());
         assert!(prefix_is_valid("tollgate"));
         assert!(!prefix_is_valid("a{b"));
         assert!(!prefix_is_valid("}"));

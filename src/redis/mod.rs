@@ -34,6 +34,7 @@
 //! [`EVALSHA`]: https://redis.io/docs/latest/commands/evalsha/
 
 mod cache;
+mod conn;
 mod keys;
 mod script;
 
@@ -41,13 +42,13 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-
 use crate::clock::{Clock, Nanos, QuantaClock};
 use crate::decision::{CheckError, Decision, Origin};
 use crate::limiter::{now_of, AsyncRateLimiter, RateLimiter};
 use crate::quota::{Quota, QuotaError};
 use cache::{DenyCache, Entry};
+use conn::{Connection, Target, TlsConfig};
+use keys::KeyArg;
 use script::{Mode, Params, ScriptRef};
 pub use script::{MAX_LOG_LIMIT, MAX_SCRIPT_VALUE, MAX_WINDOW_LIMIT};
 
@@ -141,6 +142,12 @@ pub enum SetupError {
     },
     /// The quota cannot run exactly in Redis (see [`RedisLimiter::check`]).
     Quota(QuotaError),
+    /// The TLS settings were not usable (a certificate or key that does not parse, or TLS
+    /// settings with a URL that is not `rediss://`).
+    Tls {
+        /// redis-rs' message.
+        reason: String,
+    },
     /// The first connection failed.
     Connect {
         /// redis-rs' message.
@@ -161,6 +168,7 @@ impl fmt::Display for SetupError {
                 write!(f, "key prefix {prefix:?} must not contain '{{' or '}}'")
             }
             SetupError::Quota(e) => write!(f, "quota not supported in Redis: {e}"),
+            SetupError::Tls { reason } => write!(f, "invalid TLS settings: {reason}"),
             SetupError::Connect { reason } => write!(f, "cannot connect to Redis: {reason}"),
             SetupError::Timeout { after } => write!(f, "Redis did not answer within {after:?}"),
         }
@@ -193,7 +201,8 @@ impl From<QuotaError> for SetupError {
 #[derive(Debug)]
 #[must_use = "call .connect().await to build the limiter"]
 pub struct RedisLimiterBuilder<C: Clock = QuantaClock> {
-    url: String,
+    target: Target,
+    tls: TlsConfig,
     quota: Quota,
     algorithm: RedisAlgorithm,
     prefix: String,
@@ -248,11 +257,59 @@ impl<C: Clock> RedisLimiterBuilder<C> {
         self
     }
 
+    /// Trusts these CA certificates (PEM, one or more) for `rediss://` instead of the public
+    /// webpki roots (feature `redis-tls`); for a private CA, as most Redis deployments use. The
+    /// server's certificate must name the URL's host. A certificate that does not parse is a
+    /// [`SetupError::Tls`] at [`connect`](Self::connect).
+    ///
+    /// ```no_run
+    /// use tollgate::redis::RedisLimiter;
+    /// use tollgate::Quota;
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// let ca = std::fs::read("/etc/redis/tls/ca.crt")?;
+    /// let limiter = RedisLimiter::builder("rediss://redis.internal:6380/", Quota::per_second(100)?)
+    ///     .tls_root_certificates(ca)
+    ///     .connect()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "redis-tls")]
+    pub fn tls_root_certificates(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls.certs_mut().root_cert = Some(pem.into());
+        self
+    }
+
+    /// Authenticates this client with a certificate chain and its private key (both PEM) for
+    /// mutual TLS (feature `redis-tls`; servers with `tls-auth-clients yes`).
+    ///
+    /// ```no_run
+    /// use tollgate::redis::RedisLimiter;
+    /// use tollgate::Quota;
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// let limiter = RedisLimiter::builder("rediss://redis.internal:6380/", Quota::per_second(100)?)
+    ///     .tls_root_certificates(std::fs::read("ca.crt")?)
+    ///     .tls_client_certificate(std::fs::read("client.crt")?, std::fs::read("client.key")?)
+    ///     .connect()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "redis-tls")]
+    pub fn tls_client_certificate(
+        mut self,
+        cert_pem: impl Into<Vec<u8>>,
+        key_pem: impl Into<Vec<u8>>,
+    ) -> Self {
+        self.tls.certs_mut().client_tls =
+            Some(redis::ClientTlsConfig { client_cert: cert_pem.into(), client_key: key_pem.into() });
+        self
+    }
+
     /// The local clock the deny cache runs on (default [`QuantaClock`]; tests use
     /// [`ManualClock`](crate::ManualClock)). Redis decisions always use the server's clock.
     pub fn clock<C2: Clock>(self, clock: C2) -> RedisLimiterBuilder<C2> {
         RedisLimiterBuilder {
-            url: self.url,
+            target: self.target,
+            tls: self.tls,
             quota: self.quota,
             algorithm: self.algorithm,
             prefix: self.prefix,
@@ -270,19 +327,7 @@ impl<C: Clock> RedisLimiterBuilder<C> {
             return Err(SetupError::Prefix { prefix: self.prefix });
         }
         let params = Params::new(self.algorithm, self.quota)?;
-        let client =
-            redis::Client::open(self.url.as_str()).map_err(|e| SetupError::Url { reason: e.to_string() })?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(self.timeout))
-            .set_response_timeout(Some(self.timeout))
-            .set_min_delay(Duration::from_millis(5).min(self.reconnect_max_delay))
-            .set_max_delay(self.reconnect_max_delay);
-        let connect = ConnectionManager::new_with_config(client, config);
-        let conn = match tokio::time::timeout(self.timeout, connect).await {
-            Ok(Ok(conn)) => conn,
-            Ok(Err(e)) => return Err(SetupError::Connect { reason: e.to_string() }),
-            Err(_) => return Err(SetupError::Timeout { after: self.timeout }),
-        };
+        let conn = conn::connect(&self.target, &self.tls, self.timeout, self.reconnect_max_delay).await?;
         let head = format!("{}:{}:", self.prefix, keys::algo_segment(self.algorithm)).into_bytes();
         Ok(RedisLimiter {
             conn,
@@ -312,7 +357,7 @@ impl<C: Clock> RedisLimiterBuilder<C> {
 /// # Ok(()) }
 /// ```
 pub struct RedisLimiter<C: Clock = QuantaClock> {
-    conn: ConnectionManager,
+    conn: Connection,
     params: Params,
     overrides: papaya::HashMap<Box<[u8]>, Params, foldhash::fast::RandomState>,
     head: Vec<u8>,
@@ -326,6 +371,7 @@ impl<C: Clock> fmt::Debug for RedisLimiter<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisLimiter")
             .field("params", &self.params)
+            .field("cluster", &self.conn.is_cluster())
             .field("timeout", &self.timeout)
             .field("policy", &self.policy)
             .field("deny_cache", &self.cache)
@@ -342,8 +388,43 @@ impl RedisLimiter {
     /// # drop(builder);
     /// ```
     pub fn builder(url: impl Into<String>, quota: Quota) -> RedisLimiterBuilder {
+        RedisLimiterBuilder::new(Target::Single(url.into()), quota)
+    }
+
+    /// Starts building a limiter on a Redis Cluster (feature `redis-cluster`), given one or more
+    /// seed nodes' URLs (`redis://` or, with `redis-tls`, `rediss://`); the rest of the topology
+    /// is discovered. Every algorithm, [`peek`](RedisLimiter::peek), [`reset`](RedisLimiter::reset)
+    /// and [`check_many`](RedisLimiter::check_many) work: each user key is its Redis key's hash
+    /// tag, so a key's state lives in one slot, and commands are routed to the slot's node
+    /// (following `MOVED`/`ASK`). `check_many` sends its keys concurrently rather than as one
+    /// pipeline, since they may live on different nodes. A node that lacks a script (restarted,
+    /// flushed, or never asked before) answers `NOSCRIPT`, and that call is re-sent with the
+    /// script's source, as on a single server.
+    ///
+    /// ```no_run
+    /// use tollgate::redis::RedisLimiter;
+    /// use tollgate::Quota;
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// let nodes = ["redis://10.0.0.1:7000", "redis://10.0.0.2:7000", "redis://10.0.0.3:7000"];
+    /// let limiter = RedisLimiter::cluster_builder(nodes, Quota::per_second(100)?).connect().await?;
+    /// let decision = limiter.check(b"user:42", 1).await?;
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "redis-cluster")]
+    pub fn cluster_builder<I, S>(nodes: I, quota: Quota) -> RedisLimiterBuilder
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        RedisLimiterBuilder::new(Target::Cluster(nodes.into_iter().map(Into::into).collect()), quota)
+    }
+}
+
+impl RedisLimiterBuilder {
+    fn new(target: Target, quota: Quota) -> RedisLimiterBuilder {
         RedisLimiterBuilder {
-            url: url.into(),
+            target,
+            tls: TlsConfig::default(),
             quota,
             algorithm: RedisAlgorithm::Gcra,
             prefix: "tollgate".to_owned(),
@@ -357,9 +438,10 @@ impl RedisLimiter {
 }
 
 /// What one key's check needs, prepared before the round trip.
+#[derive(Clone, Copy)]
 struct Prepared {
     params: Params,
-    redis_key: Vec<u8>,
+    /// A local clock reading taken before the command was sent.
     sent_at: Nanos,
 }
 
@@ -418,8 +500,8 @@ impl<C: Clock> RedisLimiter<C> {
             }
         }
         let mode = if cost == 0 { Mode::Peek } else { Mode::Check };
-        let prepared = Prepared { params, redis_key: keys::redis_key(&self.head, key), sent_at };
-        let result = self.bounded(self.eval(&prepared, mode, cost, now_us)).await;
+        let prepared = Prepared { params, sent_at };
+        let result = self.bounded(self.eval(key, &params, mode, cost, now_us)).await;
         self.finish(key, cost, &prepared, result, now_us.is_none())
     }
 
@@ -506,16 +588,18 @@ impl<C: Clock> RedisLimiter<C> {
     /// count twice.
     async fn eval(
         &self,
-        prepared: &Prepared,
+        key: &[u8],
+        params: &Params,
         mode: Mode,
         cost: u64,
         now_us: Option<u64>,
     ) -> Result<redis::Value, CheckError> {
         let mut conn = self.conn.clone();
-        let cmd = prepared.params.command(&prepared.redis_key, mode, cost, now_us, ScriptRef::Sha);
+        let key = KeyArg { head: &self.head, key };
+        let cmd = params.command(key, mode, cost, now_us, ScriptRef::Sha);
         match cmd.query_async::<redis::Value>(&mut conn).await {
             Err(e) if is_noscript(&e) => {
-                let cmd = prepared.params.command(&prepared.redis_key, mode, cost, now_us, ScriptRef::Source);
+                let cmd = params.command(key, mode, cost, now_us, ScriptRef::Source);
                 cmd.query_async(&mut conn).await.map_err(backend)
             }
             other => other.map_err(backend),
@@ -531,9 +615,7 @@ impl<C: Clock> RedisLimiter<C> {
     /// ```
     pub async fn peek(&self, key: &[u8]) -> Result<Decision, CheckError> {
         let params = self.params_for(key);
-        let prepared =
-            Prepared { params, redis_key: keys::redis_key(&self.head, key), sent_at: now_of(&self.clock) };
-        let result = self.bounded(self.eval(&prepared, Mode::Peek, 1, None)).await;
+        let result = self.bounded(self.eval(key, &params, Mode::Peek, 1, None)).await;
         match result.and_then(|reply| params.decode(&reply).map_err(|reason| CheckError::Backend { reason }))
         {
             Ok(decision) => Ok(decision.with_origin(Origin::Remote)),
@@ -552,7 +634,7 @@ impl<C: Clock> RedisLimiter<C> {
     pub async fn reset(&self, key: &[u8]) -> Result<(), CheckError> {
         self.cache.remove(key);
         let mut cmd = redis::cmd("DEL");
-        cmd.arg(keys::redis_key(&self.head, key));
+        cmd.arg(KeyArg { head: &self.head, key });
         let mut conn = self.conn.clone();
         let result = self.bounded(async { cmd.query_async::<i64>(&mut conn).await.map_err(backend) }).await;
         if let (Err(_), FailurePolicy::Fallback(local)) = (&result, &self.policy) {
@@ -578,39 +660,40 @@ impl<C: Clock> RedisLimiter<C> {
         cost: u32,
     ) -> Vec<Result<Decision, CheckError>> {
         let cost = u64::from(cost);
+        let mode = if cost == 0 { Mode::Peek } else { Mode::Check };
+        // One reading for the batch: it precedes every command's send, as the cache needs.
+        let sent_at = now_of(&self.clock);
         let mut results: Vec<Option<Result<Decision, CheckError>>> = Vec::with_capacity(keys.len());
-        let mut pending = Vec::new();
-        let mut pipe = redis::pipe();
-        pipe.ignore_errors();
-        for key in keys {
+        // (index into keys, params) of the keys sent to Redis.
+        let mut pending: Vec<(usize, Params)> = Vec::with_capacity(keys.len());
+        for (index, key) in keys.iter().enumerate() {
             let key = key.as_ref();
             let params = self.params_for(key);
-            if cost > params.capacity {
-                results.push(Some(Err(CheckError::InsufficientCapacity { cost, capacity: params.capacity })));
-                continue;
+            let answer = if cost > params.capacity {
+                Some(Err(CheckError::InsufficientCapacity { cost, capacity: params.capacity }))
+            } else if cost > 0 {
+                self.cache.lookup(key, sent_at, cost).map(Ok)
+            } else {
+                None
+            };
+            if answer.is_none() {
+                pending.push((index, params));
             }
-            let sent_at = now_of(&self.clock);
-            if cost > 0 {
-                if let Some(denied) = self.cache.lookup(key, sent_at, cost) {
-                    results.push(Some(Ok(denied)));
-                    continue;
-                }
-            }
-            let mode = if cost == 0 { Mode::Peek } else { Mode::Check };
-            let prepared = Prepared { params, redis_key: keys::redis_key(&self.head, key), sent_at };
-            pipe.add_command(params.command(&prepared.redis_key, mode, cost, None, ScriptRef::Sha));
-            pending.push((results.len(), prepared));
-            results.push(None);
+            results.push(answer);
         }
         if !pending.is_empty() {
-            let replies = self.bounded(self.run_pipeline(&pipe, &pending, cost)).await;
+            let replies = if self.conn.is_cluster() {
+                self.bounded(self.run_concurrent(keys, &pending, mode, cost)).await
+            } else {
+                self.bounded(self.run_pipeline(keys, &pending, mode, cost)).await
+            };
             let mut replies = match replies {
-                Ok(replies) => replies.into_iter().map(Ok).collect::<Vec<_>>(),
+                Ok(replies) => replies,
                 Err(error) => vec![Err(error); pending.len()],
             };
-            for ((index, prepared), reply) in pending.iter().zip(replies.drain(..)) {
-                let key = keys[*index].as_ref();
-                results[*index] = Some(self.finish(key, cost, prepared, reply.and_then(|r| r), true));
+            for (&(index, params), reply) in pending.iter().zip(replies.drain(..)) {
+                let prepared = Prepared { params, sent_at };
+                results[index] = Some(self.finish(keys[index].as_ref(), cost, &prepared, reply, true));
             }
         }
         results
@@ -619,15 +702,26 @@ impl<C: Clock> RedisLimiter<C> {
             .collect()
     }
 
-    /// Runs a pipeline of `EVALSHA`s; entries that hit `NOSCRIPT` (they did not run) are re-sent
-    /// once as `EVAL` with the source, in a second pipeline.
-    async fn run_pipeline(
+    /// Runs one pipeline of `EVALSHA`s (single server); entries that hit `NOSCRIPT` (they did
+    /// not run) are re-sent once as `EVAL` with the source, in a second pipeline.
+    async fn run_pipeline<K: AsRef<[u8]>>(
         &self,
-        pipe: &redis::Pipeline,
-        pending: &[(usize, Prepared)],
+        keys: &[K],
+        pending: &[(usize, Params)],
+        mode: Mode,
         cost: u64,
     ) -> Result<Vec<Result<redis::Value, CheckError>>, CheckError> {
+        let pipeline = |send: ScriptRef, which: &mut dyn Iterator<Item = &(usize, Params)>| {
+            let mut pipe = redis::Pipeline::with_capacity(pending.len());
+            pipe.ignore_errors();
+            for (index, params) in which {
+                let key = KeyArg { head: &self.head, key: keys[*index].as_ref() };
+                pipe.add_command(params.command(key, mode, cost, None, send));
+            }
+            pipe
+        };
         let mut conn = self.conn.clone();
+        let pipe = pipeline(ScriptRef::Sha, &mut pending.iter());
         let replies: Vec<redis::RedisResult<redis::Value>> =
             pipe.query_async(&mut conn).await.map_err(backend)?;
         if replies.len() != pending.len() {
@@ -644,19 +738,7 @@ impl<C: Clock> RedisLimiter<C> {
         let mut replies: Vec<Result<redis::Value, CheckError>> =
             replies.into_iter().map(|r| r.map_err(backend)).collect();
         if !missing.is_empty() {
-            let mode = if cost == 0 { Mode::Peek } else { Mode::Check };
-            let mut retry = redis::pipe();
-            retry.ignore_errors();
-            for &i in &missing {
-                let prepared = &pending[i].1;
-                retry.add_command(prepared.params.command(
-                    &prepared.redis_key,
-                    mode,
-                    cost,
-                    None,
-                    ScriptRef::Source,
-                ));
-            }
+            let retry = pipeline(ScriptRef::Source, &mut missing.iter().map(|&i| &pending[i]));
             let again: Vec<redis::RedisResult<redis::Value>> =
                 retry.query_async(&mut conn).await.map_err(backend)?;
             for (&i, reply) in missing.iter().zip(again) {
@@ -664,6 +746,34 @@ impl<C: Clock> RedisLimiter<C> {
             }
         }
         Ok(replies)
+    }
+
+    /// Cluster: the keys may live on different nodes, so each is sent as its own command (each
+    /// routed to its slot's node and retried after `NOSCRIPT` like [`check`](Self::check)), all
+    /// in flight at once.
+    #[cfg(feature = "redis-cluster")]
+    async fn run_concurrent<K: AsRef<[u8]>>(
+        &self,
+        keys: &[K],
+        pending: &[(usize, Params)],
+        mode: Mode,
+        cost: u64,
+    ) -> Result<Vec<Result<redis::Value, CheckError>>, CheckError> {
+        let calls =
+            pending.iter().map(|(index, params)| self.eval(keys[*index].as_ref(), params, mode, cost, None));
+        Ok(join_all(calls.collect()).await)
+    }
+
+    #[cfg(not(feature = "redis-cluster"))]
+    async fn run_concurrent<K: AsRef<[u8]>>(
+        &self,
+        keys: &[K],
+        pending: &[(usize, Params)],
+        mode: Mode,
+        cost: u64,
+    ) -> Result<Vec<Result<redis::Value, CheckError>>, CheckError> {
+        // Unreachable: only cluster connections take this path.
+        self.run_pipeline(keys, pending, mode, cost).await
     }
 
     /// Overrides the quota of one key (like [`KeyedLimiter::set_quota`](crate::KeyedLimiter::set_quota)):
@@ -723,6 +833,45 @@ impl<C: Clock> RedisLimiter<C> {
         }
         self.overrides.pin().get(key).copied().unwrap_or(self.params)
     }
+}
+
+/// Polls `futures` together on the calling task until all are done; replies in order.
+#[cfg(feature = "redis-cluster")]
+async fn join_all<F>(futures: Vec<F>) -> Vec<Result<redis::Value, CheckError>>
+where
+    F: std::future::Future<Output = Result<redis::Value, CheckError>>,
+{
+    use std::task::Poll;
+    enum Slot<F: std::future::Future> {
+        Running(std::pin::Pin<Box<F>>),
+        Done(F::Output),
+    }
+    let mut slots: Vec<Slot<F>> = futures.into_iter().map(|f| Slot::Running(Box::pin(f))).collect();
+    std::future::poll_fn(|cx| {
+        let mut all_done = true;
+        for slot in &mut slots {
+            if let Slot::Running(future) = slot {
+                match future.as_mut().poll(cx) {
+                    Poll::Ready(output) => *slot = Slot::Done(output),
+                    Poll::Pending => all_done = false,
+                }
+            }
+        }
+        if all_done {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await;
+    slots
+        .into_iter()
+        .map(|slot| match slot {
+            Slot::Done(output) => output,
+            // Unreachable: every slot is done once the poll_fn above returns.
+            Slot::Running(_) => Err(CheckError::Backend { reason: "no reply".to_owned() }),
+        })
+        .collect()
 }
 
 fn is_noscript(e: &redis::RedisError) -> bool {

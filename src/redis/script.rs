@@ -13,6 +13,7 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
+use super::keys::KeyArg;
 use super::RedisAlgorithm;
 use crate::clock::Nanos;
 use crate::decision::Decision;
@@ -130,21 +131,25 @@ impl Params {
         self.b.saturating_mul(1000)
     }
 
-    /// Builds the script command for `redis_key`.
+    /// Builds the script command for `key`, in one buffer sized up front (the key is escaped
+    /// straight into it).
     pub(crate) fn command(
         &self,
-        redis_key: &[u8],
+        key: KeyArg<'_>,
         mode: Mode,
         cost: u64,
         now_us: Option<u64>,
         send: ScriptRef,
     ) -> redis::Cmd {
         let lua = lua(self.algorithm);
-        let mut cmd = match send {
-            ScriptRef::Sha => redis::cmd("EVALSHA").arg(lua.script.get_hash()).to_owned(),
-            ScriptRef::Source => redis::cmd("EVAL").arg(lua.source.as_str()).to_owned(),
+        let (name, script) = match send {
+            ScriptRef::Sha => ("EVALSHA", lua.script.get_hash()),
+            ScriptRef::Source => ("EVAL", lua.source.as_str()),
         };
-        cmd.arg(1).arg(redis_key);
+        // 9 arguments; numbers take at most 20 digits each. Room for escaping a few bytes.
+        let size = name.len() + script.len() + key.head.len() + key.key.len() + 2 + 16 + 5 * 20;
+        let mut cmd = redis::Cmd::with_capacity(9, size);
+        cmd.arg(name).arg(script).arg(1).arg(key);
         cmd.arg(match mode {
             Mode::Check => "c",
             Mode::Peek => "p",

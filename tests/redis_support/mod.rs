@@ -1,18 +1,43 @@
-//! Test helper shared by the `redis_*` tests: a private `redis-server` on a free loopback port,
-//! in its own temporary directory, with persistence off; killed (and its directory removed) on
-//! drop. If `redis-server` is not installed the test fails and says how to install it.
+//! Test helper shared by the `redis_*` tests: private `redis-server`s on free loopback ports, each
+//! in its own temporary directory, with persistence off; killed (and their directories removed)
+//! on drop. Plain TCP, TLS-only (`--tls-port`), or a 3-master Redis Cluster on loopback. Every
+//! server also listens on a Unix socket, which the helper uses for readiness and its own queries
+//! (so it needs neither TLS nor cluster routing). If `redis-server` (or, for clusters,
+//! `redis-cli`) is not installed, or the server refuses its options (e.g. a build without TLS),
+//! the test fails and says why.
 
 #![allow(dead_code)]
 
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+
+const INSTALL: &str = "Install it with `apt-get install -y redis-server` (Debian/Ubuntu; redis-cli and \
+                       redis-benchmark come with it in redis-tools) or put it on PATH.";
+
+/// TLS files for a server: its certificate chain and key, and the CA that clients' certificates
+/// must chain to when `auth_clients` is set.
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: PathBuf,
+    pub auth_clients: bool,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Options {
+    tls: Option<TlsFiles>,
+    /// Cluster bus port, when the server is a cluster node.
+    cluster_port: Option<u16>,
+}
 
 pub struct RedisServer {
     child: Option<Child>,
     port: u16,
     dir: PathBuf,
+    options: Options,
 }
 
 fn free_port() -> u16 {
@@ -20,52 +45,92 @@ fn free_port() -> u16 {
     listener.local_addr().expect("local addr").port()
 }
 
+fn temp_dir(tag: &str, port: u16) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tollgate-{tag}-{}-{port}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("create temp dir");
+    dir
+}
+
 impl RedisServer {
-    /// Starts a server on a free port and waits until it answers PING.
+    /// Starts a plain-TCP server on a free port and waits until it answers PING.
     pub fn start() -> RedisServer {
+        RedisServer::start_with(Options::default())
+    }
+
+    /// Starts a server that accepts only TLS on its TCP port (plain TCP is off).
+    pub fn start_tls(files: TlsFiles) -> RedisServer {
+        RedisServer::start_with(Options { tls: Some(files), cluster_port: None })
+    }
+
+    fn start_with(options: Options) -> RedisServer {
         let port = free_port();
-        let dir = std::env::temp_dir().join(format!("tollgate-redis-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("create temp dir");
-        let mut server = RedisServer { child: None, port, dir };
+        let mut server = RedisServer { child: None, port, dir: temp_dir("redis", port), options };
         server.spawn();
         server
     }
 
     fn spawn(&mut self) {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .arg("--dir")
-            .arg(&self.dir)
-            .arg("--unixsocket")
-            .arg(self.dir.join("redis.sock"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn();
-        let child = match child {
+        let port = self.port.to_string();
+        let mut cmd = Command::new("redis-server");
+        cmd.args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]);
+        cmd.arg("--dir").arg(&self.dir);
+        cmd.arg("--unixsocket").arg(self.socket());
+        cmd.arg("--logfile").arg(self.log());
+        match &self.options.tls {
+            Some(tls) => {
+                cmd.args(["--port", "0", "--tls-port", &port]);
+                cmd.arg("--tls-cert-file").arg(&tls.cert);
+                cmd.arg("--tls-key-file").arg(&tls.key);
+                cmd.arg("--tls-ca-cert-file").arg(&tls.ca);
+                cmd.args(["--tls-auth-clients", if tls.auth_clients { "yes" } else { "no" }]);
+            }
+            None => {
+                cmd.args(["--port", &port]);
+            }
+        }
+        if let Some(bus) = self.options.cluster_port {
+            cmd.args(["--cluster-enabled", "yes", "--cluster-port", &bus.to_string()]);
+            cmd.arg("--cluster-config-file").arg(self.dir.join("nodes.conf"));
+            cmd.args(["--cluster-node-timeout", "5000"]);
+        }
+        let child = match cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn() {
             Ok(child) => child,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
-                "redis-server not found: the Redis tests need it. Install it with \
-                 `apt-get install -y redis-server` (Debian/Ubuntu) or put redis-server on PATH."
-            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                panic!("redis-server not found: the Redis tests need it. {INSTALL}")
+            }
             Err(e) => panic!("cannot start redis-server: {e}"),
         };
         self.child = Some(child);
         self.wait_ready();
     }
 
-    /// Polls PING until the server answers (up to 10 s: a readiness wait, not a timing check).
-    fn wait_ready(&self) {
+    fn socket(&self) -> PathBuf {
+        self.dir.join("redis.sock")
+    }
+
+    fn log(&self) -> PathBuf {
+        self.dir.join("redis.log")
+    }
+
+    /// Polls PING on the Unix socket until the server answers (up to 10 s: a readiness wait,
+    /// not a timing check); fails with the server's own words if it exited.
+    fn wait_ready(&mut self) {
         for _ in 0..1000 {
-            if let Ok(mut conn) = redis::Client::open(self.url()).and_then(|c| c.get_connection()) {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    let mut stderr = String::new();
+                    if let Some(mut pipe) = child.stderr.take() {
+                        let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
+                    }
+                    let log = std::fs::read_to_string(self.log()).unwrap_or_default();
+                    panic!(
+                        "redis-server exited ({status}) instead of starting with {:?}. Its output:\n{stderr}\n{log}\n\
+                         (For TLS the server must be built with TLS support, as Debian's is.)",
+                        self.options
+                    );
+                }
+            }
+            if let Ok(mut conn) = redis::Client::open(self.unix_url()).and_then(|c| c.get_connection()) {
                 if redis::cmd("PING").query::<String>(&mut conn).is_ok() {
                     return;
                 }
@@ -75,17 +140,23 @@ impl RedisServer {
         panic!("redis-server on port {} did not answer PING within 10 s", self.port);
     }
 
+    /// The URL clients use: `redis://127.0.0.1:PORT/`, or `rediss://` for a TLS server.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
+        let scheme = if self.options.tls.is_some() { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}/", self.port)
     }
 
     /// The same server through its Unix socket.
     pub fn unix_url(&self) -> String {
-        format!("redis+unix://{}", self.dir.join("redis.sock").display())
+        format!("redis+unix://{}", self.socket().display())
     }
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// SIGKILLs the server (no clean shutdown, like a crash).
@@ -102,9 +173,10 @@ impl RedisServer {
         self.spawn();
     }
 
-    /// Runs one command on a fresh synchronous connection.
+    /// Runs one command on a fresh synchronous connection (through the Unix socket).
     pub fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> T {
-        let mut conn = redis::Client::open(self.url()).and_then(|c| c.get_connection()).expect("connect");
+        let mut conn =
+            redis::Client::open(self.unix_url()).and_then(|c| c.get_connection()).expect("connect");
         cmd.query(&mut conn).expect("query")
     }
 }
@@ -113,5 +185,86 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A Redis Cluster of `masters` nodes (no replicas) on loopback, each on a free port with its own
+/// free bus port (`--cluster-port`), joined with `redis-cli --cluster create`; stopped on drop.
+pub struct RedisCluster {
+    pub nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// Starts the nodes, creates the cluster and waits until every node reports
+    /// `cluster_state:ok` with all 16384 slots assigned.
+    pub fn start(masters: usize) -> RedisCluster {
+        let nodes: Vec<RedisServer> = (0..masters)
+            .map(|_| {
+                let bus = free_port();
+                let port = loop {
+                    let port = free_port();
+                    if port != bus {
+                        break port;
+                    }
+                };
+                let mut server = RedisServer {
+                    child: None,
+                    port,
+                    dir: temp_dir("cluster", port),
+                    options: Options { tls: None, cluster_port: Some(bus) },
+                };
+                server.spawn();
+                server
+            })
+            .collect();
+        let addresses: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
+        let output = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addresses)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output();
+        let output = match output {
+            Ok(output) => output,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                panic!("redis-cli not found: the Redis Cluster tests need it. {INSTALL}")
+            }
+            Err(e) => panic!("cannot run redis-cli: {e}"),
+        };
+        assert!(
+            output.status.success(),
+            "redis-cli --cluster create failed:\n{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let cluster = RedisCluster { nodes };
+        cluster.wait_ok();
+        cluster
+    }
+
+    /// Polls CLUSTER INFO on every node (up to 20 s: a readiness wait, not a timing check).
+    fn wait_ok(&self) {
+        for _ in 0..2000 {
+            let ready = self.nodes.iter().all(|node| {
+                let info: String = node.query(redis::cmd("CLUSTER").arg("INFO"));
+                info.contains("cluster_state:ok")
+                    && info.contains("cluster_slots_ok:16384")
+                    && info.contains(&format!("cluster_known_nodes:{}", self.nodes.len()))
+            });
+            if ready {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("the cluster did not reach cluster_state:ok within 20 s");
+    }
+
+    /// Seed URLs for a cluster client.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(RedisServer::url).collect()
+    }
+
+    /// Runs `cmd` on every node; results in node order.
+    pub fn query_all<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Vec<T> {
+        self.nodes.iter().map(|n| n.query(cmd)).collect()
     }
 }
