@@ -6,7 +6,7 @@ use std::future::Future;
 
 use crossbeam_utils::CachePadded;
 
-use crate::algorithm::{Algorithm, Gcra};
+use crate::algorithm::{Algorithm, Gcra, Receipt};
 use crate::cell::Retired;
 use crate::clock::{Clock, Nanos, QuantaClock};
 use crate::decision::{CheckError, Decision, InsufficientCapacity};
@@ -40,6 +40,33 @@ pub trait RateLimiter<K: ?Sized>: Send + Sync {
 
     /// The quota in force for `key` (for policy headers).
     fn quota_for(&self, key: &K) -> Quota;
+
+    /// Like [`check_key`](Self::check_key), and also returns a [`Receipt`] of what an allowed
+    /// check took, so that a caller combining several limiters (the HTTP middleware's rules)
+    /// can [`refund_key`](Self::refund_key) it when another limiter denies. The default returns
+    /// [`Receipt::NONE`] (no refunds).
+    ///
+    /// ```
+    /// use tollgate::{Limiter, ManualClock, Quota, RateLimiter};
+    /// let limiter = Limiter::with_clock(Quota::per_second(2).unwrap(), ManualClock::new());
+    /// let (d, receipt) = limiter.check_key_with_receipt(&(), 1).unwrap();
+    /// assert_eq!(d.remaining(), 1);
+    /// assert!(limiter.refund_key(&(), 1, receipt));
+    /// assert_eq!(limiter.check().remaining(), 1); // the refunded cell was available again
+    /// ```
+    fn check_key_with_receipt(&self, key: &K, cost: u32) -> Result<(Decision, Receipt), CheckError> {
+        self.check_key(key, cost).map(|d| (d, Receipt::NONE))
+    }
+
+    /// Gives back the `cost` cells that an allowed
+    /// [`check_key_with_receipt`](Self::check_key_with_receipt) of `key` took (same cost, its
+    /// receipt), as [`Algorithm::refund`] does: never more than was taken, nothing where an
+    /// exact undo is impossible. Returns whether anything was given back. The default gives back
+    /// nothing.
+    fn refund_key(&self, key: &K, cost: u32, receipt: Receipt) -> bool {
+        let _ = (key, cost, receipt);
+        false
+    }
 }
 
 /// The async face of [`RateLimiter`], for backends that need a round trip (Redis). Every
@@ -266,5 +293,26 @@ impl<K: ?Sized, C: Clock, A: Algorithm> RateLimiter<K> for Limiter<C, A> {
 
     fn quota_for(&self, _key: &K) -> Quota {
         self.quota()
+    }
+
+    fn check_key_with_receipt(&self, _key: &K, cost: u32) -> Result<(Decision, Receipt), CheckError> {
+        let cost = u64::from(cost);
+        let capacity = self.algorithm.capacity();
+        if cost > capacity {
+            return Err(CheckError::InsufficientCapacity { cost, capacity });
+        }
+        let now = now_of(&self.clock);
+        if cost == 0 {
+            return Ok((self.algorithm.peek(&self.cell, now, 0), Receipt::NONE));
+        }
+        match self.algorithm.check_with_receipt(&self.cell, now, cost) {
+            Ok(checked) => Ok(checked),
+            // Unreachable (see check_cost); fail closed.
+            Err(Retired) => Ok((Decision::denied(capacity, 0, 0, 0), Receipt::NONE)),
+        }
+    }
+
+    fn refund_key(&self, _key: &K, cost: u32, receipt: Receipt) -> bool {
+        self.algorithm.refund(&self.cell, now_of(&self.clock), u64::from(cost), receipt)
     }
 }

@@ -392,10 +392,11 @@ async fn async_str_keyed_limiter_behaves_like_in_process() {
     let res = client.get(&base).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(header(&res, "retry-after"), Some("1"));
-    // Both rules were checked on every request: 3 of 5 spent; one more would leave 1.
+    // The refused request took nothing from the local rule (all or nothing): 2 of 5 spent; one
+    // more would leave 2.
     let mut global = Vec::new();
     local.for_each_http(&mut |k, d: Decision| global.push((k.to_owned(), d.remaining())));
-    assert_eq!(global, [("*".to_owned(), 1)]);
+    assert_eq!(global, [("*".to_owned(), 2)]);
 }
 
 /// A full key table (`max_keys`) is a limit, not a backend failure: under the default fail-open
@@ -419,4 +420,72 @@ async fn full_key_table_is_a_429_even_when_failing_open() {
     }
     let again = client.get(&base).header("x-api-key", "a").send().await.unwrap();
     assert_eq!(again.status(), StatusCode::OK, "the existing key keeps working");
+}
+
+/// A request refused by one rule takes nothing from the others. Keyed rules: the rule that would
+/// refuse is found by a cost-0 look and checked first.
+#[tokio::test]
+async fn refused_requests_take_nothing_from_other_rules() {
+    let clock = ManualClock::new();
+    let global = limiter(&clock, "10/s");
+    let strict = limiter(&clock, "2/s");
+    let layer = RateLimitLayer::builder()
+        .rule(rule("global", &global).key(KeyBy::Global))
+        .route("/health", rule("strict", &strict))
+        .build();
+    let base = serve(app(layer.clone())).await;
+    let client = Client::new();
+    let statuses = |n| {
+        let client = client.clone();
+        let url = format!("{base}/health");
+        async move {
+            let mut out = Vec::new();
+            for _ in 0..n {
+                out.push(client.get(&url).send().await.unwrap().status().as_u16());
+            }
+            out
+        }
+    };
+    assert_eq!(statuses(5).await, [200, 200, 429, 429, 429]);
+    let remaining = |l: &Limiter| {
+        let mut out = Vec::new();
+        l.for_each_http(&mut |k, d: Decision| out.push((k.to_owned(), d.remaining())));
+        out
+    };
+    // 2 admitted requests spent 2 of the global 10 (a unit check now would leave 7); the three
+    // refusals spent nothing there.
+    assert_eq!(remaining(&global), [("*".to_owned(), 7)]);
+    assert_eq!(remaining(&strict), [("127.0.0.1".to_owned(), 0)]);
+    // A request outside the strict route spends one more of the global 10.
+    assert_eq!(client.get(&base).send().await.unwrap().status(), StatusCode::OK);
+    assert_eq!(remaining(&global), [("*".to_owned(), 6)]);
+    let m = layer.metrics();
+    assert_eq!((m.allowed, m.denied), (3, 3));
+}
+
+/// Where the refusing rule cannot be looked at beforehand (a remote rule, checked through a
+/// future), the rules that allowed the request first are refunded through their receipts.
+#[tokio::test]
+async fn rules_before_a_refusing_remote_rule_are_refunded() {
+    let clock = ManualClock::new();
+    let direct = Arc::new(tollgate::Limiter::with_clock(Quota::per_second(5).unwrap(), clock.clone()));
+    let remote = StrKeys::new(KeyedLimiter::<String, ManualClock>::with_clock(
+        Quota::per_second(2).unwrap(),
+        clock.clone(),
+    ));
+    let layer = RateLimitLayer::builder()
+        .rule(Rule::from_arc("direct", direct.clone() as Arc<dyn HttpLimiter>).unwrap().key(KeyBy::Global))
+        .rule(Rule::new("remote", remote).unwrap())
+        .build();
+    let base = serve(app(layer)).await;
+    let client = Client::new();
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        statuses.push(client.get(&base).send().await.unwrap().status().as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 429, 429, 429]);
+    // The direct rule allowed all five before the remote one refused three; those three were
+    // given back: 2 of 5 spent, a unit check now leaves 2.
+    assert_eq!(direct.peek().remaining(), 2);
+    assert_eq!(direct.check().remaining(), 2);
 }

@@ -9,6 +9,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use super::key::HttpKey;
+use crate::algorithm::Receipt;
 use crate::decision::{CheckError, Decision};
 use crate::limiter::{AsyncRateLimiter, RateLimiter};
 use crate::quota::Quota;
@@ -61,6 +62,33 @@ pub trait HttpLimiter: Send + Sync + 'static {
     fn for_each_http(&self, f: &mut dyn FnMut(&str, Decision)) {
         let _ = f;
     }
+
+    /// Like [`check_http`](Self::check_http), and also returns a [`Receipt`] of what an allowed
+    /// check took, for [`refund_http`](Self::refund_http). The middleware refunds the rules
+    /// that allowed a request when a later rule refuses it. The default returns
+    /// [`Receipt::NONE`] (no refund); in-process limiters forward to
+    /// [`RateLimiter::check_key_with_receipt`].
+    ///
+    /// ```
+    /// use tollgate::http::{Check, HttpKey, HttpLimiter};
+    /// use tollgate::{Limiter, ManualClock, Quota};
+    /// let limiter = Limiter::with_clock(Quota::per_second(1).unwrap(), ManualClock::new());
+    /// let key = HttpKey::new("k");
+    /// let (Check::Ready(Ok(d)), receipt) = limiter.check_http_with_receipt(&key, 1) else { panic!() };
+    /// assert!(d.is_allowed());
+    /// assert!(limiter.refund_http(&key, 1, receipt));
+    /// assert!(limiter.check().is_allowed()); // the refunded cell was available again
+    /// ```
+    fn check_http_with_receipt(&self, key: &HttpKey, cost: u32) -> (Check, Receipt) {
+        (self.check_http(key, cost), Receipt::NONE)
+    }
+
+    /// Gives back what an allowed [`check_http_with_receipt`](Self::check_http_with_receipt)
+    /// took (same key and cost, its receipt); `false` if nothing was given back (the default).
+    fn refund_http(&self, key: &HttpKey, cost: u32, receipt: Receipt) -> bool {
+        let _ = (key, cost, receipt);
+        false
+    }
 }
 
 impl<L: RateLimiter<HttpKey> + 'static> HttpLimiter for L {
@@ -75,6 +103,18 @@ impl<L: RateLimiter<HttpKey> + 'static> HttpLimiter for L {
 
     fn reset_http(&self, key: &HttpKey) -> Result<bool, CheckError> {
         self.reset_key(key).map(|()| true)
+    }
+
+    #[inline]
+    fn check_http_with_receipt(&self, key: &HttpKey, cost: u32) -> (Check, Receipt) {
+        match self.check_key_with_receipt(key, cost) {
+            Ok((decision, receipt)) => (Check::Ready(Ok(decision)), receipt),
+            Err(e) => (Check::Ready(Err(e)), Receipt::NONE),
+        }
+    }
+
+    fn refund_http(&self, key: &HttpKey, cost: u32, receipt: Receipt) -> bool {
+        self.refund_key(key, cost, receipt)
     }
 }
 

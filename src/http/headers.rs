@@ -74,19 +74,25 @@ pub fn policy_value(name: &str, quota: &Quota) -> String {
     s
 }
 
-/// What a rule contributes to its responses' headers: its name and a precomputed
-/// `RateLimit-Policy` value for its default quota.
+/// What a rule contributes to its responses' headers, built once per rule so that a response
+/// only clones them (a reference-count increment at most, no formatting): the
+/// `RateLimit-Policy` value of its default quota and its `X-RateLimit-Limit` value.
 #[derive(Clone, Debug)]
 pub(crate) struct Policy {
     pub(crate) name: std::sync::Arc<str>,
     pub(crate) quota: Quota,
     pub(crate) value: HeaderValue,
+    /// The limit `limit_value` holds (the default quota's burst, what decisions on keys without
+    /// an override report).
+    limit: u64,
+    limit_value: HeaderValue,
 }
 
 impl Policy {
     pub(crate) fn new(name: &str, quota: Quota) -> Policy {
         let value = header_value(&policy_value(name, &quota));
-        Policy { name: name.into(), quota, value }
+        let limit = quota.burst();
+        Policy { name: name.into(), quota, value, limit, limit_value: number(limit) }
     }
 }
 
@@ -95,8 +101,15 @@ fn header_value(s: &str) -> HeaderValue {
     HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("\"invalid\""))
 }
 
+/// The longest `RateLimit` value: a quote, a 64-byte name, `";r=`, 20 digits, `;t=`, 20 digits.
+const RATELIMIT_MAX: usize = 1 + 64 + 4 + 20 + 3 + 20;
+
 /// Writes the rate-limit headers of `decision` under `policy` in `style`. The only place any
 /// of them is written.
+///
+/// Per response this costs one allocation for the `RateLimit` value (its numbers change with
+/// every request) and one per legacy number of 10 000 or more; the limit and policy values are
+/// the rule's own, cloned, and smaller numbers come from a static table.
 pub(crate) fn write_headers(
     headers: &mut HeaderMap,
     style: HeaderStyle,
@@ -104,11 +117,18 @@ pub(crate) fn write_headers(
     quota: &Quota,
     decision: &Decision,
 ) {
+    if style == HeaderStyle::None {
+        return;
+    }
+    let remaining = decision.remaining();
     let reset = ceil_secs(decision.reset_after());
-    headers.reserve(5); // one growth of the map instead of several
+    // Room for all five up front: at most one growth of the map, not one per insert.
+    headers.reserve(5);
     if style.legacy() {
-        headers.insert(X_LIMIT.clone(), number(decision.limit()));
-        headers.insert(X_REMAINING.clone(), number(decision.remaining()));
+        let limit = decision.limit();
+        let limit_value = if limit == policy.limit { policy.limit_value.clone() } else { number(limit) };
+        headers.insert(X_LIMIT.clone(), limit_value);
+        headers.insert(X_REMAINING.clone(), number(remaining));
         headers.insert(X_RESET.clone(), number(reset));
     }
     if style.ietf() {
@@ -118,38 +138,56 @@ pub(crate) fn write_headers(
             header_value(&policy_value(&policy.name, quota)) // a per-key override
         };
         headers.insert(POLICY.clone(), policy_value);
-        // `"name";r=<remaining>;t=<reset>`, written straight into the buffer the header value
-        // keeps: one allocation, no formatting machinery.
-        let mut buf = bytes::BytesMut::with_capacity(policy.name.len() + 48);
-        buf.extend_from_slice(b"\"");
-        buf.extend_from_slice(policy.name.as_bytes());
-        buf.extend_from_slice(b"\";r=");
-        push_decimal(&mut buf, decision.remaining());
-        buf.extend_from_slice(b";t=");
-        push_decimal(&mut buf, reset);
-        let value = HeaderValue::from_maybe_shared(buf.freeze())
+        // `"name";r=<remaining>;t=<reset>`, assembled on the stack and copied once into the
+        // buffer the header value keeps.
+        let mut buf = [0u8; RATELIMIT_MAX];
+        let mut at = 0;
+        for part in [b"\"".as_slice(), policy.name.as_bytes(), b"\";r="] {
+            at = append(&mut buf, at, part);
+        }
+        at = append(&mut buf, at, Decimal::new(remaining).as_bytes());
+        at = append(&mut buf, at, b";t=");
+        at = append(&mut buf, at, Decimal::new(reset).as_bytes());
+        let value = HeaderValue::from_maybe_shared(Bytes::copy_from_slice(buf.get(..at).unwrap_or_default()))
             .unwrap_or_else(|_| HeaderValue::from_static("\"invalid\""));
         headers.insert(RATELIMIT.clone(), value);
     }
 }
 
-fn push_decimal(buf: &mut bytes::BytesMut, n: u64) {
-    match digits_of(n) {
-        Some(d) => buf.extend_from_slice(d),
-        None => {
-            let mut tmp = [0u8; 20];
-            let mut at = tmp.len();
-            let mut v = n;
-            loop {
-                at -= 1;
-                tmp[at] = b'0' + (v % 10) as u8; // a single digit: the cast cannot truncate
-                v /= 10;
-                if v == 0 {
-                    break;
-                }
+/// Copies `part` into `buf` at `at` (truncating at the end of `buf`, which validated names and
+/// u64 numbers never reach); returns the new end.
+fn append(buf: &mut [u8], at: usize, part: &[u8]) -> usize {
+    let end = at.saturating_add(part.len()).min(buf.len());
+    if let (Some(dst), Some(src)) = (buf.get_mut(at..end), part.get(..end.saturating_sub(at))) {
+        dst.copy_from_slice(src);
+    }
+    end
+}
+
+/// A u64 in decimal, on the stack.
+struct Decimal {
+    digits: [u8; 20],
+    start: usize,
+}
+
+impl Decimal {
+    fn new(n: u64) -> Decimal {
+        let mut digits = [0u8; 20];
+        let mut start = digits.len();
+        let mut v = n;
+        loop {
+            start -= 1; // at most 20 digits: never below 0
+            digits[start] = b'0' + (v % 10) as u8; // a single digit: the cast cannot truncate
+            v /= 10;
+            if v == 0 {
+                break;
             }
-            buf.extend_from_slice(&tmp[at..]);
         }
+        Decimal { digits, start }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        self.digits.get(self.start..).unwrap_or_default()
     }
 }
 
@@ -202,14 +240,14 @@ fn digits_of(n: u64) -> Option<&'static [u8]> {
     DIGITS.get(start..start + width)
 }
 
-/// A header value holding `n` in decimal; below 10 000 without allocating.
+/// A header value holding `n` in decimal: below 10 000 a static slice (no allocation), else
+/// one exact allocation.
 pub(crate) fn number(n: u64) -> HeaderValue {
-    match digits_of(n) {
-        Some(d) => {
-            HeaderValue::from_maybe_shared(Bytes::from_static(d)).unwrap_or_else(|_| HeaderValue::from(n))
-        }
-        None => HeaderValue::from(n),
-    }
+    let bytes = match digits_of(n) {
+        Some(d) => Bytes::from_static(d),
+        None => Bytes::copy_from_slice(Decimal::new(n).as_bytes()),
+    };
+    HeaderValue::from_maybe_shared(bytes).unwrap_or_else(|_| HeaderValue::from(n))
 }
 
 /// Bodies of the responses the middleware writes itself (RFC 9457 problem details).
@@ -225,6 +263,9 @@ static PROBLEM_JSON: HeaderValue = HeaderValue::from_static("application/problem
 pub(crate) fn problem(status: StatusCode, body: &'static [u8]) -> http::Response<Bytes> {
     let mut res = http::Response::new(Bytes::from_static(body));
     *res.status_mut() = status;
+    // Sized once for everything a refusal carries (content type, Retry-After, five rate-limit
+    // headers): the map is allocated once and never grows.
+    *res.headers_mut() = HeaderMap::with_capacity(8);
     res.headers_mut().insert(CONTENT_TYPE, PROBLEM_JSON.clone());
     res
 }
@@ -234,12 +275,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn push_decimal_matches_display() {
+    fn decimal_matches_display() {
         for n in [0u64, 7, 9999, 10_000, 123_456_789, u64::MAX] {
-            let mut b = bytes::BytesMut::new();
-            push_decimal(&mut b, n);
-            assert_eq!(&b[..], n.to_string().as_bytes());
+            assert_eq!(Decimal::new(n).as_bytes(), n.to_string().as_bytes());
         }
+    }
+
+    #[test]
+    fn longest_name_and_numbers_fit() {
+        let name = "n".repeat(64);
+        let q = Quota::per_second(10).unwrap();
+        let p = Policy::new(&name, q);
+        let mut h = HeaderMap::new();
+        let d = Decision::allowed(u64::MAX, u64::MAX, u64::MAX);
+        write_headers(&mut h, HeaderStyle::Both, &p, &q, &d);
+        let secs = ceil_secs(d.reset_after());
+        assert_eq!(h["ratelimit"], format!("\"{name}\";r={};t={secs}", u64::MAX));
+        assert_eq!(h["x-ratelimit-limit"], u64::MAX.to_string());
     }
 
     #[test]

@@ -63,6 +63,7 @@ pub use headers::{ceil_secs, policy_value, HeaderStyle};
 pub use key::{HttpKey, KeyBuilder, KeyBy, PeerAddr, RequestInfo};
 pub use rules::{Mode, RateLimitDecision, Rule, RuleError};
 
+use crate::algorithm::Receipt;
 use crate::decision::{CheckError, Decision};
 use crate::quota::Quota;
 use headers::{problem, write_headers, write_retry_after, Policy};
@@ -372,7 +373,12 @@ impl Acc {
             && state.style != HeaderStyle::None
             && self.report.as_ref().is_none_or(|r| tighter(&decision, &r.decision))
         {
-            let quota = rule.limiter.quota_http(key);
+            // The key's own quota only matters to `RateLimit-Policy` (a per-key override).
+            let quota = if state.style == HeaderStyle::Legacy {
+                rule.policy.quota
+            } else {
+                rule.limiter.quota_http(key)
+            };
             self.report = Some(Report { decision, quota, policy: rule.policy.clone() });
         }
         match rule.mode {
@@ -397,6 +403,32 @@ impl Acc {
                 }
             }
         }
+    }
+
+    /// Records `rule`'s result for `key` (checked at `cost`, `receipt` from an allowed check).
+    /// Returns `true` when the request is refused: then everything `taken` so far is refunded
+    /// (a refused request takes nothing from any rule) and no further rule is checked.
+    #[allow(clippy::too_many_arguments)] // one call site per path; a struct would only rename them
+    fn record(
+        &mut self,
+        state: &State,
+        rule: &Rule,
+        key: HttpKey,
+        cost: u32,
+        result: Result<Decision, CheckError>,
+        receipt: Receipt,
+        taken: &mut Taken,
+    ) -> bool {
+        let took = receipt != Receipt::NONE && matches!(&result, Ok(d) if d.is_allowed());
+        self.apply(state, rule, &key, result);
+        if self.deny.is_some() {
+            std::mem::take(taken).refund_all();
+            return true;
+        }
+        if took {
+            taken.push(Take { limiter: Arc::clone(&rule.limiter), key, cost, receipt });
+        }
+        false
     }
 
     /// The response to send instead of calling the service, or `None` to pass.
@@ -429,18 +461,56 @@ enum Step {
     Skip,
     Respond(Response<Bytes>),
     Pass(Acc),
-    Async(Resume),
+    // Boxed: the remote path allocates a future anyway, and Step stays small on the local one.
+    Async(Box<Resume>),
 }
 
 /// Where [`State::first_pass`] stopped because a check needs a round trip.
 struct Resume {
     rules: Arc<RuleSet>,
-    /// The position, among the matching rules, of the rule whose check is in flight.
+    /// The rule checked first ([`State::refusing_rule`]).
+    first: Option<usize>,
+    /// The position, in [`RuleSet::ordered`], of the rule whose check is in flight.
     index: usize,
     key: HttpKey,
+    cost: u32,
     check: CheckFuture,
     acc: Acc,
+    taken: Taken,
     ban_key: Option<HttpKey>,
+}
+
+/// One rule's refundable take: what an allowed check with a receipt consumed.
+struct Take {
+    limiter: Arc<dyn HttpLimiter>,
+    key: HttpKey,
+    cost: u32,
+    receipt: Receipt,
+}
+
+/// What the rules that allowed a request so far took, where their limiters can refund it. The
+/// first take is held inline, so a request that needs none or one allocates nothing for this.
+#[derive(Default)]
+struct Taken {
+    first: Option<Take>,
+    rest: Vec<Take>,
+}
+
+impl Taken {
+    fn push(&mut self, take: Take) {
+        match self.first {
+            None => self.first = Some(take),
+            Some(_) => self.rest.push(take),
+        }
+    }
+
+    fn refund_all(self) {
+        for t in self.first.into_iter().chain(self.rest) {
+            // A refund that cannot be exact gives back nothing (Algorithm::refund): the request
+            // then still counts against that rule, which never over-admits.
+            let _ = t.limiter.refund_http(&t.key, t.cost, t.receipt);
+        }
+    }
 }
 
 impl State {
@@ -474,21 +544,38 @@ impl State {
             None => None,
         };
         let rules = self.rules.load();
+        let first = self.refusing_rule(&rules, req);
         let mut acc = Acc::default();
+        let mut taken = Taken::default();
         let mut pending = None;
-        for (index, rule) in rules.matching(req).enumerate() {
+        for (index, rule) in rules.ordered(req, first).enumerate() {
             let key = rule.key.extract(req);
-            match rule.limiter.check_http(&key, rule.cost_of(req)) {
-                Check::Ready(result) => acc.apply(self, rule, &key, result),
-                Check::Pending(check) => {
-                    pending = Some((index, key, check));
+            let cost = rule.cost_of(req);
+            match rule.limiter.check_http_with_receipt(&key, cost) {
+                (Check::Ready(result), receipt) => {
+                    if acc.record(self, rule, key, cost, result, receipt, &mut taken) {
+                        break;
+                    }
+                }
+                (Check::Pending(check), _) => {
+                    pending = Some((index, key, cost, check));
                     break;
                 }
             }
         }
-        if let Some((index, key, check)) = pending {
+        if let Some((index, key, cost, check)) = pending {
             let rules = arc_swap::Guard::into_inner(rules);
-            return Step::Async(Resume { rules, index, key, check, acc, ban_key });
+            return Step::Async(Box::new(Resume {
+                rules,
+                first,
+                index,
+                key,
+                cost,
+                check,
+                acc,
+                taken,
+                ban_key,
+            }));
         }
         match acc.conclude(self, ban_key.as_ref()) {
             Some(res) => Step::Respond(res),
@@ -496,21 +583,49 @@ impl State {
         }
     }
 
-    /// The rest of [`State::first_pass`] once a check needs a round trip.
-    async fn finish_async(&self, req: &RequestInfo<'_>, resume: Resume) -> Step {
-        let Resume { rules, index, key, check, mut acc, ban_key } = resume;
-        let first = check.await;
-        let mut matching = rules.matching(req).skip(index);
-        if let Some(rule) = matching.next() {
-            acc.apply(self, rule, &key, first);
-        }
-        for rule in matching {
+    /// With several rules, the position (among the matching rules) of a blocking rule after
+    /// the first that would refuse this request now, judged by a cost-0 check that consumes
+    /// nothing. That rule is then checked first, so a request it refuses takes nothing from
+    /// the others: exact for every limiter, remote ones included. Refunds
+    /// ([`HttpLimiter::refund_http`]) cover what this cannot see: a race between this look and
+    /// the checks, or a remote rule (not looked at here, to save the round trip).
+    fn refusing_rule(&self, rules: &RuleSet, req: &RequestInfo<'_>) -> Option<usize> {
+        let mut matching = rules.matching(req).enumerate();
+        matching.next()?; // a lone rule, or the first one, is checked first anyway
+        for (index, rule) in matching {
+            if rule.mode != Mode::Block {
+                continue;
+            }
             let key = rule.key.extract(req);
-            let result = match rule.limiter.check_http(&key, rule.cost_of(req)) {
-                Check::Ready(result) => result,
-                Check::Pending(check) => check.await,
+            let cost = u64::from(rule.cost_of(req));
+            if let Check::Ready(Ok(d)) = rule.limiter.check_http(&key, 0) {
+                if !d.is_allowed() || d.remaining() < cost {
+                    return Some(index);
+                }
+            }
+        }
+        None
+    }
+
+    /// The rest of [`State::first_pass`] once a check needs a round trip.
+    async fn finish_async(&self, req: &RequestInfo<'_>, resume: Box<Resume>) -> Step {
+        let Resume { rules, first, index, key, cost, check, mut acc, mut taken, ban_key } = *resume;
+        let result = check.await;
+        let mut rest = rules.ordered(req, first).skip(index);
+        let mut refused = match rest.next() {
+            // A remote check has no receipt: it is not refunded.
+            Some(rule) => acc.record(self, rule, key, cost, result, Receipt::NONE, &mut taken),
+            None => false,
+        };
+        while !refused {
+            let Some(rule) = rest.next() else { break };
+            let key = rule.key.extract(req);
+            let cost = rule.cost_of(req);
+            let (result, receipt) = match rule.limiter.check_http_with_receipt(&key, cost) {
+                (Check::Ready(result), receipt) => (result, receipt),
+                (Check::Pending(check), _) => (check.await, Receipt::NONE),
             };
-            acc.apply(self, rule, &key, result);
+            refused = acc.record(self, rule, key, cost, result, receipt, &mut taken);
         }
         match acc.conclude(self, ban_key.as_ref()) {
             Some(res) => Step::Respond(res),

@@ -232,6 +232,18 @@ impl RuleSet {
         self.global.iter().filter(move |r| r.applies_to(method)).chain(route)
     }
 
+    /// The same rules, with the one at position `first` (if any) moved to the front: the
+    /// order the middleware checks them in.
+    pub(crate) fn ordered<'r, 'a: 'r>(
+        &'r self,
+        req: &RequestInfo<'a>,
+        first: Option<usize>,
+    ) -> impl Iterator<Item = &'r Rule> + 'r {
+        let lead = first.and_then(|f| self.matching(req).nth(f));
+        let rest = self.matching(req).enumerate().filter(move |(i, _)| Some(*i) != first);
+        lead.into_iter().chain(rest.map(|(_, rule)| rule))
+    }
+
     fn route_for(&self, req: &RequestInfo<'_>) -> Option<&Rule> {
         if self.routes.is_empty() {
             return None;
