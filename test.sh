@@ -7,7 +7,9 @@ cd "$(dirname "$0")"
 
 step() { printf '\n==> %s\n' "$*"; }
 
-if ! command -v redis-server >/dev/null 2>&1; then
+if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/null 2>&1; then
+  # redis-cli (redis-tools, a dependency of redis-server) builds the Redis Cluster of the
+  # redis-cluster tests; Debian's redis-server has TLS built in (redis-tls tests).
   step "installing redis-server (needed by the redis tests)"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq && $SUDO apt-get install -y -qq redis-server >/dev/null
@@ -23,7 +25,7 @@ step "cargo doc (no warnings)"
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --all-features -q
 
 step "each feature alone builds"
-for f in tokio serde redis tower axum cli; do
+for f in tokio serde redis redis-tls redis-cluster tower axum cli; do
   cargo check -q --no-default-features --features "$f"
 done
 
