@@ -406,6 +406,33 @@ fn floor(c: &mut Criterion) {
             map.pin().insert(k, AtomicU64::new(0));
         }
         let seq = table_lookups(n);
+        // The smallest keyed GCRA that could work: papaya get, one clock read, one CAS (no
+        // eviction, no overrides, no decision beyond allowed/denied). What tollgate adds on top
+        // of this is its overhead.
+        let clock = QuantaClock::new();
+        g.bench_with_input(BenchmarkId::new("papaya-gcra", n), &n, |b, _| {
+            let mut i = 0usize;
+            b.iter(|| {
+                i = i.wrapping_add(1);
+                let guard = map.guard();
+                let allowed = map.get(&seq[i & SEQ_MASK], &guard).map(|tat| {
+                    let now = clock.now();
+                    // Relaxed: a lone word measured for cost; it publishes nothing.
+                    let mut cur = tat.load(Ordering::Relaxed);
+                    loop {
+                        let new = cur.max(now) + 1;
+                        if new - now > u64::from(ALLOW_ALL) {
+                            break false;
+                        }
+                        match tat.compare_exchange_weak(cur, new, Ordering::Relaxed, Ordering::Relaxed) {
+                            Ok(_) => break true,
+                            Err(actual) => cur = actual,
+                        }
+                    }
+                });
+                black_box(allowed)
+            })
+        });
         g.bench_with_input(BenchmarkId::new("papaya-get", n), &n, |b, _| {
             let mut i = 0usize;
             b.iter(|| {

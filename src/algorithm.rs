@@ -221,6 +221,7 @@ impl Gcra {
     /// assert!(d.is_allowed());
     /// assert_eq!(tat, Some(1_000_000_005));
     /// ```
+    #[inline]
     pub fn step(&self, tat: Nanos, now: Nanos, cost: u64) -> (Decision, Option<Nanos>) {
         let o = gcra::step(tat, now, cost, &self.params);
         (o.decision, o.new_tat)

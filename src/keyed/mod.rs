@@ -223,8 +223,33 @@ where
         K: Borrow<Q>,
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
-        // Relaxed: a configuration flag; a check racing `set_quota` may use either quota, and
-        // the override map itself is synchronized by papaya.
+        let cost = u64::from(n);
+        // Hot path, small enough to inline into the caller: no overrides, a cost in
+        // 1..=capacity, and a live cell for the key. Anything else (a new key, a retired cell,
+        // an override, cost 0 or above the capacity) falls through to `check_general`, which
+        // starts over; nothing was consumed here in that case (a miss or `Retired` changes no
+        // state). Relaxed: a configuration flag; a check racing `set_quota` may use either
+        // quota, and the override map itself is synchronized by papaya.
+        if !self.has_overrides.load(Ordering::Relaxed) && cost.wrapping_sub(1) < self.algorithm.capacity() {
+            // The clock is read once the cell is in hand (see `check_with`).
+            let checked =
+                self.cells.get(key, |cell| cell.map(|c| self.algorithm.check(c, now_of(&self.clock), cost)));
+            if let Some(Ok(decision)) = checked {
+                return Ok(decision);
+            }
+        }
+        self.check_general(key, n)
+    }
+
+    /// Every case of [`check_n`](Self::check_n), hot path included.
+    #[cold]
+    #[inline(never)]
+    fn check_general<Q>(&self, key: &Q, n: u32) -> Result<Decision, CheckError>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        // Relaxed: see check_n.
         if self.has_overrides.load(Ordering::Relaxed) {
             if let Some(result) = self.overrides.get(key, |a| a.map(|a| self.check_with(a, key, n))) {
                 return result;
@@ -233,7 +258,6 @@ where
         self.check_with(&self.algorithm, key, n)
     }
 
-    #[inline]
     fn check_with<Q>(&self, algorithm: &A, key: &Q, n: u32) -> Result<Decision, CheckError>
     where
         K: Borrow<Q>,

@@ -152,11 +152,13 @@ impl FixedWindow {
     /// let w = FixedWindow::from_quota(Quota::per_second(5).unwrap()).unwrap();
     /// assert_eq!(w.unpack(w.pack(7, 3)), (7, 3));
     /// ```
+    #[inline]
     pub fn pack(&self, index: u64, count: u64) -> u64 {
         ((index << self.count_bits) | (count & mask(self.count_bits))) & cell::MAX_STATE
     }
 
     /// Splits a state word into `(window index, count)`.
+    #[inline]
     pub fn unpack(&self, state: u64) -> (u64, u64) {
         (state >> self.count_bits, state & mask(self.count_bits))
     }
@@ -174,6 +176,7 @@ impl FixedWindow {
     /// assert!(!d.is_allowed() && unchanged.is_none());
     /// assert_eq!(d.retry_after_nanos(), Some(1_000_000_000 - 200));
     /// ```
+    #[inline]
     pub fn step(&self, state: u64, now: Nanos, cost: u64) -> (Decision, Option<u64>) {
         let o = self.outcome(state, now, cost);
         (o.decision, o.stored)
@@ -216,12 +219,14 @@ impl FixedWindow {
 
     /// Whether `state` is indistinguishable from a fresh key at `now` (and at every later time):
     /// its window has ended, or it holds no cells.
+    #[inline]
     pub(crate) fn is_idle(&self, state: u64, now: Nanos) -> bool {
         self.current(state, now).1 == 0
     }
 
     /// The state after refunding `cost` cells that a check stored as `receipt`: the count goes
     /// down only if the word is still in the same window (a later window no longer counts them).
+    #[inline]
     pub(crate) fn refunded(&self, state: u64, receipt: u64, cost: u64) -> Option<u64> {
         let (index, count) = self.unpack(state);
         let (receipt_index, _) = self.unpack(receipt);

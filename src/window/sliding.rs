@@ -113,6 +113,7 @@ impl SlidingWindow {
     /// let w = SlidingWindow::from_quota(Quota::per_second(5).unwrap()).unwrap();
     /// assert_eq!(w.unpack(w.pack(9, 4, 2)), (9, 4, 2));
     /// ```
+    #[inline]
     pub fn pack(&self, index: u64, prev: u64, cur: u64) -> u64 {
         let c = self.count_bits;
         let m = mask(c);
@@ -120,6 +121,7 @@ impl SlidingWindow {
     }
 
     /// Splits a state word into `(index, prev, cur)`.
+    #[inline]
     pub fn unpack(&self, state: u64) -> (u64, u64, u64) {
         let c = self.count_bits;
         (state >> (2 * c), (state >> c) & mask(c), state & mask(c))
@@ -136,11 +138,13 @@ impl SlidingWindow {
     /// assert!(d.is_allowed());
     /// assert_eq!(w.unpack(s.unwrap()), (1, 4, 1));
     /// ```
+    #[inline]
     pub fn step(&self, state: u64, now: Nanos, cost: u64) -> (Decision, Option<u64>) {
         let o = self.outcome(state, now, cost);
         (o.decision, o.stored)
     }
 
+    #[inline]
     fn view(&self, state: u64, now: Nanos) -> View {
         let (index, prev, cur) = self.unpack(state);
         let now_index = now / self.window;
@@ -172,6 +176,7 @@ impl SlidingWindow {
     }
 
     /// The earliest `e ≥ 0` into a window at which `⌈count·(W − e)/W⌉ ≤ slack`.
+    #[inline]
     fn earliest_fit(&self, count: u64, slack: u64) -> Nanos {
         if count == 0 {
             return 0;
@@ -213,6 +218,7 @@ impl SlidingWindow {
     }
 
     /// Time until the estimate is 0 again (the key is then fresh).
+    #[inline]
     fn reset_after(&self, index: u64, prev: u64, cur: u64, now: Nanos) -> Nanos {
         let windows = if cur > 0 {
             2
@@ -226,6 +232,7 @@ impl SlidingWindow {
 
     /// Whether `state` is indistinguishable from a fresh key at `now` and later: both the
     /// current and the previous window (as seen at `now`) are empty.
+    #[inline]
     pub(crate) fn is_idle(&self, state: u64, now: Nanos) -> bool {
         let v = self.view(state, now);
         v.prev == 0 && v.cur == 0
@@ -234,6 +241,7 @@ impl SlidingWindow {
     /// The state after refunding `cost` cells a check stored as `receipt`: from `cur` if the
     /// word is still in that window, from `prev` if it is in the next one, else nothing (they
     /// no longer count).
+    #[inline]
     pub(crate) fn refunded(&self, state: u64, receipt: u64, cost: u64) -> Option<u64> {
         let (index, prev, cur) = self.unpack(state);
         let (receipt_index, _, _) = self.unpack(receipt);
@@ -248,6 +256,7 @@ impl SlidingWindow {
 
     /// The state after recording `cost` cells at `now` whether or not they fit (for shadowing
     /// another limiter's admissions in [`approximation_error`](super::approximation_error)).
+    #[inline]
     pub(crate) fn recorded(&self, state: u64, now: Nanos, cost: u64) -> u64 {
         let v = self.view(state, now);
         self.pack(v.index, v.prev, v.cur.saturating_add(cost).min(mask(self.count_bits)))
