@@ -9,7 +9,7 @@ use axum::routing::get;
 use axum::Router;
 use reqwest::{Client, StatusCode};
 use serde_json::Value;
-use tollgate::http::admin::AdminApi;
+use tollgate::http::admin::{keyed_factory, AdminApi};
 use tollgate::http::{AutoBan, HttpKey, HttpLimiter, Listed, RateLimitLayer, Rule};
 use tollgate::{KeyedLimiter, ManualClock, Quota};
 
@@ -40,7 +40,8 @@ async fn setup() -> Setup {
     let layer = RateLimitLayer::builder().rule(rule).auto_ban(ban).build();
     let app = serve(Router::new().route("/", get(|| async { "hi" })).layer(layer.clone())).await;
     let factory_clock = clock.clone();
-    let admin = AdminApi::new(layer, "s3cret").limiter_factory(move |q| limiter(q, &factory_clock)).router();
+    let admin =
+        AdminApi::new(layer, "s3cret").limiter_factory(move |q, _| Ok(limiter(q, &factory_clock))).router();
     Setup { app, admin: serve(admin).await, clock }
 }
 
@@ -166,4 +167,225 @@ async fn bans_are_listed_and_lifted() {
         authed(&client, reqwest::Method::DELETE, format!("{}/bans/127.0.0.1", s.admin)).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
     assert_eq!(client.get(&s.app).send().await.unwrap().status(), StatusCode::OK);
+}
+
+/// An app with no rules yet and its admin API, limiters on a `ManualClock`.
+async fn empty_setup() -> (String, String, RateLimitLayer) {
+    let clock = ManualClock::new();
+    let layer = RateLimitLayer::builder().build();
+    let app = Router::new()
+        .route("/", get(|| async { "hi" }))
+        .route("/search", get(|| async { "found" }).post(|| async { "posted" }))
+        .layer(layer.clone());
+    let factory = keyed_factory(clock, 1000);
+    let admin = AdminApi::new(layer.clone(), "s3cret").limiter_factory(move |q, a| factory(q, a)).router();
+    (serve(app).await, serve(admin).await, layer)
+}
+
+async fn send(client: &Client, method: reqwest::Method, url: String, body: &str) -> (StatusCode, Value) {
+    let res = authed(client, method, url).body(body.to_owned()).send().await.unwrap();
+    let status = res.status();
+    let text = res.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// `(status, x-ratelimit-limit, x-ratelimit-remaining)` of one request.
+async fn hit(client: &Client, url: String) -> (u16, Option<String>, Option<String>) {
+    let res = client.get(url).send().await.unwrap();
+    let h = |n: &str| res.headers().get(n).map(|v| v.to_str().unwrap().to_owned());
+    (res.status().as_u16(), h("x-ratelimit-limit"), h("x-ratelimit-remaining"))
+}
+
+fn some(s: &str) -> Option<String> {
+    Some(s.to_owned())
+}
+
+#[tokio::test]
+async fn rules_are_created_replaced_and_deleted_at_runtime() {
+    let (app, admin, layer) = empty_setup().await;
+    let client = Client::new();
+    let search = format!("{app}/search");
+    assert_eq!(hit(&client, search.clone()).await, (200, None, None));
+
+    // Create: a rule for GET /search, 2/s per client address.
+    let res = authed(&client, reqwest::Method::POST, format!("{admin}/rules"))
+        .body(r#"{"name":"search","route":"/search","methods":["get"],"quota":"2/s"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    assert_eq!(res.headers()["location"], "/rules/search");
+    let shown: Value = res.json().await.unwrap();
+    assert_eq!(
+        shown,
+        serde_json::json!({"name": "search", "route": "/search", "methods": ["GET"], "quota": "2/s",
+            "algorithm": "gcra", "mode": "block", "cost": 1, "key": "client_ip"})
+    );
+    assert_eq!(hit(&client, search.clone()).await, (200, some("2"), some("1")));
+    assert_eq!(hit(&client, search.clone()).await, (200, some("2"), some("0")));
+    assert_eq!(hit(&client, search.clone()).await.0, 429);
+    // Other routes and methods are not covered.
+    assert_eq!(hit(&client, format!("{app}/")).await, (200, None, None));
+    assert_eq!(client.post(&search).send().await.unwrap().status(), StatusCode::OK);
+
+    // Replace the quota (and the mode): a fresh limiter, counts start over.
+    let (status, shown) = send(
+        &client,
+        reqwest::Method::PUT,
+        format!("{admin}/rules/search"),
+        r#"{"quota":"5/s","mode":"annotate"}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        (shown["quota"].as_str(), shown["mode"].as_str(), shown["route"].as_str()),
+        (Some("5/s"), Some("annotate"), Some("/search"))
+    );
+    assert_eq!(hit(&client, search.clone()).await, (200, some("5"), some("4")));
+    // Only the mode: the limiter and its state stay.
+    let (status, _) =
+        send(&client, reqwest::Method::PUT, format!("{admin}/rules/search"), r#"{"mode":"block"}"#).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(hit(&client, search.clone()).await, (200, some("5"), some("3")));
+    // Move it to every request (route null): `/` is now limited by the same state.
+    let (status, shown) = send(
+        &client,
+        reqwest::Method::PUT,
+        format!("{admin}/rules/search"),
+        r#"{"route":null,"methods":null}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!((&shown["route"], &shown["methods"]), (&Value::Null, &Value::Null));
+    assert_eq!(hit(&client, format!("{app}/")).await, (200, some("5"), some("2")));
+    assert_eq!(layer.rules().len(), 1);
+
+    // Delete.
+    let (status, _) = send(&client, reqwest::Method::DELETE, format!("{admin}/rules/search"), "").await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert!(layer.rules().is_empty());
+    assert_eq!(hit(&client, search.clone()).await, (200, None, None));
+    for method in [reqwest::Method::DELETE, reqwest::Method::PUT] {
+        let (status, problem) = send(&client, method, format!("{admin}/rules/search"), "{}").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(problem["status"], 404);
+    }
+}
+
+#[tokio::test]
+async fn names_are_unique_and_algorithms_and_costs_apply() {
+    let (app, admin, _layer) = empty_setup().await;
+    let client = Client::new();
+    let body = r#"{"name":"log","quota":"4/s","algorithm":"sliding_log","cost":2,"key":"route+client_ip"}"#;
+    let (status, shown) = send(&client, reqwest::Method::POST, format!("{admin}/rules"), body).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(
+        (shown["algorithm"].as_str(), shown["cost"].as_u64(), shown["key"].as_str()),
+        (Some("sliding_log"), Some(2), Some("route+client_ip"))
+    );
+    let (status, problem) = send(&client, reqwest::Method::POST, format!("{admin}/rules"), body).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(problem["status"], 409);
+    // Cost 2 of 4: two requests per route and client.
+    let root = format!("{app}/");
+    assert_eq!(hit(&client, root.clone()).await, (200, some("4"), some("2")));
+    assert_eq!(hit(&client, root.clone()).await, (200, some("4"), some("0")));
+    assert_eq!(hit(&client, root.clone()).await.0, 429);
+    assert_eq!(hit(&client, format!("{app}/search")).await, (200, some("4"), some("2")));
+    // A new quota keeps the algorithm and the cost.
+    let (status, shown) =
+        send(&client, reqwest::Method::PUT, format!("{admin}/rules/log"), r#"{"quota":"6/s"}"#).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!((shown["algorithm"].as_str(), shown["cost"].as_u64()), (Some("sliding_log"), Some(2)));
+    // Renaming onto a taken name is a conflict; a quota below the cost is refused.
+    let (status, _) =
+        send(&client, reqwest::Method::POST, format!("{admin}/rules"), r#"{"name":"other","quota":"1/s"}"#)
+            .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, _) =
+        send(&client, reqwest::Method::PUT, format!("{admin}/rules/log"), r#"{"name":"other"}"#).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    let (status, problem) =
+        send(&client, reqwest::Method::PUT, format!("{admin}/rules/log"), r#"{"quota":"1/s"}"#).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        problem["detail"],
+        "\"cost\" 2 is more than the quota's burst 1: every request would be refused"
+    );
+    let rules: Value = authed(&client, reqwest::Method::GET, format!("{admin}/rules"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let names: Vec<&str> = rules.as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["log", "other"]);
+    assert_eq!(rules[0]["quota"], "6/s");
+}
+
+#[tokio::test]
+async fn bad_rule_bodies_are_400_problems_and_change_nothing() {
+    let (_app, admin, layer) = empty_setup().await;
+    let client = Client::new();
+    let cases = [
+        ("not json", "body is not a valid rule"),
+        (r#"{"name":"x","quota":"1/s","nmae":"y"}"#, "unknown field"),
+        (r#"{"name":"x","quota":"1/s","cost":-1}"#, "body is not a valid rule"),
+        (r#"{"quota":"1/s"}"#, "\"name\" is required"),
+        (r#"{"name":"x"}"#, "\"quota\" is required"),
+        (r#"{"name":"x","quota":"lots"}"#, "\"quota\" \"lots\""),
+        (r#"{"name":"x","quota":"0/s"}"#, "\"quota\" \"0/s\""),
+        (r#"{"name":"has space","quota":"1/s"}"#, "\"name\""),
+        (r#"{"name":"x","quota":"1/s","route":"search"}"#, "\"route\" \"search\""),
+        (r#"{"name":"x","quota":"1/s","route":"/a b"}"#, "\"route\""),
+        (r#"{"name":"x","quota":"1/s","methods":[]}"#, "\"methods\""),
+        (r#"{"name":"x","quota":"1/s","methods":["G E T"]}"#, "\"methods\""),
+        (r#"{"name":"x","quota":"1/s","mode":"loud"}"#, "\"mode\" \"loud\""),
+        (r#"{"name":"x","quota":"1/s","algorithm":"leaky"}"#, "unknown algorithm \"leaky\""),
+        (r#"{"name":"x","quota":"1/s","key":"cookie"}"#, "\"key\" \"cookie\""),
+        (r#"{"name":"x","quota":"1/s","key":"header:bad name"}"#, "\"key\""),
+        (r#"{"name":"x","quota":"2/s","cost":3}"#, "\"cost\" 3"),
+        (r#"{"name":"x","quota":"2/s","cost":4294967296}"#, "\"cost\" 4294967296"),
+    ];
+    for (body, detail) in cases {
+        let res =
+            authed(&client, reqwest::Method::POST, format!("{admin}/rules")).body(body).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(res.headers()["content-type"], "application/problem+json", "{body}");
+        let problem: Value = res.json().await.unwrap();
+        assert_eq!(problem["status"], 400, "{body}");
+        assert!(problem["detail"].as_str().unwrap().contains(detail), "{body}: {problem}");
+    }
+    assert!(layer.rules().is_empty());
+}
+
+#[tokio::test]
+async fn rule_changes_need_the_token() {
+    let (_app, admin, layer) = empty_setup().await;
+    let client = Client::new();
+    let body = r#"{"name":"x","quota":"1/s"}"#;
+    for (method, path) in [
+        (reqwest::Method::POST, "/rules"),
+        (reqwest::Method::PUT, "/rules/x"),
+        (reqwest::Method::DELETE, "/rules/x"),
+    ] {
+        let url = format!("{admin}{path}");
+        let res = client.request(method.clone(), &url).body(body).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "{method} {path}");
+        let res = client
+            .request(method.clone(), &url)
+            .header("authorization", "Bearer wrong")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "{method} {path}");
+    }
+    assert!(layer.rules().is_empty());
+    let (status, _) = send(&client, reqwest::Method::POST, format!("{admin}/rules"), body).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let res = client.delete(format!("{admin}/rules/x")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(layer.rules().len(), 1);
 }

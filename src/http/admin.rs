@@ -7,13 +7,36 @@
 //! | `GET /readyz` | no | `200` with the number of rules |
 //! | `GET /metrics` | yes | counters, Prometheus text format |
 //! | `GET /rules` | yes | the rules as JSON |
-//! | `PUT /rules/{name}` | yes | `{"mode":"shadow"}` and/or `{"quota":"100/s"}` (a quota change needs a [`LimiterFactory`]; the rule starts with fresh state) |
+//! | `POST /rules` | yes | create a rule from a [rule body](#rule-bodies): `201`, `409` if the name is taken |
+//! | `PUT /rules/{name}` | yes | replace the rule: fields left out keep their current values; `404` if unknown |
+//! | `DELETE /rules/{name}` | yes | remove the rule: `204`, `404` if unknown |
 //! | `GET /rules/{name}/keys` | yes | per-key state (listable limiters, first 1000 keys) |
 //! | `DELETE /rules/{name}/keys/{key}` | yes | forget one key's state |
 //! | `GET /bans`, `DELETE /bans/{key}` | yes | list / lift auto-bans |
 //!
 //! Authenticated routes need `Authorization: Bearer <token>`; the token is compared in
-//! constant time.
+//! constant time. Errors are `application/problem+json` (RFC 9457) with a `detail`; a body that
+//! does not describe a valid rule is a `400` whose detail names the field ([`SpecError`]).
+//!
+//! # Rule bodies
+//!
+//! ```json
+//! {"name": "search", "route": "/search", "methods": ["GET"], "quota": "100/m",
+//!  "algorithm": "sliding_window", "mode": "block", "cost": 2, "key": "route+client_ip"}
+//! ```
+//!
+//! `name` (required to create; 1–64 of `A-Z a-z 0-9 - _ . :`); `route`: a path prefix or axum
+//! route pattern starting with `/`, or `null` for every request (default); `methods`: a list,
+//! or `null` for all (default); `quota`: a rate string (`"100/s"`, `"5/m"`, `"1000/h"`;
+//! required to create); `algorithm`: `gcra` (default), `fixed_window`, `sliding_window`,
+//! `sliding_log`; `mode`: `block` (default), `annotate`, `shadow`; `cost`: per request,
+//! `0..=` the quota's burst (default 1); `key`: `client_ip` (default), `peer_ip`, `global`,
+//! `route`, `header:<name>`, or several joined by `+` (e.g. `route+client_ip`).
+//!
+//! Changes swap the layer's whole rule set atomically: requests in flight finish under the
+//! rules they started with, and the check path stays lock-free. A new `quota` or `algorithm`
+//! gives the rule a fresh limiter from the [`LimiterFactory`] (its counts start over); other
+//! changes keep the limiter and its state.
 //!
 //! ```
 //! use tollgate::http::{admin, RateLimitLayer};
@@ -28,22 +51,66 @@ use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use http::header::{AUTHORIZATION, CONTENT_TYPE};
-use http::{HeaderMap, HeaderValue, StatusCode};
+use http::header::{AUTHORIZATION, CONTENT_TYPE, LOCATION};
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{HttpKey, HttpLimiter, Mode, RateLimitLayer, Rule};
-use crate::quota::Quota;
+use super::{AlgorithmKind, HttpKey, HttpLimiter, KeyBy, Listed, Mode, RateLimitLayer, Rule, RuleError};
+use crate::algorithm::{Algorithm, Gcra};
+use crate::clock::{Clock, QuantaClock};
+use crate::keyed::{DefaultHashBuilder, KeyedLimiter};
+use crate::quota::{Quota, QuotaError};
+use crate::window::{FixedWindow, SlidingLog, SlidingWindow};
 
-/// Builds a fresh limiter for a new quota (used by `PUT /rules/{name}` with a `quota`).
-pub type LimiterFactory = Arc<dyn Fn(Quota) -> Arc<dyn HttpLimiter> + Send + Sync>;
+/// Builds a fresh limiter for a quota and algorithm (rules created or re-limited through the
+/// admin API).
+pub type LimiterFactory =
+    Arc<dyn Fn(Quota, AlgorithmKind) -> Result<Arc<dyn HttpLimiter>, QuotaError> + Send + Sync>;
+
+/// Keys per limiter made by [`keyed_factory`] for [`AdminApi::new`]: idle keys are swept
+/// inline when the table is full, so memory stays bounded without a sweeper thread.
+pub const DEFAULT_MAX_KEYS: usize = 1 << 20;
+
+/// A [`LimiterFactory`] of in-process keyed limiters (listable: `GET /rules/{name}/keys`
+/// works) on `clock`, each holding at most `max_keys` keys.
+///
+/// ```
+/// use tollgate::http::{admin::keyed_factory, AlgorithmKind, Check, HttpKey};
+/// use tollgate::{ManualClock, Quota};
+/// let factory = keyed_factory(ManualClock::new(), 1000);
+/// let limiter = factory(Quota::per_second(2).unwrap(), AlgorithmKind::SlidingLog).unwrap();
+/// let Check::Ready(Ok(d)) = limiter.check_http(&HttpKey::new("k"), 1) else { panic!() };
+/// assert_eq!(d.remaining(), 1);
+/// ```
+pub fn keyed_factory<C: Clock + Clone + 'static>(clock: C, max_keys: usize) -> LimiterFactory {
+    fn build<A: Algorithm, C: Clock + 'static>(
+        quota: &Quota,
+        clock: C,
+        max_keys: usize,
+    ) -> Result<Arc<dyn HttpLimiter>, QuotaError> {
+        let keyed = KeyedLimiter::<HttpKey, C, DefaultHashBuilder, A>::build(
+            A::new(quota)?,
+            clock,
+            0,
+            DefaultHashBuilder::default(),
+        );
+        Ok(Arc::new(Listed(keyed.max_keys(max_keys))))
+    }
+    Arc::new(move |quota, algorithm| match algorithm {
+        AlgorithmKind::Gcra => build::<Gcra, C>(&quota, clock.clone(), max_keys),
+        AlgorithmKind::FixedWindow => build::<FixedWindow, C>(&quota, clock.clone(), max_keys),
+        AlgorithmKind::SlidingWindow => build::<SlidingWindow, C>(&quota, clock.clone(), max_keys),
+        AlgorithmKind::SlidingLog => build::<SlidingLog, C>(&quota, clock.clone(), max_keys),
+    })
+}
 
 /// The admin API's configuration.
 #[derive(Clone)]
 pub struct AdminApi {
     layer: RateLimitLayer,
     token: Arc<[u8]>,
-    factory: Option<LimiterFactory>,
+    factory: LimiterFactory,
 }
 
 impl std::fmt::Debug for AdminApi {
@@ -54,25 +121,28 @@ impl std::fmt::Debug for AdminApi {
 
 impl AdminApi {
     /// An admin API for `layer`, guarded by the bearer `token`. An empty token locks every
-    /// authenticated route.
+    /// authenticated route. New limiters come from [`keyed_factory`] on a [`QuantaClock`].
     pub fn new(layer: RateLimitLayer, token: &str) -> AdminApi {
-        AdminApi { layer, token: token.as_bytes().into(), factory: None }
+        let factory = keyed_factory(QuantaClock::new(), DEFAULT_MAX_KEYS);
+        AdminApi { layer, token: token.as_bytes().into(), factory }
     }
 
-    /// How to build a limiter when a rule's quota is changed.
+    /// How to build a limiter for a rule created or re-limited through the API.
     ///
     /// ```
-    /// use std::sync::Arc;
-    /// use tollgate::http::{admin::AdminApi, HttpKey, HttpLimiter, Listed, RateLimitLayer};
-    /// use tollgate::KeyedLimiter;
+    /// use tollgate::http::admin::{keyed_factory, AdminApi};
+    /// use tollgate::http::RateLimitLayer;
+    /// use tollgate::ManualClock;
+    /// let clock = ManualClock::new();
+    /// let factory = keyed_factory(clock.clone(), 10_000);
     /// let api = AdminApi::new(RateLimitLayer::builder().build(), "t")
-    ///     .limiter_factory(|q| Arc::new(Listed(KeyedLimiter::<HttpKey, _>::with_clock(q, tollgate::QuantaClock::new()))) as Arc<dyn HttpLimiter>);
+    ///     .limiter_factory(move |quota, algorithm| factory(quota, algorithm));
     /// ```
     pub fn limiter_factory(
         mut self,
-        f: impl Fn(Quota) -> Arc<dyn HttpLimiter> + Send + Sync + 'static,
+        f: impl Fn(Quota, AlgorithmKind) -> Result<Arc<dyn HttpLimiter>, QuotaError> + Send + Sync + 'static,
     ) -> Self {
-        self.factory = Some(Arc::new(f));
+        self.factory = Arc::new(f);
         self
     }
 
@@ -82,8 +152,8 @@ impl AdminApi {
             .route("/healthz", get(|| async { "ok\n" }))
             .route("/readyz", get(readyz))
             .route("/metrics", get(metrics))
-            .route("/rules", get(list_rules))
-            .route("/rules/{name}", axum::routing::put(update_rule))
+            .route("/rules", get(list_rules).post(create_rule))
+            .route("/rules/{name}", axum::routing::put(replace_rule).delete(delete_rule))
             .route("/rules/{name}/keys", get(list_keys))
             .route("/rules/{name}/keys/{key}", axum::routing::delete(reset_key))
             .route("/bans", get(list_bans))
@@ -119,7 +189,7 @@ fn authorized(api: &AdminApi, headers: &HeaderMap) -> bool {
 }
 
 fn unauthorized() -> Response {
-    let mut res = (StatusCode::UNAUTHORIZED, "unauthorized\n").into_response();
+    let mut res = problem(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
     res.headers_mut().insert("www-authenticate", HeaderValue::from_static("Bearer"));
     res
 }
@@ -131,8 +201,25 @@ fn json_response(status: StatusCode, value: &Value) -> Response {
     res
 }
 
+/// An RFC 9457 problem response.
+fn problem(status: StatusCode, detail: &str) -> Response {
+    let body = json!({
+        "type": "about:blank",
+        "title": status.canonical_reason().unwrap_or("Error"),
+        "status": status.as_u16(),
+        "detail": detail,
+    });
+    let mut res = json_response(status, &body);
+    res.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+    res
+}
+
 fn error(status: StatusCode, message: &str) -> Response {
-    json_response(status, &json!({ "error": message }))
+    problem(status, message)
+}
+
+fn no_such_rule() -> Response {
+    problem(StatusCode::NOT_FOUND, "no such rule")
 }
 
 async fn readyz(State(api): Api) -> Response {
@@ -177,8 +264,10 @@ fn rule_json(route: Option<&str>, rule: &Rule) -> Value {
         "route": route,
         "mode": mode_name(rule.current_mode()),
         "quota": rule.quota().to_string(),
-        "key": format!("{:?}", rule.key),
-        "methods": rule.methods.as_ref().map(|m| m.iter().map(|m| m.as_str().to_owned()).collect::<Vec<_>>()),
+        "algorithm": rule.current_algorithm().map(AlgorithmKind::as_str),
+        "cost": rule.current_fixed_cost(),
+        "key": key_text(rule.current_key()),
+        "methods": rule.current_methods().map(|m| m.iter().map(|m| m.as_str().to_owned()).collect::<Vec<_>>()),
     })
 }
 
@@ -191,45 +280,333 @@ async fn list_rules(State(api): Api, headers: HeaderMap) -> Response {
     json_response(StatusCode::OK, &Value::Array(rules))
 }
 
-fn find_rule(api: &AdminApi, name: &str) -> Option<Rule> {
-    api.layer.rules().into_iter().map(|(_, r)| r).find(|r| r.name() == name)
+fn find_rule(api: &AdminApi, name: &str) -> Option<(Option<String>, Rule)> {
+    api.layer.rules().into_iter().find(|(_, r)| r.name() == name)
 }
 
-async fn update_rule(State(api): Api, Path(name): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+/// Why a rule body was refused (a `400`; the [`Display`](std::fmt::Display) is the problem's
+/// `detail`).
+///
+/// ```
+/// use tollgate::http::admin::SpecError;
+/// assert_eq!(SpecError::Missing { field: "quota" }.to_string(), "\"quota\" is required to create a rule");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SpecError {
+    /// Not JSON, a field of the wrong type, or an unknown field.
+    Json {
+        /// What the JSON parser said.
+        detail: String,
+    },
+    /// A field required to create a rule is missing.
+    Missing {
+        /// The field.
+        field: &'static str,
+    },
+    /// The name is not a valid rule name.
+    Name(RuleError),
+    /// `quota` is not a valid rate string, or the algorithm cannot represent it.
+    Quota {
+        /// The value given (at most 64 characters of it).
+        quota: String,
+        /// Why.
+        error: Option<QuotaError>,
+    },
+    /// `route` does not start with `/`, is longer than 256 bytes, or has spaces or control
+    /// characters.
+    Route {
+        /// The value given (at most 64 characters of it).
+        route: String,
+    },
+    /// An entry of `methods` is not an HTTP method, or the list is empty or longer than 32.
+    Methods,
+    /// `mode` is not `block`, `annotate` or `shadow`.
+    Mode {
+        /// The value given (at most 64 characters of it).
+        mode: String,
+    },
+    /// `algorithm` is not a known algorithm.
+    Algorithm(super::UnknownAlgorithm),
+    /// `key` is not a key description.
+    Key {
+        /// The value given (at most 64 characters of it).
+        key: String,
+    },
+    /// `cost` exceeds what the quota can ever admit at once.
+    Cost {
+        /// The cost given.
+        cost: u64,
+        /// The quota's burst.
+        burst: u64,
+    },
+}
+
+impl std::fmt::Display for SpecError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SpecError::Json { detail } => write!(f, "body is not a valid rule: {detail}"),
+            SpecError::Missing { field } => write!(f, "{field:?} is required to create a rule"),
+            SpecError::Name(e) => write!(f, "\"name\": {e}"),
+            SpecError::Quota { quota, error: Some(e) } => write!(f, "\"quota\" {quota:?}: {e}"),
+            SpecError::Quota { quota, error: None } => {
+                write!(f, "\"quota\" {quota:?} is not a rate such as \"100/s\", \"5/m\" or \"1000/h\"")
+            }
+            SpecError::Route { route } => write!(
+                f,
+                "\"route\" {route:?} must start with '/' and be at most 256 visible ASCII characters"
+            ),
+            SpecError::Methods => f.write_str("\"methods\" must be 1 to 32 HTTP methods, or null for all"),
+            SpecError::Mode { mode } => write!(f, "\"mode\" {mode:?} is not block, annotate or shadow"),
+            SpecError::Algorithm(e) => write!(f, "\"algorithm\": {e}"),
+            SpecError::Key { key } => write!(
+                f,
+                "\"key\" {key:?} is not client_ip, peer_ip, global, route or header:<name>, or several joined by '+'"
+            ),
+            SpecError::Cost { cost, burst } => {
+                write!(f, "\"cost\" {cost} is more than the quota's burst {burst}: every request would be refused")
+            }
+        }
+    }
+}
+
+impl std::error::Error for SpecError {}
+
+/// Absent stays `None`; `null` becomes `Some(None)`.
+fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
+
+/// A rule body as sent: every field optional (creation checks the required ones).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleBody {
+    name: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    route: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    methods: Option<Option<Vec<String>>>,
+    quota: Option<String>,
+    algorithm: Option<String>,
+    mode: Option<String>,
+    cost: Option<u64>,
+    key: Option<String>,
+}
+
+fn clip(s: &str) -> String {
+    s.chars().take(64).collect()
+}
+
+fn parse_route(route: &str) -> Result<String, SpecError> {
+    let ok = route.starts_with('/') && route.len() <= 256 && route.bytes().all(|b| b.is_ascii_graphic());
+    if ok {
+        Ok(route.to_owned())
+    } else {
+        Err(SpecError::Route { route: clip(route) })
+    }
+}
+
+fn parse_methods(methods: &[String]) -> Result<Vec<Method>, SpecError> {
+    if methods.is_empty() || methods.len() > 32 {
+        return Err(SpecError::Methods);
+    }
+    methods
+        .iter()
+        .map(|m| Method::from_bytes(m.to_ascii_uppercase().as_bytes()).map_err(|_| SpecError::Methods))
+        .collect()
+}
+
+fn parse_mode(mode: &str) -> Result<Mode, SpecError> {
+    match mode {
+        "block" => Ok(Mode::Block),
+        "annotate" => Ok(Mode::Annotate),
+        "shadow" => Ok(Mode::Shadow),
+        other => Err(SpecError::Mode { mode: clip(other) }),
+    }
+}
+
+/// `client_ip`, `peer_ip`, `global`, `route`, `header:<name>`, or several joined by `+`.
+fn parse_key(key: &str) -> Result<KeyBy, SpecError> {
+    let bad = || SpecError::Key { key: clip(key) };
+    let one = |part: &str| match part {
+        "client_ip" => Ok(KeyBy::ClientIp),
+        "peer_ip" => Ok(KeyBy::PeerIp),
+        "global" => Ok(KeyBy::Global),
+        "route" => Ok(KeyBy::Route),
+        _ => match part.strip_prefix("header:").map(|h| http::HeaderName::from_bytes(h.as_bytes())) {
+            Some(Ok(name)) => Ok(KeyBy::Header(name)),
+            _ => Err(bad()),
+        },
+    };
+    let parts: Vec<&str> = key.split('+').collect();
+    if parts.len() > 8 {
+        return Err(bad());
+    }
+    match parts.as_slice() {
+        [single] => one(single),
+        many => Ok(KeyBy::All(many.iter().map(|p| one(p)).collect::<Result<Vec<_>, _>>()?.into())),
+    }
+}
+
+/// The text `parse_key` reads back, where there is one (`custom` otherwise).
+fn key_text(key: &KeyBy) -> String {
+    match key {
+        KeyBy::ClientIp => "client_ip".to_owned(),
+        KeyBy::PeerIp => "peer_ip".to_owned(),
+        KeyBy::Global => "global".to_owned(),
+        KeyBy::Route => "route".to_owned(),
+        KeyBy::Header(h) => format!("header:{h}"),
+        KeyBy::All(parts) => parts.iter().map(key_text).collect::<Vec<_>>().join("+"),
+        KeyBy::First(parts) => parts.iter().map(key_text).collect::<Vec<_>>().join("|"),
+        KeyBy::Custom(_) => "custom".to_owned(),
+    }
+}
+
+/// A validated rule: what the layer gets, and where it applies.
+struct Built {
+    route: Option<String>,
+    rule: Rule,
+}
+
+/// Validates `body` into a rule; `current` is the rule being replaced (its route and rule),
+/// whose values fill the fields the body leaves out.
+fn build(api: &AdminApi, body: &[u8], current: Option<(Option<String>, &Rule)>) -> Result<Built, SpecError> {
+    let spec: RuleBody =
+        serde_json::from_slice(body).map_err(|e| SpecError::Json { detail: e.to_string() })?;
+    let (current_route, current) = match current {
+        Some((route, rule)) => (route, Some(rule)),
+        None => (None, None),
+    };
+    let name = match (&spec.name, current) {
+        (Some(name), _) => name.clone(),
+        (None, Some(rule)) => rule.name().to_owned(),
+        (None, None) => return Err(SpecError::Missing { field: "name" }),
+    };
+    let route = match &spec.route {
+        Some(Some(route)) => Some(parse_route(route)?),
+        Some(None) => None,
+        None => current_route,
+    };
+    let methods = match &spec.methods {
+        Some(Some(methods)) => Some(parse_methods(methods)?),
+        Some(None) => None,
+        None => current.and_then(|r| r.current_methods().map(<[Method]>::to_vec)),
+    };
+    let quota = match (&spec.quota, current) {
+        (Some(q), _) => {
+            Some(q.parse::<Quota>().map_err(|e| SpecError::Quota { quota: clip(q), error: Some(e) })?)
+        }
+        (None, Some(_)) => None,
+        (None, None) => return Err(SpecError::Missing { field: "quota" }),
+    };
+    let algorithm = match &spec.algorithm {
+        Some(a) => Some(a.parse::<AlgorithmKind>().map_err(SpecError::Algorithm)?),
+        None => None,
+    };
+    let mode = match &spec.mode {
+        Some(m) => parse_mode(m)?,
+        None => current.map_or(Mode::Block, Rule::current_mode),
+    };
+    let key = match &spec.key {
+        Some(k) => parse_key(k)?,
+        None => current.map_or(KeyBy::ClientIp, |r| r.current_key().clone()),
+    };
+    // A new quota or algorithm needs a new limiter; otherwise the rule keeps its limiter and
+    // state.
+    let fresh = quota.is_some() || algorithm.is_some();
+    let (limiter, algorithm, effective_quota) = match current {
+        Some(rule) if !fresh => (Arc::clone(rule.limiter()), rule.current_algorithm(), rule.quota()),
+        _ => {
+            let algorithm = algorithm.or(current.and_then(Rule::current_algorithm)).unwrap_or_default();
+            let Some(quota) = quota.or(current.map(Rule::quota)) else {
+                return Err(SpecError::Missing { field: "quota" }); // checked above; kept total
+            };
+            let limiter = (api.factory)(quota, algorithm)
+                .map_err(|e| SpecError::Quota { quota: quota.to_string(), error: Some(e) })?;
+            (limiter, Some(algorithm), quota)
+        }
+    };
+    let burst = effective_quota.burst().max(effective_quota.count());
+    let rule = Rule::from_arc(&name, limiter).map_err(SpecError::Name)?.mode(mode).key(key);
+    let rule = match algorithm {
+        Some(a) => rule.algorithm(a),
+        None => rule,
+    };
+    let rule = match methods {
+        Some(m) => rule.methods(m),
+        None => rule,
+    };
+    // The cost given, else the current fixed cost (checked again: the quota may have shrunk).
+    let cost = spec.cost.or(current.and_then(Rule::current_fixed_cost).map(u64::from));
+    let rule = match (cost, current) {
+        (Some(cost), _) => match u32::try_from(cost).ok().filter(|c| u64::from(*c) <= burst) {
+            Some(c) => rule.fixed_cost(c),
+            None => return Err(SpecError::Cost { cost, burst }),
+        },
+        // A cost function set in code stays.
+        (None, Some(current)) => Rule { cost: current.cost.clone(), ..rule },
+        (None, None) => rule,
+    };
+    Ok(Built { route, rule })
+}
+
+async fn create_rule(State(api): Api, headers: HeaderMap, body: Bytes) -> Response {
     if !authorized(&api, &headers) {
         return unauthorized();
     }
-    let Some(mut rule) = find_rule(&api, &name) else {
-        return error(StatusCode::NOT_FOUND, "no such rule");
+    let built = match build(&api, &body, None) {
+        Ok(b) => b,
+        Err(e) => return problem(StatusCode::BAD_REQUEST, &e.to_string()),
     };
-    let Ok(update) = serde_json::from_slice::<Value>(&body) else {
-        return error(StatusCode::BAD_REQUEST, "body must be JSON");
+    let shown = rule_json(built.route.as_deref(), &built.rule);
+    let location = format!("/rules/{}", built.rule.name());
+    match api.layer.add_rule(built.route.as_deref(), built.rule) {
+        Ok(()) => {
+            let mut res = json_response(StatusCode::CREATED, &shown);
+            if let Ok(v) = HeaderValue::from_str(&location) {
+                res.headers_mut().insert(LOCATION, v);
+            }
+            res
+        }
+        Err(_) => problem(StatusCode::CONFLICT, "a rule with this name already exists"),
+    }
+}
+
+async fn replace_rule(
+    State(api): Api,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if !authorized(&api, &headers) {
+        return unauthorized();
+    }
+    let Some((route, current)) = find_rule(&api, &name) else {
+        return no_such_rule();
     };
-    if let Some(mode) = update.get("mode") {
-        rule = match mode.as_str() {
-            Some("block") => rule.mode(Mode::Block),
-            Some("annotate") => rule.mode(Mode::Annotate),
-            Some("shadow") => rule.mode(Mode::Shadow),
-            _ => return error(StatusCode::BAD_REQUEST, "mode must be block, annotate or shadow"),
-        };
-    }
-    if let Some(quota) = update.get("quota") {
-        let Some(quota) = quota.as_str().and_then(|q| q.parse::<Quota>().ok()) else {
-            return error(StatusCode::BAD_REQUEST, "quota must be a rate string such as \"100/s\"");
-        };
-        let Some(factory) = &api.factory else {
-            return error(StatusCode::NOT_IMPLEMENTED, "no limiter factory configured");
-        };
-        rule = match rule.with_limiter(factory(quota)) {
-            Ok(r) => r,
-            Err(e) => return error(StatusCode::BAD_REQUEST, &e.to_string()),
-        };
-    }
-    let shown = rule_json(None, &rule);
-    if api.layer.replace_rule(&name, rule) {
+    let built = match build(&api, &body, Some((route, &current))) {
+        Ok(b) => b,
+        Err(e) => return problem(StatusCode::BAD_REQUEST, &e.to_string()),
+    };
+    let shown = rule_json(built.route.as_deref(), &built.rule);
+    let renamed = built.rule.name() != name;
+    if api.layer.replace_rule_at(&name, built.route.as_deref(), built.rule) {
         json_response(StatusCode::OK, &shown)
+    } else if renamed && find_rule(&api, &name).is_some() {
+        problem(StatusCode::CONFLICT, "a rule with the new name already exists")
     } else {
-        error(StatusCode::NOT_FOUND, "no such rule")
+        no_such_rule() // removed while we were building its replacement
+    }
+}
+
+async fn delete_rule(State(api): Api, Path(name): Path<String>, headers: HeaderMap) -> Response {
+    if !authorized(&api, &headers) {
+        return unauthorized();
+    }
+    if api.layer.remove_rule(&name) {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        no_such_rule()
     }
 }
 
@@ -239,8 +616,8 @@ async fn list_keys(State(api): Api, Path(name): Path<String>, headers: HeaderMap
     if !authorized(&api, &headers) {
         return unauthorized();
     }
-    let Some(rule) = find_rule(&api, &name) else {
-        return error(StatusCode::NOT_FOUND, "no such rule");
+    let Some((_, rule)) = find_rule(&api, &name) else {
+        return no_such_rule();
     };
     let mut keys = Vec::new();
     let mut total = 0usize;
@@ -267,8 +644,8 @@ async fn reset_key(
     if !authorized(&api, &headers) {
         return unauthorized();
     }
-    let Some(rule) = find_rule(&api, &name) else {
-        return error(StatusCode::NOT_FOUND, "no such rule");
+    let Some((_, rule)) = find_rule(&api, &name) else {
+        return no_such_rule();
     };
     match rule.limiter().reset_http(&HttpKey::new(&key)) {
         Ok(true) => StatusCode::NO_CONTENT.into_response(),

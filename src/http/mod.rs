@@ -61,7 +61,7 @@ pub use ban::AutoBan;
 pub use client_ip::ClientIpConfig;
 pub use headers::{ceil_secs, policy_value, HeaderStyle};
 pub use key::{HttpKey, KeyBuilder, KeyBy, PeerAddr, RequestInfo};
-pub use rules::{Mode, RateLimitDecision, Rule, RuleError};
+pub use rules::{AlgorithmKind, Mode, RateLimitDecision, Rule, RuleError, UnknownAlgorithm};
 
 use crate::algorithm::Receipt;
 use crate::decision::{CheckError, Decision};
@@ -167,6 +167,87 @@ impl RateLimitLayer {
             set
         });
         replaced
+    }
+
+    /// Adds `rule` to the running layer: for the route `pattern` (as
+    /// [`RateLimitLayerBuilder::route`]), or for every request with `None`. Requests that start
+    /// after this see it; the swap is atomic (no request sees half a change) and the check path
+    /// takes no lock. Names are unique: a second rule with a name in use is
+    /// [`RuleError::Exists`].
+    ///
+    /// ```
+    /// use tollgate::http::{HttpKey, RateLimitLayer, Rule, RuleError};
+    /// use tollgate::{KeyedLimiter, Quota};
+    /// let rule = |n| Rule::new("login", KeyedLimiter::<HttpKey>::new(Quota::per_minute(n).unwrap())).unwrap();
+    /// let layer = RateLimitLayer::builder().build();
+    /// layer.add_rule(Some("/login"), rule(5)).unwrap();
+    /// assert_eq!(layer.add_rule(None, rule(9)), Err(RuleError::Exists));
+    /// assert_eq!(layer.rules()[0].0.as_deref(), Some("/login"));
+    /// ```
+    pub fn add_rule(&self, pattern: Option<&str>, rule: Rule) -> Result<(), RuleError> {
+        let mut added = false;
+        self.state.rules.rcu(|set| {
+            added = !set.contains(&rule.name);
+            let mut set = RuleSet::clone(set);
+            if added {
+                set.insert(pattern, rule.clone());
+            }
+            set
+        });
+        if added {
+            Ok(())
+        } else {
+            Err(RuleError::Exists)
+        }
+    }
+
+    /// Replaces the rule named `name` by `rule`, which now applies to `pattern` (a route, or
+    /// every request with `None`), in one atomic swap; `false` if there is no such rule (then
+    /// nothing changes). `rule` may carry a new name, unless another rule has it.
+    ///
+    /// ```
+    /// use tollgate::http::{HttpKey, RateLimitLayer, Rule};
+    /// use tollgate::{KeyedLimiter, Quota};
+    /// let rule = |n| Rule::new("r", KeyedLimiter::<HttpKey>::new(Quota::per_second(n).unwrap())).unwrap();
+    /// let layer = RateLimitLayer::builder().rule(rule(1)).build();
+    /// assert!(layer.replace_rule_at("r", Some("/api"), rule(5)));
+    /// let rules = layer.rules();
+    /// assert_eq!((rules[0].0.as_deref(), rules[0].1.quota().count()), (Some("/api"), 5));
+    /// ```
+    pub fn replace_rule_at(&self, name: &str, pattern: Option<&str>, rule: Rule) -> bool {
+        let mut replaced = false;
+        self.state.rules.rcu(|set| {
+            let renamed_onto_another = *rule.name != *name && set.contains(&rule.name);
+            let mut set = RuleSet::clone(set);
+            replaced = !renamed_onto_another && set.remove(name);
+            if replaced {
+                set.insert(pattern, rule.clone());
+            }
+            set
+        });
+        replaced
+    }
+
+    /// Removes the rule named `name`; `false` if there is none. Requests already past the rule
+    /// lookup finish under it.
+    ///
+    /// ```
+    /// use tollgate::http::{HttpKey, RateLimitLayer, Rule};
+    /// use tollgate::{KeyedLimiter, Quota};
+    /// let rule = Rule::new("r", KeyedLimiter::<HttpKey>::new(Quota::per_second(1).unwrap())).unwrap();
+    /// let layer = RateLimitLayer::builder().rule(rule).build();
+    /// assert!(layer.remove_rule("r"));
+    /// assert!(!layer.remove_rule("r"));
+    /// assert!(layer.rules().is_empty());
+    /// ```
+    pub fn remove_rule(&self, name: &str) -> bool {
+        let mut removed = false;
+        self.state.rules.rcu(|set| {
+            let mut set = RuleSet::clone(set);
+            removed = set.remove(name);
+            set
+        });
+        removed
     }
 
     /// The auto-ban table, if configured.

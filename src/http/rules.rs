@@ -52,6 +52,83 @@ pub struct RateLimitDecision {
 
 type CostFn = dyn Fn(&RequestInfo<'_>) -> u32 + Send + Sync;
 
+/// What a request costs under a rule.
+#[derive(Clone)]
+pub(crate) enum Cost {
+    Fixed(u32),
+    Fn(Arc<CostFn>),
+}
+
+/// The algorithm a rule's limiter runs, as the admin API names it (`"algorithm"` in a rule's
+/// JSON). Rules built in code may leave it unknown.
+///
+/// ```
+/// use tollgate::http::AlgorithmKind;
+/// assert_eq!("sliding_window".parse::<AlgorithmKind>(), Ok(AlgorithmKind::SlidingWindow));
+/// assert_eq!(AlgorithmKind::default().as_str(), "gcra");
+/// assert!("leaky".parse::<AlgorithmKind>().is_err());
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum AlgorithmKind {
+    /// [`Gcra`](crate::Gcra) (token bucket).
+    #[default]
+    Gcra,
+    /// [`FixedWindow`](crate::FixedWindow).
+    FixedWindow,
+    /// [`SlidingWindow`](crate::SlidingWindow) (approximate, two counters).
+    SlidingWindow,
+    /// [`SlidingLog`](crate::SlidingLog) (exact).
+    SlidingLog,
+}
+
+impl AlgorithmKind {
+    /// The name: `gcra`, `fixed_window`, `sliding_window` or `sliding_log`.
+    ///
+    /// ```
+    /// assert_eq!(tollgate::http::AlgorithmKind::SlidingLog.as_str(), "sliding_log");
+    /// ```
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlgorithmKind::Gcra => "gcra",
+            AlgorithmKind::FixedWindow => "fixed_window",
+            AlgorithmKind::SlidingWindow => "sliding_window",
+            AlgorithmKind::SlidingLog => "sliding_log",
+        }
+    }
+}
+
+/// An algorithm name that is none of [`AlgorithmKind`]'s.
+///
+/// ```
+/// let e = "leaky".parse::<tollgate::http::AlgorithmKind>().unwrap_err();
+/// assert_eq!(e.to_string(), "unknown algorithm \"leaky\" (gcra, fixed_window, sliding_window, sliding_log)");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnknownAlgorithm(pub String);
+
+impl fmt::Display for UnknownAlgorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "unknown algorithm {:?} (gcra, fixed_window, sliding_window, sliding_log)", self.0)
+    }
+}
+
+impl std::error::Error for UnknownAlgorithm {}
+
+impl std::str::FromStr for AlgorithmKind {
+    type Err = UnknownAlgorithm;
+
+    fn from_str(s: &str) -> Result<AlgorithmKind, UnknownAlgorithm> {
+        match s {
+            "gcra" => Ok(AlgorithmKind::Gcra),
+            "fixed_window" => Ok(AlgorithmKind::FixedWindow),
+            "sliding_window" => Ok(AlgorithmKind::SlidingWindow),
+            "sliding_log" => Ok(AlgorithmKind::SlidingLog),
+            other => Err(UnknownAlgorithm(other.chars().take(64).collect())),
+        }
+    }
+}
+
 /// Why a rule was rejected.
 ///
 /// ```
@@ -65,12 +142,15 @@ type CostFn = dyn Fn(&RequestInfo<'_>) -> u32 + Send + Sync;
 pub enum RuleError {
     /// Rule names must be 1–64 characters of `A-Z a-z 0-9 - _ . :` (they go into headers).
     BadName,
+    /// A rule with this name is already in force (names identify rules at runtime).
+    Exists,
 }
 
 impl fmt::Display for RuleError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             RuleError::BadName => f.write_str("rule names are 1-64 characters of A-Z a-z 0-9 - _ . :"),
+            RuleError::Exists => f.write_str("a rule with this name already exists"),
         }
     }
 }
@@ -97,9 +177,10 @@ pub struct Rule {
     pub(crate) limiter: Arc<dyn HttpLimiter>,
     pub(crate) key: KeyBy,
     pub(crate) mode: Mode,
-    pub(crate) cost: Option<Arc<CostFn>>,
+    pub(crate) cost: Cost,
     pub(crate) methods: Option<Arc<[Method]>>,
     pub(crate) policy: Arc<Policy>,
+    pub(crate) algorithm: Option<AlgorithmKind>,
 }
 
 impl fmt::Debug for Rule {
@@ -132,9 +213,10 @@ impl Rule {
             limiter,
             key: KeyBy::ClientIp,
             mode: Mode::Block,
-            cost: None,
+            cost: Cost::Fixed(1),
             methods: None,
             policy: Arc::new(Policy::new(name, quota)),
+            algorithm: None,
         })
     }
 
@@ -173,8 +255,62 @@ impl Rule {
     ///     .cost(|req| if req.method == http::Method::POST { 10 } else { 1 });
     /// ```
     pub fn cost(mut self, cost: impl Fn(&RequestInfo<'_>) -> u32 + Send + Sync + 'static) -> Rule {
-        self.cost = Some(Arc::new(cost));
+        self.cost = Cost::Fn(Arc::new(cost));
         self
+    }
+
+    /// Every request costs `cost` (default 1; 0 only reports the state).
+    ///
+    /// ```
+    /// # use tollgate::http::{HttpKey, Rule};
+    /// # use tollgate::{KeyedLimiter, Quota};
+    /// let rule = Rule::new("search", KeyedLimiter::<HttpKey>::new(Quota::per_second(100).unwrap()))
+    ///     .unwrap()
+    ///     .fixed_cost(5);
+    /// assert_eq!(rule.current_fixed_cost(), Some(5));
+    /// ```
+    pub fn fixed_cost(mut self, cost: u32) -> Rule {
+        self.cost = Cost::Fixed(cost);
+        self
+    }
+
+    /// The cost of every request, unless a [`cost`](Self::cost) function decides it.
+    pub fn current_fixed_cost(&self) -> Option<u32> {
+        match self.cost {
+            Cost::Fixed(c) => Some(c),
+            Cost::Fn(_) => None,
+        }
+    }
+
+    /// Records which algorithm the limiter runs (shown by the admin API, and kept when the
+    /// admin API changes only the quota).
+    ///
+    /// ```
+    /// # use tollgate::http::{AlgorithmKind, HttpKey, Rule};
+    /// # use tollgate::{KeyedLimiter, Quota};
+    /// let rule = Rule::new("r", KeyedLimiter::<HttpKey>::new(Quota::per_second(1).unwrap()))
+    ///     .unwrap()
+    ///     .algorithm(AlgorithmKind::Gcra);
+    /// assert_eq!(rule.current_algorithm(), Some(AlgorithmKind::Gcra));
+    /// ```
+    pub fn algorithm(mut self, algorithm: AlgorithmKind) -> Rule {
+        self.algorithm = Some(algorithm);
+        self
+    }
+
+    /// The algorithm recorded by [`algorithm`](Self::algorithm), if any.
+    pub fn current_algorithm(&self) -> Option<AlgorithmKind> {
+        self.algorithm
+    }
+
+    /// How requests are keyed.
+    pub fn current_key(&self) -> &KeyBy {
+        &self.key
+    }
+
+    /// The methods this rule applies to (`None`: all).
+    pub fn current_methods(&self) -> Option<&[Method]> {
+        self.methods.as_deref()
     }
 
     /// The rule's name.
@@ -201,8 +337,12 @@ impl Rule {
         self.methods.as_ref().is_none_or(|m| m.contains(method))
     }
 
+    #[inline]
     pub(crate) fn cost_of(&self, req: &RequestInfo<'_>) -> u32 {
-        self.cost.as_ref().map_or(1, |f| f(req))
+        match &self.cost {
+            Cost::Fixed(c) => *c,
+            Cost::Fn(f) => f(req),
+        }
     }
 }
 
@@ -220,6 +360,26 @@ impl RuleSet {
     pub(crate) fn add_route(&mut self, pattern: String, rule: Rule) {
         self.routes.push((pattern, rule));
         self.routes.sort_by_key(|(pattern, _)| std::cmp::Reverse(pattern.len()));
+    }
+
+    pub(crate) fn contains(&self, name: &str) -> bool {
+        self.global.iter().chain(self.routes.iter().map(|(_, r)| r)).any(|r| &*r.name == name)
+    }
+
+    /// Adds `rule` for `pattern`, or for every request with `None`.
+    pub(crate) fn insert(&mut self, pattern: Option<&str>, rule: Rule) {
+        match pattern {
+            Some(p) => self.add_route(p.to_owned(), rule),
+            None => self.global.push(rule),
+        }
+    }
+
+    /// Removes every rule named `name`; whether there was one.
+    pub(crate) fn remove(&mut self, name: &str) -> bool {
+        let before = self.global.len() + self.routes.len();
+        self.global.retain(|r| &*r.name != name);
+        self.routes.retain(|(_, r)| &*r.name != name);
+        self.global.len() + self.routes.len() != before
     }
 
     /// The rules that apply to `req`, globals first.
