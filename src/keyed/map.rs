@@ -22,8 +22,20 @@ where
     V: Send + Sync,
     S: BuildHasher,
 {
+    /// Blocking resizes (papaya's default is incremental): an incremental resize makes every
+    /// *read* during it probe both tables, and a miss cost ~3000 instructions instead of ~120
+    /// while the table grew (callgrind, 65 536 new `u64` keys from empty: 6 865 instructions per
+    /// insert incremental, 471 blocking). Checks of existing keys are reads plus a CAS on the
+    /// value, never map writes, so they never wait for a resize in either mode; only a thread
+    /// inserting a new key helps finish a resize in progress (size the map with
+    /// `with_capacity` to avoid growth entirely).
     pub(crate) fn new(capacity: usize, hasher: S) -> Self {
-        Map { inner: papaya::HashMap::with_capacity_and_hasher(capacity, hasher) }
+        let inner = papaya::HashMap::builder()
+            .capacity(capacity)
+            .hasher(hasher)
+            .resize_mode(papaya::ResizeMode::Blocking)
+            .build();
+        Map { inner }
     }
 
     /// Calls `f` with the value for `key`, if any.

@@ -234,31 +234,36 @@ where
             // The clock is read once the cell is in hand (see `check_with`).
             let checked =
                 self.cells.get(key, |cell| cell.map(|c| self.algorithm.check(c, now_of(&self.clock), cost)));
-            if let Some(Ok(decision)) = checked {
-                return Ok(decision);
+            match checked {
+                Some(Ok(decision)) => return Ok(decision),
+                // A new key: straight to the insertion, without a second lookup.
+                None => return self.check_general(key, n, true),
+                Some(Err(Retired)) => {}
             }
         }
-        self.check_general(key, n)
+        self.check_general(key, n, false)
     }
 
     /// Every case of [`check_n`](Self::check_n), hot path included.
     #[cold]
     #[inline(never)]
-    fn check_general<Q>(&self, key: &Q, n: u32) -> Result<Decision, CheckError>
+    /// `absent`: the caller just found no cell for `key` (a hint: the insertion copes with a
+    /// key inserted since).
+    fn check_general<Q>(&self, key: &Q, n: u32, absent: bool) -> Result<Decision, CheckError>
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
         // Relaxed: see check_n.
         if self.has_overrides.load(Ordering::Relaxed) {
-            if let Some(result) = self.overrides.get(key, |a| a.map(|a| self.check_with(a, key, n))) {
+            if let Some(result) = self.overrides.get(key, |a| a.map(|a| self.check_with(a, key, n, false))) {
                 return result;
             }
         }
-        self.check_with(&self.algorithm, key, n)
+        self.check_with(&self.algorithm, key, n, absent)
     }
 
-    fn check_with<Q>(&self, algorithm: &A, key: &Q, n: u32) -> Result<Decision, CheckError>
+    fn check_with<Q>(&self, algorithm: &A, key: &Q, n: u32, absent: bool) -> Result<Decision, CheckError>
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
@@ -282,14 +287,19 @@ where
         // With `max_keys`, a checker that finds its key's cell retired inherits that cell's
         // key-table slot (cell.rs, "Key-table slots") and carries it into the re-insertion.
         let mut inherited = false;
+        let mut absent = absent;
         loop {
-            // Hot path: an existing key.
-            let checked = self.cells.get(key, |cell| {
-                cell.map(|cell| match algorithm.check(cell, now_of(&self.clock), cost) {
-                    Ok(decision) => Ok(decision),
-                    Err(Retired) => Err(self.max_keys.is_some() && A::take_over_slot(cell)),
+            // An existing key (unless the caller just saw none: then insert at once).
+            let checked = if std::mem::take(&mut absent) {
+                None
+            } else {
+                self.cells.get(key, |cell| {
+                    cell.map(|cell| match algorithm.check(cell, now_of(&self.clock), cost) {
+                        Ok(decision) => Ok(decision),
+                        Err(Retired) => Err(self.max_keys.is_some() && A::take_over_slot(cell)),
+                    })
                 })
-            });
+            };
             match checked {
                 Some(Ok(decision)) => {
                     if inherited {
