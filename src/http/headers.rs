@@ -1,8 +1,10 @@
 //! Rate-limit response headers (one writer, [`write_headers`]) and the 429/403/503 responses.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwapOption;
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderMap, StatusCode};
@@ -77,23 +79,88 @@ pub fn policy_value(name: &str, quota: &Quota) -> String {
 /// What a rule contributes to its responses' headers, built once per rule so that a response
 /// only clones them (a reference-count increment at most, no formatting): the
 /// `RateLimit-Policy` value of its default quota and its `X-RateLimit-Limit` value.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub(crate) struct Policy {
-    pub(crate) name: std::sync::Arc<str>,
+    pub(crate) name: Arc<str>,
     pub(crate) quota: Quota,
     pub(crate) value: HeaderValue,
     /// The limit `limit_value` holds (the default quota's burst, what decisions on keys without
     /// an override report).
     limit: u64,
     limit_value: HeaderValue,
+    /// The headers of this rule's latest 429 ([`refusal`]).
+    refusal: ArcSwapOption<Refusal>,
 }
 
 impl Policy {
     pub(crate) fn new(name: &str, quota: Quota) -> Policy {
         let value = header_value(&policy_value(name, &quota));
         let limit = quota.burst();
-        Policy { name: name.into(), quota, value, limit, limit_value: number(limit) }
+        Policy {
+            name: name.into(),
+            quota,
+            value,
+            limit,
+            limit_value: number(limit),
+            refusal: ArcSwapOption::empty(),
+        }
     }
+}
+
+/// What a 429's headers depend on: equal stamps, equal headers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Stamp {
+    style: HeaderStyle,
+    quota: Quota,
+    limit: u64,
+    remaining: u64,
+    reset: u64,
+    retry: u64,
+}
+
+/// A rule's latest 429 headers, kept for the next refusal with the same [`Stamp`].
+#[derive(Debug)]
+struct Refusal {
+    stamp: Stamp,
+    headers: HeaderMap,
+}
+
+/// The 429 response refusing `decision` under `policy` (retry after `retry`), with its
+/// rate-limit headers in `style`.
+///
+/// A client that keeps hammering a limit gets the same numbers (whole seconds) on every
+/// refusal within a second, so the rule keeps its latest 429 headers and clones them (two
+/// allocations and reference-count increments) instead of inserting seven headers again. Only
+/// a refusal with other numbers rebuilds them (and replaces the kept copy). The swap is
+/// lock-free.
+pub(crate) fn refusal(
+    style: HeaderStyle,
+    policy: &Policy,
+    quota: &Quota,
+    decision: &Decision,
+    retry: Duration,
+) -> http::Response<Bytes> {
+    let stamp = Stamp {
+        style,
+        quota: *quota,
+        limit: decision.limit(),
+        remaining: decision.remaining(),
+        reset: ceil_secs(decision.reset_after()),
+        retry: ceil_secs(retry).max(1),
+    };
+    let mut res = http::Response::new(Bytes::from_static(TOO_MANY));
+    *res.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+    if let Some(kept) = policy.refusal.load().as_ref().filter(|kept| kept.stamp == stamp) {
+        *res.headers_mut() = kept.headers.clone();
+        return res;
+    }
+    let mut headers = HeaderMap::with_capacity(8);
+    headers.insert(CONTENT_TYPE, PROBLEM_JSON.clone());
+    headers.insert(RETRY_AFTER, number(stamp.retry));
+    write_headers(&mut headers, style, policy, quota, decision);
+    policy.refusal.store(Some(Arc::new(Refusal { stamp, headers: headers.clone() })));
+    *res.headers_mut() = headers;
+    res
 }
 
 /// Rule names are validated to be header-safe when the rule is built; this never fails for them.
@@ -299,6 +366,26 @@ mod tests {
         for n in [0u64, 9, 10, 42, 99, 100, 999, 1000, 4711, 9999, 10_000, u64::MAX] {
             assert_eq!(number(n).to_str().unwrap(), n.to_string());
         }
+    }
+
+    #[test]
+    fn refusals_reuse_the_kept_headers_only_for_the_same_numbers() {
+        let q = Quota::per_second(10).unwrap();
+        let p = Policy::new("ip", q);
+        let denied = Decision::denied(10, 0, 1_000_000_000, 100_000_000);
+        let first = refusal(HeaderStyle::Both, &p, &q, &denied, Duration::from_millis(100));
+        let again = refusal(HeaderStyle::Both, &p, &q, &denied, Duration::from_millis(300));
+        assert_eq!(first.headers(), again.headers());
+        assert_eq!(again.headers()["retry-after"], "1");
+        assert_eq!(again.headers()["ratelimit"], r#""ip";r=0;t=1"#);
+        assert_eq!(again.headers().len(), 7);
+        // Other numbers: rebuilt.
+        let later = refusal(HeaderStyle::Both, &p, &q, &denied, Duration::from_millis(1500));
+        assert_eq!(later.headers()["retry-after"], "2");
+        let legacy = refusal(HeaderStyle::Legacy, &p, &q, &denied, Duration::from_millis(1500));
+        assert_eq!(legacy.headers().len(), 5);
+        assert_eq!(legacy.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(&legacy.body()[..], TOO_MANY);
     }
 
     #[test]

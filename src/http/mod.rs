@@ -524,6 +524,9 @@ impl Acc {
                         tracing::warn!(key = key.as_str(), "auto-ban: key banned");
                     }
                 }
+                if let Some(r) = &self.report {
+                    return Some(headers::refusal(state.style, &r.policy, &r.quota, &r.decision, retry));
+                }
                 let mut res = problem(StatusCode::TOO_MANY_REQUESTS, headers::TOO_MANY);
                 write_retry_after(res.headers_mut(), retry);
                 res
