@@ -14,7 +14,9 @@
 //!
 //! Environment: `TOLLGATE_ADDR` (default `127.0.0.1:3000`); `TOLLGATE_TRUSTED_PROXIES`, a
 //! comma-separated list of CIDRs whose `X-Forwarded-For` is believed (default: none, so the
-//! peer address is the client).
+//! peer address is the client); `TOLLGATE_ADMIN_TOKEN`: when set, the admin API
+//! (`tollgate::http::admin`) listens on `TOLLGATE_ADMIN_ADDR` (default `127.0.0.1:9000`) and
+//! takes this bearer token.
 
 use std::net::SocketAddr;
 
@@ -26,12 +28,17 @@ use tollgate::{Clock, KeyedLimiter, Quota};
 
 /// The demo API limited by tollgate, on `clock` (tests pass a `ManualClock`).
 pub fn app<C: Clock + Clone + 'static>(clock: C, client_ip: ClientIpConfig) -> Router {
+    router(layer(clock, client_ip))
+}
+
+/// The demo's rate-limit layer.
+pub fn layer<C: Clock + Clone + 'static>(clock: C, client_ip: ClientIpConfig) -> RateLimitLayer {
     let limiter = |quota: Quota| Listed(KeyedLimiter::<HttpKey, C>::with_clock(quota, clock.clone()));
     let rule = |name: &str, quota: Quota| match Rule::new(name, limiter(quota)) {
         Ok(rule) => rule,
         Err(e) => unreachable!("constant rule name {name:?}: {e}"),
     };
-    let layer = RateLimitLayer::builder()
+    RateLimitLayer::builder()
         .client_ip(client_ip)
         .header_style(HeaderStyle::Both)
         .skip_path("/healthz")
@@ -39,7 +46,11 @@ pub fn app<C: Clock + Clone + 'static>(clock: C, client_ip: ClientIpConfig) -> R
         .route("/", rule("per-ip", quota(10, 1)).key(KeyBy::ClientIp))
         .route("/login", rule("login", quota(5, 60)).key(KeyBy::ClientIp).methods([http::Method::POST]))
         .route("/api/data", rule("api", quota(100, 60)).key(KeyBy::header("x-api-key").or(KeyBy::ClientIp)))
-        .build();
+        .build()
+}
+
+/// The demo API behind `layer`.
+pub fn router(layer: RateLimitLayer) -> Router {
     Router::new()
         .route("/", get(|| async { "hello\n" }))
         .route("/login", post(|| async { "welcome\n" }))
@@ -72,7 +83,19 @@ pub fn client_ip_from_env() -> Result<ClientIpConfig, String> {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr = std::env::var("TOLLGATE_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".to_owned());
     let client_ip = client_ip_from_env()?;
-    let app = app(tollgate::QuantaClock::new(), client_ip);
+    let layer = layer(tollgate::QuantaClock::new(), client_ip);
+    if let Ok(token) = std::env::var("TOLLGATE_ADMIN_TOKEN") {
+        let admin_addr = std::env::var("TOLLGATE_ADMIN_ADDR").unwrap_or_else(|_| "127.0.0.1:9000".to_owned());
+        let admin = tollgate::http::admin::AdminApi::new(layer.clone(), &token).router();
+        let listener = tokio::net::TcpListener::bind(&admin_addr).await?;
+        println!("admin API on http://{}", listener.local_addr()?);
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, admin).await {
+                eprintln!("admin API stopped: {e}");
+            }
+        });
+    }
+    let app = router(layer);
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     println!("listening on http://{}", listener.local_addr()?);
     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await?;

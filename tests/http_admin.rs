@@ -312,6 +312,40 @@ async fn names_are_unique_and_algorithms_and_costs_apply() {
         problem["detail"],
         "\"cost\" 2 is more than the quota's burst 1: every request would be refused"
     );
+    // At most one route rule applies to a request: a second one for the same route and method
+    // would never apply, so it is refused; other methods are fine.
+    let (status, _) = send(
+        &client,
+        reqwest::Method::POST,
+        format!("{admin}/rules"),
+        r#"{"name":"s1","route":"/search","quota":"1/s","methods":["GET"]}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, problem) = send(
+        &client,
+        reqwest::Method::POST,
+        format!("{admin}/rules"),
+        r#"{"name":"s2","route":"/search","quota":"1/s"}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(problem["detail"], "another rule already covers this route for some of these methods");
+    let (status, _) = send(
+        &client,
+        reqwest::Method::POST,
+        format!("{admin}/rules"),
+        r#"{"name":"s2","route":"/search","quota":"1/s","methods":["POST"]}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, _) =
+        send(&client, reqwest::Method::PUT, format!("{admin}/rules/s2"), r#"{"methods":null}"#).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    for name in ["s1", "s2"] {
+        let (status, _) = send(&client, reqwest::Method::DELETE, format!("{admin}/rules/{name}"), "").await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+    }
     let rules: Value = authed(&client, reqwest::Method::GET, format!("{admin}/rules"))
         .send()
         .await

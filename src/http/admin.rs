@@ -7,7 +7,7 @@
 //! | `GET /readyz` | no | `200` with the number of rules |
 //! | `GET /metrics` | yes | counters, Prometheus text format |
 //! | `GET /rules` | yes | the rules as JSON |
-//! | `POST /rules` | yes | create a rule from a [rule body](#rule-bodies): `201`, `409` if the name is taken |
+//! | `POST /rules` | yes | create a rule from a [rule body](#rule-bodies): `201`; `409` if the name is taken or another rule covers the route for these methods |
 //! | `PUT /rules/{name}` | yes | replace the rule: fields left out keep their current values; `404` if unknown |
 //! | `DELETE /rules/{name}` | yes | remove the rule: `204`, `404` if unknown |
 //! | `GET /rules/{name}/keys` | yes | per-key state (listable limiters, first 1000 keys) |
@@ -65,11 +65,26 @@ use crate::window::{FixedWindow, SlidingLog, SlidingWindow};
 
 /// Builds a fresh limiter for a quota and algorithm (rules created or re-limited through the
 /// admin API).
+///
+/// ```
+/// use std::sync::Arc;
+/// use tollgate::http::admin::LimiterFactory;
+/// use tollgate::http::{HttpLimiter, Listed};
+/// use tollgate::KeyedLimiter;
+/// // GCRA whatever the algorithm asked for.
+/// let factory: LimiterFactory = Arc::new(|quota, _algorithm| {
+///     Ok(Arc::new(Listed(KeyedLimiter::new(quota))) as Arc<dyn HttpLimiter>)
+/// });
+/// ```
 pub type LimiterFactory =
     Arc<dyn Fn(Quota, AlgorithmKind) -> Result<Arc<dyn HttpLimiter>, QuotaError> + Send + Sync>;
 
 /// Keys per limiter made by [`keyed_factory`] for [`AdminApi::new`]: idle keys are swept
 /// inline when the table is full, so memory stays bounded without a sweeper thread.
+///
+/// ```
+/// assert_eq!(tollgate::http::admin::DEFAULT_MAX_KEYS, 1_048_576);
+/// ```
 pub const DEFAULT_MAX_KEYS: usize = 1 << 20;
 
 /// A [`LimiterFactory`] of in-process keyed limiters (listable: `GET /rules/{name}/keys`
@@ -568,7 +583,7 @@ async fn create_rule(State(api): Api, headers: HeaderMap, body: Bytes) -> Respon
             }
             res
         }
-        Err(_) => problem(StatusCode::CONFLICT, "a rule with this name already exists"),
+        Err(e) => problem(StatusCode::CONFLICT, &e.to_string()),
     }
 }
 
@@ -589,13 +604,10 @@ async fn replace_rule(
         Err(e) => return problem(StatusCode::BAD_REQUEST, &e.to_string()),
     };
     let shown = rule_json(built.route.as_deref(), &built.rule);
-    let renamed = built.rule.name() != name;
-    if api.layer.replace_rule_at(&name, built.route.as_deref(), built.rule) {
-        json_response(StatusCode::OK, &shown)
-    } else if renamed && find_rule(&api, &name).is_some() {
-        problem(StatusCode::CONFLICT, "a rule with the new name already exists")
-    } else {
-        no_such_rule() // removed while we were building its replacement
+    match api.layer.replace_rule_at(&name, built.route.as_deref(), built.rule) {
+        Ok(true) => json_response(StatusCode::OK, &shown),
+        Ok(false) => no_such_rule(), // removed while we were building its replacement
+        Err(e) => problem(StatusCode::CONFLICT, &e.to_string()),
     }
 }
 

@@ -173,7 +173,8 @@ impl RateLimitLayer {
     /// [`RateLimitLayerBuilder::route`]), or for every request with `None`. Requests that start
     /// after this see it; the swap is atomic (no request sees half a change) and the check path
     /// takes no lock. Names are unique: a second rule with a name in use is
-    /// [`RuleError::Exists`].
+    /// [`RuleError::Exists`]; a route rule where another already covers the same pattern for
+    /// some of its methods (it would never apply) is [`RuleError::RouteTaken`].
     ///
     /// ```
     /// use tollgate::http::{HttpKey, RateLimitLayer, Rule, RuleError};
@@ -185,47 +186,58 @@ impl RateLimitLayer {
     /// assert_eq!(layer.rules()[0].0.as_deref(), Some("/login"));
     /// ```
     pub fn add_rule(&self, pattern: Option<&str>, rule: Rule) -> Result<(), RuleError> {
-        let mut added = false;
+        let mut outcome = Ok(());
         self.state.rules.rcu(|set| {
-            added = !set.contains(&rule.name);
+            outcome = if set.contains(&rule.name) {
+                Err(RuleError::Exists)
+            } else if set.route_taken(pattern, &rule, None) {
+                Err(RuleError::RouteTaken)
+            } else {
+                Ok(())
+            };
             let mut set = RuleSet::clone(set);
-            if added {
+            if outcome.is_ok() {
                 set.insert(pattern, rule.clone());
             }
             set
         });
-        if added {
-            Ok(())
-        } else {
-            Err(RuleError::Exists)
-        }
+        outcome
     }
 
     /// Replaces the rule named `name` by `rule`, which now applies to `pattern` (a route, or
-    /// every request with `None`), in one atomic swap; `false` if there is no such rule (then
-    /// nothing changes). `rule` may carry a new name, unless another rule has it.
+    /// every request with `None`), in one atomic swap. `Ok(false)` if there is no such rule;
+    /// the errors of [`add_rule`](Self::add_rule) if `rule` takes another rule's name or route.
+    /// Nothing changes unless it returns `Ok(true)`.
     ///
     /// ```
     /// use tollgate::http::{HttpKey, RateLimitLayer, Rule};
     /// use tollgate::{KeyedLimiter, Quota};
     /// let rule = |n| Rule::new("r", KeyedLimiter::<HttpKey>::new(Quota::per_second(n).unwrap())).unwrap();
     /// let layer = RateLimitLayer::builder().rule(rule(1)).build();
-    /// assert!(layer.replace_rule_at("r", Some("/api"), rule(5)));
+    /// assert_eq!(layer.replace_rule_at("r", Some("/api"), rule(5)), Ok(true));
     /// let rules = layer.rules();
     /// assert_eq!((rules[0].0.as_deref(), rules[0].1.quota().count()), (Some("/api"), 5));
     /// ```
-    pub fn replace_rule_at(&self, name: &str, pattern: Option<&str>, rule: Rule) -> bool {
-        let mut replaced = false;
+    pub fn replace_rule_at(&self, name: &str, pattern: Option<&str>, rule: Rule) -> Result<bool, RuleError> {
+        let mut outcome = Ok(false);
         self.state.rules.rcu(|set| {
-            let renamed_onto_another = *rule.name != *name && set.contains(&rule.name);
+            outcome = if !set.contains(name) {
+                Ok(false)
+            } else if *rule.name != *name && set.contains(&rule.name) {
+                Err(RuleError::Exists)
+            } else if set.route_taken(pattern, &rule, Some(name)) {
+                Err(RuleError::RouteTaken)
+            } else {
+                Ok(true)
+            };
             let mut set = RuleSet::clone(set);
-            replaced = !renamed_onto_another && set.remove(name);
-            if replaced {
+            if outcome == Ok(true) {
+                set.remove(name);
                 set.insert(pattern, rule.clone());
             }
             set
         });
-        replaced
+        outcome
     }
 
     /// Removes the rule named `name`; `false` if there is none. Requests already past the rule

@@ -144,6 +144,9 @@ pub enum RuleError {
     BadName,
     /// A rule with this name is already in force (names identify rules at runtime).
     Exists,
+    /// Another rule already covers this route for some of these methods (at most one route
+    /// rule applies to a request, so the new one would never apply).
+    RouteTaken,
 }
 
 impl fmt::Display for RuleError {
@@ -151,6 +154,9 @@ impl fmt::Display for RuleError {
         match self {
             RuleError::BadName => f.write_str("rule names are 1-64 characters of A-Z a-z 0-9 - _ . :"),
             RuleError::Exists => f.write_str("a rule with this name already exists"),
+            RuleError::RouteTaken => {
+                f.write_str("another rule already covers this route for some of these methods")
+            }
         }
     }
 }
@@ -275,6 +281,14 @@ impl Rule {
     }
 
     /// The cost of every request, unless a [`cost`](Self::cost) function decides it.
+    ///
+    /// ```
+    /// # use tollgate::http::{HttpKey, Rule};
+    /// # use tollgate::{KeyedLimiter, Quota};
+    /// let rule = Rule::new("r", KeyedLimiter::<HttpKey>::new(Quota::per_second(9).unwrap())).unwrap();
+    /// assert_eq!(rule.current_fixed_cost(), Some(1));
+    /// assert_eq!(rule.cost(|_| 3).current_fixed_cost(), None);
+    /// ```
     pub fn current_fixed_cost(&self) -> Option<u32> {
         match self.cost {
             Cost::Fixed(c) => Some(c),
@@ -299,16 +313,38 @@ impl Rule {
     }
 
     /// The algorithm recorded by [`algorithm`](Self::algorithm), if any.
+    ///
+    /// ```
+    /// # use tollgate::http::{HttpKey, Rule};
+    /// # use tollgate::{KeyedLimiter, Quota};
+    /// let rule = Rule::new("r", KeyedLimiter::<HttpKey>::new(Quota::per_second(9).unwrap())).unwrap();
+    /// assert_eq!(rule.current_algorithm(), None); // not recorded
+    /// ```
     pub fn current_algorithm(&self) -> Option<AlgorithmKind> {
         self.algorithm
     }
 
     /// How requests are keyed.
+    ///
+    /// ```
+    /// # use tollgate::http::{HttpKey, KeyBy, Rule};
+    /// # use tollgate::{KeyedLimiter, Quota};
+    /// let rule = Rule::new("r", KeyedLimiter::<HttpKey>::new(Quota::per_second(9).unwrap())).unwrap();
+    /// assert!(matches!(rule.key(KeyBy::Global).current_key(), KeyBy::Global));
+    /// ```
     pub fn current_key(&self) -> &KeyBy {
         &self.key
     }
 
     /// The methods this rule applies to (`None`: all).
+    ///
+    /// ```
+    /// # use tollgate::http::{HttpKey, Rule};
+    /// # use tollgate::{KeyedLimiter, Quota};
+    /// let rule = Rule::new("r", KeyedLimiter::<HttpKey>::new(Quota::per_second(9).unwrap())).unwrap();
+    /// assert_eq!(rule.current_methods(), None);
+    /// assert_eq!(rule.methods([http::Method::POST]).current_methods(), Some(&[http::Method::POST][..]));
+    /// ```
     pub fn current_methods(&self) -> Option<&[Method]> {
         self.methods.as_deref()
     }
@@ -364,6 +400,16 @@ impl RuleSet {
 
     pub(crate) fn contains(&self, name: &str) -> bool {
         self.global.iter().chain(self.routes.iter().map(|(_, r)| r)).any(|r| &*r.name == name)
+    }
+
+    /// Whether a route rule other than `except` covers `pattern` for some method `rule` covers.
+    pub(crate) fn route_taken(&self, pattern: Option<&str>, rule: &Rule, except: Option<&str>) -> bool {
+        let Some(pattern) = pattern else { return false };
+        let overlap = |other: &Rule| match (&rule.methods, &other.methods) {
+            (Some(a), Some(b)) => a.iter().any(|m| b.contains(m)),
+            _ => true,
+        };
+        self.routes.iter().any(|(p, r)| p == pattern && Some(&*r.name) != except && overlap(r))
     }
 
     /// Adds `rule` for `pattern`, or for every request with `None`.
