@@ -174,9 +174,10 @@ const RATELIMIT_MAX: usize = 1 + 64 + 4 + 20 + 3 + 20;
 /// Writes the rate-limit headers of `decision` under `policy` in `style`. The only place any
 /// of them is written.
 ///
-/// Per response this costs one allocation for the `RateLimit` value (its numbers change with
-/// every request) and one per legacy number of 10 000 or more; the limit and policy values are
-/// the rule's own, cloned, and smaller numbers come from a static table.
+/// Per response this costs at most one allocation: the limit and policy values are the rule's
+/// own, cloned; numbers below 10 000 come from a static table; the `RateLimit` value (whose
+/// numbers change with every request) is assembled on the stack and moved into one shared
+/// buffer, of which larger `X-RateLimit-Remaining`/`-Reset` numbers are slices.
 pub(crate) fn write_headers(
     headers: &mut HeaderMap,
     style: HeaderStyle,
@@ -189,36 +190,60 @@ pub(crate) fn write_headers(
     }
     let remaining = decision.remaining();
     let reset = ceil_secs(decision.reset_after());
-    // Room for all five up front: at most one growth of the map, not one per insert.
-    headers.reserve(5);
+    // `"name";r=<remaining>;t=<reset>`, noting where the two numbers are.
+    let mut buf = [0u8; RATELIMIT_MAX];
+    let mut at = 0;
+    for part in [b"\"".as_slice(), policy.name.as_bytes(), b"\";r="] {
+        at = append(&mut buf, at, part);
+    }
+    let remaining_at = at..append(&mut buf, at, Decimal::new(remaining).as_bytes());
+    at = append(&mut buf, remaining_at.end, b";t=");
+    let reset_at = at..append(&mut buf, at, Decimal::new(reset).as_bytes());
+    let small = |n: u64| digits_of(n).map(Bytes::from_static);
+    let needed = style.ietf() || small(remaining).is_none() || small(reset).is_none();
+    let shared = needed.then(|| Bytes::from_owner(Assembled { buf, len: reset_at.end }));
+    let number_at = |n: u64, range: std::ops::Range<usize>| match (small(n), &shared) {
+        (Some(digits), _) => value_of(digits),
+        (None, Some(shared)) => value_of(shared.slice(range)),
+        (None, None) => number(n), // not reached: a large number makes `shared`
+    };
+    // Room for all five up front, and for the `content-length` a server adds after us (axum
+    // does): the map grows at most once, now, while it holds few entries.
+    headers.reserve(6);
     if style.legacy() {
         let limit = decision.limit();
         let limit_value = if limit == policy.limit { policy.limit_value.clone() } else { number(limit) };
         headers.insert(X_LIMIT.clone(), limit_value);
-        headers.insert(X_REMAINING.clone(), number(remaining));
-        headers.insert(X_RESET.clone(), number(reset));
+        headers.insert(X_REMAINING.clone(), number_at(remaining, remaining_at));
+        headers.insert(X_RESET.clone(), number_at(reset, reset_at));
     }
-    if style.ietf() {
+    if let (true, Some(shared)) = (style.ietf(), shared) {
         let policy_value = if *quota == policy.quota {
             policy.value.clone()
         } else {
             header_value(&policy_value(&policy.name, quota)) // a per-key override
         };
         headers.insert(POLICY.clone(), policy_value);
-        // `"name";r=<remaining>;t=<reset>`, assembled on the stack and copied once into the
-        // buffer the header value keeps.
-        let mut buf = [0u8; RATELIMIT_MAX];
-        let mut at = 0;
-        for part in [b"\"".as_slice(), policy.name.as_bytes(), b"\";r="] {
-            at = append(&mut buf, at, part);
-        }
-        at = append(&mut buf, at, Decimal::new(remaining).as_bytes());
-        at = append(&mut buf, at, b";t=");
-        at = append(&mut buf, at, Decimal::new(reset).as_bytes());
-        let value = HeaderValue::from_maybe_shared(Bytes::copy_from_slice(buf.get(..at).unwrap_or_default()))
-            .unwrap_or_else(|_| HeaderValue::from_static("\"invalid\""));
-        headers.insert(RATELIMIT.clone(), value);
+        headers.insert(RATELIMIT.clone(), value_of(shared));
     }
+}
+
+/// A `RateLimit` value assembled on the stack, moved into a [`Bytes`] as its owner: one
+/// allocation holds the bytes and their reference count.
+struct Assembled {
+    buf: [u8; RATELIMIT_MAX],
+    len: usize,
+}
+
+impl AsRef<[u8]> for Assembled {
+    fn as_ref(&self) -> &[u8] {
+        self.buf.get(..self.len).unwrap_or_default()
+    }
+}
+
+/// Header-safe by construction (digits, validated names, ASCII punctuation).
+fn value_of(bytes: Bytes) -> HeaderValue {
+    HeaderValue::from_maybe_shared(bytes).unwrap_or_else(|_| HeaderValue::from_static("\"invalid\""))
 }
 
 /// Copies `part` into `buf` at `at` (truncating at the end of `buf`, which validated names and

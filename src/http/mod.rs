@@ -686,8 +686,11 @@ impl State {
     /// ([`HttpLimiter::refund_http`]) cover what this cannot see: a race between this look and
     /// the checks, or a remote rule (not looked at here, to save the round trip).
     fn refusing_rule(&self, rules: &RuleSet, req: &RequestInfo<'_>) -> Option<usize> {
+        if rules.len() < 2 {
+            return None; // a lone rule is checked first anyway
+        }
         let mut matching = rules.matching(req).enumerate();
-        matching.next()?; // a lone rule, or the first one, is checked first anyway
+        matching.next()?; // so is the first matching one
         for (index, rule) in matching {
             if rule.mode != Mode::Block {
                 continue;

@@ -398,6 +398,11 @@ impl RuleSet {
         self.routes.sort_by_key(|(pattern, _)| std::cmp::Reverse(pattern.len()));
     }
 
+    /// How many rules there are (global and route).
+    pub(crate) fn len(&self) -> usize {
+        self.global.len() + self.routes.len()
+    }
+
     pub(crate) fn contains(&self, name: &str) -> bool {
         self.global.iter().chain(self.routes.iter().map(|(_, r)| r)).any(|r| &*r.name == name)
     }
