@@ -6,7 +6,8 @@
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
-use redis::{Cmd, Pipeline, RedisFuture, Value};
+use redis::io::tcp::TcpSettings;
+use redis::{Cmd, IntoConnectionInfo, Pipeline, RedisFuture, Value};
 
 use super::SetupError;
 
@@ -124,16 +125,24 @@ fn check_scheme(url: &str) -> Result<(), SetupError> {
     Ok(())
 }
 
+/// `TCP_NODELAY` on: a check is a small request waiting for its answer, and with Nagle's
+/// algorithm (redis-rs' default) a multiplexed connection's next small write can wait for the
+/// previous one's ACK. Redis sets it on its side too.
+fn tcp_settings() -> TcpSettings {
+    TcpSettings::default().set_nodelay(true)
+}
+
 fn client(url: &str, tls: &TlsConfig) -> Result<redis::Client, SetupError> {
     check_scheme(url)?;
+    let info = url.into_connection_info().map_err(url_error)?.set_tcp_settings(tcp_settings());
     #[cfg(feature = "redis-tls")]
     if let Some(certs) = &tls.certs {
-        return redis::Client::build_with_tls(url, certs.clone())
+        return redis::Client::build_with_tls(info, certs.clone())
             .map_err(|e| SetupError::Tls { reason: e.to_string() });
     }
     #[cfg(not(feature = "redis-tls"))]
     let _ = tls;
-    redis::Client::open(url).map_err(url_error)
+    redis::Client::open(info).map_err(url_error)
 }
 
 async fn connect_single(
@@ -167,7 +176,8 @@ async fn connect_cluster(
         .connection_timeout(timeout)
         .response_timeout(timeout)
         .min_retry_wait(1)
-        .max_retry_wait(max_wait);
+        .max_retry_wait(max_wait)
+        .tcp_settings(tcp_settings());
     #[cfg(feature = "redis-tls")]
     let builder = match &tls.certs {
         Some(certs) => builder.certs(certs.clone()),
