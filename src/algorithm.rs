@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use crate::cell::{self, Retired};
+use crate::cell::{self, Retired, WordState};
 use crate::clock::Nanos;
 use crate::decision::Decision;
 use crate::gcra::{self, GcraParams};
@@ -68,6 +68,66 @@ pub trait Algorithm: Clone + fmt::Debug + Send + Sync + 'static {
     /// Sweeper side, on a retired cell: runs `free` (which decrements the live-key count) unless
     /// a checker inherited the slot. Returns whether `free` ran.
     fn free_slot(cell: &Self::Cell, free: &mut dyn FnMut()) -> bool;
+
+    /// Composite eviction (see [`Composite`](crate::window::Composite)): the state of the
+    /// cell's control word. The default knows only live and retired (no holds).
+    ///
+    /// ```
+    /// use tollgate::{Algorithm, Gcra, Quota, WordState};
+    /// let gcra = Gcra::new(&Quota::per_second(2).unwrap()).unwrap();
+    /// assert_eq!(Gcra::word_state(&gcra.new_cell()), WordState::Live);
+    /// ```
+    fn word_state(cell: &Self::Cell) -> WordState {
+        if Self::is_retired(cell) {
+            WordState::Retired
+        } else {
+            WordState::Live
+        }
+    }
+
+    /// Composite eviction, sweeper side: if the cell is idle at `now`, stashes its state in
+    /// `stash` and holds it with `hold` (a value from the sweep). Returns whether it did. Called
+    /// by one sweeper at a time per cell. The default never holds: a composite with such a
+    /// sub-limit is never evicted.
+    ///
+    /// ```
+    /// use tollgate::{Algorithm, SlidingLog, Quota};
+    /// use std::sync::atomic::AtomicU64;
+    /// let log = SlidingLog::new(&Quota::per_second(2).unwrap()).unwrap();
+    /// assert!(!log.try_hold(&log.new_cell(), 0, 1 << 63 | 1 << 62, &AtomicU64::new(0)));
+    /// ```
+    fn try_hold(&self, cell: &Self::Cell, now: Nanos, hold: u64, stash: &AtomicU64) -> bool {
+        let _ = (cell, now, hold, stash);
+        false
+    }
+
+    /// Composite eviction, either side: restores the state stashed by the hold `held` (a value
+    /// [`word_state`](Self::word_state) returned) if the word still holds it. Returns whether
+    /// this call restored it.
+    ///
+    /// ```
+    /// use tollgate::{Algorithm, Gcra, Quota};
+    /// use std::sync::atomic::AtomicU64;
+    /// let gcra = Gcra::new(&Quota::per_second(2).unwrap()).unwrap();
+    /// assert!(!Gcra::release_hold(&gcra.new_cell(), 1 << 63 | 1 << 62, &AtomicU64::new(0)));
+    /// ```
+    fn release_hold(cell: &Self::Cell, held: u64, stash: &AtomicU64) -> bool {
+        let _ = (cell, held, stash);
+        false
+    }
+
+    /// Composite eviction, sweeper side: turns its hold `held` into the tombstone. Returns
+    /// whether the cell is now retired.
+    ///
+    /// ```
+    /// use tollgate::{Algorithm, Gcra, Quota};
+    /// let gcra = Gcra::new(&Quota::per_second(2).unwrap()).unwrap();
+    /// assert!(!Gcra::confirm_hold(&gcra.new_cell(), 1 << 63 | 1 << 62));
+    /// ```
+    fn confirm_hold(cell: &Self::Cell, held: u64) -> bool {
+        let _ = (cell, held);
+        false
+    }
 
     /// Like [`check`](Self::check), and also returns a [`Receipt`] of what was stored, so a
     /// [`Composite`](crate::window::Composite) limit can [`refund`](Self::refund) it when a later
@@ -171,6 +231,29 @@ pub(crate) mod word {
     }
 
     /// Replaces the state by `refunded(state)` when that is `Some`; `true` if it did.
+    /// The composite-eviction methods of a single-word algorithm, over its one word.
+    macro_rules! holds {
+        ($field:ident, $is_idle:expr) => {
+            #[inline]
+            fn word_state(cell: &Self::Cell) -> crate::cell::WordState {
+                crate::cell::word_state(&cell.$field)
+            }
+
+            fn try_hold(&self, cell: &Self::Cell, now: Nanos, hold: u64, stash: &AtomicU64) -> bool {
+                crate::cell::hold(&cell.$field, stash, hold, |state| ($is_idle)(self, state, now))
+            }
+
+            fn release_hold(cell: &Self::Cell, held: u64, stash: &AtomicU64) -> bool {
+                crate::cell::release_hold(&cell.$field, stash, held)
+            }
+
+            fn confirm_hold(cell: &Self::Cell, held: u64) -> bool {
+                crate::cell::confirm_hold(&cell.$field, held)
+            }
+        };
+    }
+    pub(crate) use holds;
+
     pub(crate) fn refund(word: &AtomicU64, mut refunded: impl FnMut(u64) -> Option<u64>) -> bool {
         cell::update(word, |state| match refunded(state) {
             Some(new) => Step::Store(new, true),
@@ -288,6 +371,8 @@ impl Algorithm for Gcra {
     fn free_slot(cell: &GcraCell, free: &mut dyn FnMut()) -> bool {
         cell::free_slot(&cell.tat, free)
     }
+
+    word::holds!(tat, |_: &Gcra, tat, now| gcra::is_idle(tat, now));
 
     #[inline]
     fn check_with_receipt(

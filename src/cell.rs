@@ -6,8 +6,9 @@
 //! Every single-word algorithm keeps its whole per-key state in one `AtomicU64`:
 //!
 //! ```text
-//! bit 63      : retired flag: the only values with it set are TOMBSTONE (retired, its key-table
-//!               slot not yet handed back) and RELEASED (retired, slot handed back)
+//! bit 63      : no live state: TOMBSTONE (retired, its key-table slot not yet handed back),
+//!               RELEASING/RELEASED (slot being / handed back), or, with bit 62, a HOLD (a
+//!               composite's sweep in progress; see "Holds" below)
 //! bits 62..0  : algorithm state (GCRA: TAT in ns; windows: their packed counters)
 //! ```
 //!
@@ -156,6 +157,95 @@ pub(crate) fn free_slot(word: &AtomicU64, free: impl FnOnce()) -> bool {
     // Release: publishes the decrement done by `free` to checkers that Acquire RELEASED.
     word.store(RELEASED, Ordering::Release);
     true
+}
+
+// ---------------------------------------------------------------------------------------------
+// Holds: retiring a cell made of several words (a composite of single-word limits) all or
+// nothing. The sweeper first *holds* each word: it stashes the word's idle value in a side word
+// of the composite cell, then CASes the word to a HOLD value (tombstone-class, so no check can
+// consume through it). Once every word is held, one CAS of the first word from its HOLD to
+// TOMBSTONE retires the whole cell; if any word is busy, the sweeper restores what it held. A
+// checker that meets a HOLD restores the stashed value (the exact pre-hold state, so no
+// decision depends on when it does) and carries on: checkers never wait for the sweeper. Every
+// conflict between the sweeper and a checker is a CAS on the same word, and each sweep's holds
+// carry a unique tag, so a stale restore can never hit a later sweep's hold. The protocol and
+// its proof are in window/composite.rs; the model is loom-tests/tests/windows.rs.
+
+/// Set (with the tombstone bit) in every HOLD value; the low 62 bits are the sweep's tag.
+const HOLD_BIT: u64 = 1 << 62;
+
+/// What a word of a multi-word cell holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WordState {
+    /// A live state: checks consume through it.
+    Live,
+    /// A sweep in progress holds it; the value is the HOLD (with its tag) to restore from.
+    Held(u64),
+    /// Retired for good (TOMBSTONE, or after its key-table slot was handed on).
+    Retired,
+}
+
+/// A fresh, never-before-used HOLD value (a per-process counter: 2⁶² sweeps of one word before
+/// a tag repeats).
+pub(crate) fn next_hold() -> u64 {
+    // A std atomic even under loom: it only numbers sweeps (uniqueness needs atomicity alone)
+    // and synchronizes nothing. Relaxed for the same reason.
+    static TAGS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    TOMBSTONE | HOLD_BIT | (TAGS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) & (HOLD_BIT - 1))
+}
+
+/// Classifies a word of a multi-word cell.
+#[inline]
+pub(crate) fn word_state(word: &AtomicU64) -> WordState {
+    // Acquire: a HOLD seen here must come with the sweeper's stash write (published by the
+    // Release of its hold CAS), and TOMBSTONE with its clock read (module docs).
+    let value = word.load(Ordering::Acquire);
+    if value < TOMBSTONE {
+        WordState::Live
+    } else if value & HOLD_BIT != 0 {
+        WordState::Held(value)
+    } else {
+        WordState::Retired
+    }
+}
+
+/// Sweeper side: holds the word with `hold` if its state is idle, stashing that state first.
+/// Returns whether it did. One sweeper at a time per cell (the stash has one writer).
+pub(crate) fn hold(word: &AtomicU64, stash: &AtomicU64, hold: u64, is_idle: impl Fn(u64) -> bool) -> bool {
+    // Relaxed: the value only feeds the CAS below, which re-validates it.
+    let mut current = word.load(Ordering::Relaxed);
+    loop {
+        if current >= TOMBSTONE || !is_idle(current) {
+            return false;
+        }
+        // Relaxed: published by the Release of the CAS below to whoever sees the HOLD.
+        stash.store(current, Ordering::Relaxed);
+        // Release on success: publishes the stash (and orders this sweep's clock read, as for
+        // `retire`) to any checker that Acquires the HOLD. Relaxed on failure: we only retry.
+        match word.compare_exchange_weak(current, hold, Ordering::Release, Ordering::Relaxed) {
+            Ok(_) => return true,
+            Err(actual) => current = actual,
+        }
+    }
+}
+
+/// Either side: puts back the stashed state if the word still holds `held` (a HOLD observed
+/// with `word_state`, which ordered the stash write before this read). Returns whether this
+/// call restored it. A later sweep's hold has another tag, so a stale `held` fails here.
+pub(crate) fn release_hold(word: &AtomicU64, stash: &AtomicU64, held: u64) -> bool {
+    // Relaxed: ordered after the stash write by the Acquire that observed `held`; a newer stash
+    // write belongs to a later hold, whose different tag makes the CAS below fail.
+    let restored = stash.load(Ordering::Relaxed);
+    // Relaxed: restores the exact state that was held; it publishes nothing new, and a checker
+    // that then consumes validates it with its own CAS.
+    word.compare_exchange(held, restored, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+}
+
+/// Sweeper side: turns its own HOLD into TOMBSTONE. Returns whether the cell is now retired
+/// (`false`: a checker restored the word first).
+pub(crate) fn confirm_hold(word: &AtomicU64, held: u64) -> bool {
+    // Release on success: as `retire` (module docs). Relaxed on failure: nothing to read.
+    word.compare_exchange(held, TOMBSTONE, Ordering::Release, Ordering::Relaxed).is_ok()
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ mod sync;
 pub mod window;
 
 pub use algorithm::{Algorithm, Gcra, GcraCell};
-pub use cell::Retired;
+pub use cell::{Retired, WordState};
 pub use clock::{CachedClock, Clock, ClockError, ManualClock, Nanos, QuantaClock};
 pub use decision::{CheckError, Decision, InsufficientCapacity, Origin};
 #[cfg(not(tollgate_loom))]

@@ -4,8 +4,11 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use tollgate::{
-    Algorithm, DefaultHashBuilder, FixedWindow, KeyedLimiter, ManualClock, Quota, SlidingLog, SlidingWindow,
+    Algorithm, Composite, DefaultHashBuilder, FixedWindow, Gcra, KeyedLimiter, ManualClock, Quota,
+    SlidingLog, SlidingWindow,
 };
 
 const SECOND: u64 = 1_000_000_000;
@@ -73,9 +76,66 @@ fn sliding_log_eviction_is_lossless() {
 }
 
 #[test]
+fn composite_eviction_is_lossless() {
+    let fixed = FixedWindow::from_quota(Quota::per_second(20).unwrap()).unwrap();
+    let sliding = SlidingWindow::from_quota(Quota::per_second(20).unwrap()).unwrap();
+    let gcra = Gcra::new(&Quota::per_second(20).unwrap()).unwrap();
+    run(Composite::of(fixed, sliding), 20, 20, 8);
+    run(Composite::of(gcra, fixed), 20, 20, 8);
+}
+
+/// A composite whose second limit outlives the first (10/s and 15 per minute): sweeps while
+/// only the first is idle keep the key (evicting it would forget the per-minute count), and the
+/// key goes once both are idle.
+#[test]
+fn composite_key_stays_while_its_longer_limit_is_busy() {
+    let clock = ManualClock::new();
+    let per_second = Gcra::new(&Quota::per_second(10).unwrap()).unwrap();
+    let per_minute = FixedWindow::from_quota(Quota::per_minute(15).unwrap()).unwrap();
+    let limiter: KeyedLimiter<u64, ManualClock, DefaultHashBuilder, Composite<Gcra, FixedWindow>> =
+        KeyedLimiter::build(
+            Composite::of(per_second, per_minute),
+            clock.clone(),
+            0,
+            DefaultHashBuilder::default(),
+        );
+    assert_eq!(limiter.check_n(&7, 10).unwrap().remaining(), 0);
+    for _ in 0..30 {
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(limiter.sweep(), 0, "the per-minute window still counts 10+");
+    }
+    // 30 s in: the per-second burst is back, the per-minute window has 5 left.
+    assert_eq!(limiter.check_n(&7, 5).unwrap().remaining(), 0);
+    assert!(!limiter.check(&7).unwrap().is_allowed());
+    clock.set(60 * SECOND);
+    assert_eq!(limiter.sweep(), 1, "both idle at the next minute");
+    assert!(limiter.is_empty());
+    assert_eq!(limiter.check_n(&7, 10).unwrap().remaining(), 0);
+}
+
+/// A composite holding a sliding log is never evicted (the log has no hold protocol): the key
+/// stays, and keeps its exact state.
+#[test]
+fn composite_with_a_log_is_kept() {
+    let clock = ManualClock::new();
+    let gcra = Gcra::new(&Quota::per_second(2).unwrap()).unwrap();
+    let log = SlidingLog::from_quota(Quota::per_second(2).unwrap()).unwrap();
+    let limiter: KeyedLimiter<u64, ManualClock, DefaultHashBuilder, Composite<Gcra, SlidingLog>> =
+        KeyedLimiter::build(Composite::of(gcra, log), clock.clone(), 0, DefaultHashBuilder::default());
+    assert!(limiter.check(&1).unwrap().is_allowed());
+    clock.advance(Duration::from_secs(5));
+    assert_eq!(limiter.sweep(), 0);
+    assert_eq!(limiter.len(), 1);
+    assert_eq!(limiter.check_n(&1, 2).unwrap().remaining(), 0);
+}
+
+#[test]
 #[ignore = "stress: cargo test --release --test window_eviction -- --ignored"]
 fn eviction_stress_large() {
     run(FixedWindow::from_quota(Quota::per_second(100).unwrap()).unwrap(), 100, 200, 64);
     run(SlidingWindow::from_quota(Quota::per_second(100).unwrap()).unwrap(), 100, 200, 64);
     run(SlidingLog::from_quota(Quota::per_second(100).unwrap()).unwrap(), 100, 200, 64);
+    let fixed = FixedWindow::from_quota(Quota::per_second(100).unwrap()).unwrap();
+    let gcra = Gcra::new(&Quota::per_second(100).unwrap()).unwrap();
+    run(Composite::of(gcra, fixed), 100, 200, 64);
 }

@@ -22,6 +22,10 @@
 //!   stays exact when a key is retired and re-inserted.
 //! * `reset.rs`: `reset()` racing `check()`: the outcomes are exactly those of some sequential
 //!   order of the operations.
+//! * `windows.rs`: fixed-window rollover vs increment, sliding-window rollover, the sliding
+//!   log's claim protocol, composite refunds, and composite eviction (the sweep's holds on both
+//!   words racing checkers: both idle, second busy, and a check whose clock read predates the
+//!   sweep's, with one and two checkers).
 //!
 //! # Preemption bound
 //!

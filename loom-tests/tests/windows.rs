@@ -9,8 +9,8 @@ use std::time::Duration;
 use loom::thread;
 use loom_tests::model;
 use tollgate::{
-    Algorithm, Composite, Decision, DefaultHashBuilder, FixedWindow, KeyedLimiter, Limiter, ManualClock,
-    Quota, SlidingLog, SlidingWindow,
+    Algorithm, Composite, Decision, DefaultHashBuilder, FixedWindow, Gcra, KeyedLimiter, Limiter,
+    ManualClock, Quota, SlidingLog, SlidingWindow,
 };
 
 const SECOND: u64 = 1_000_000_000;
@@ -143,5 +143,115 @@ fn fixed_window_sweeper_vs_checker() {
         assert!(d.is_allowed() && d.remaining() == 1, "{d:?} (evicted {evicted})");
         assert_eq!(limiter.check(&1).expect("no key limit").remaining(), 0);
         assert!(!limiter.check(&1).expect("no key limit").is_allowed());
+    });
+}
+
+/// A composite key of two GCRA limits, `a` = 1/s and `b` = 1 per 2 s (burst 1 each), spent at
+/// time 0: `a` is idle from 1 s, `b` from 2 s.
+fn spent_composite(clock: &ManualClock) -> Arc<KeyedLimiter<u8, ManualClock, DefaultHashBuilder, Both>> {
+    let a = Gcra::new(&Quota::per_second(1).expect("quota")).expect("fits");
+    let b = Gcra::new(&Quota::new(1, Duration::from_secs(2)).expect("quota")).expect("fits");
+    let limiter = KeyedLimiter::build(Composite::of(a, b), clock.clone(), 0, DefaultHashBuilder::default());
+    assert!(limiter.check(&1).expect("no key limit").is_allowed());
+    Arc::new(limiter)
+}
+
+type Both = Composite<Gcra, Gcra>;
+
+/// Composite eviction (src/window/composite.rs, "Eviction"), both words idle at 2 s: one
+/// thread sweeps while two check. The sweep's holds are restored by checkers or turned into a
+/// retirement, and either way exactly one check is admitted (none lost, none extra from a fresh
+/// cell), and the key is then spent in both limits.
+#[test]
+fn composite_sweeper_vs_checkers_both_idle() {
+    model(|| {
+        let clock = ManualClock::new();
+        let limiter = spent_composite(&clock);
+        clock.set(2 * SECOND);
+        let sweeper = Arc::clone(&limiter);
+        let s = thread::spawn(move || sweeper.sweep());
+        let checker = Arc::clone(&limiter);
+        let c = thread::spawn(move || checker.check(&1).expect("no key limit").is_allowed());
+        let mine = limiter.check(&1).expect("no key limit").is_allowed();
+        let theirs = c.join().expect("checker thread");
+        let _evicted = s.join().expect("sweeper thread");
+        assert_eq!(u8::from(mine) + u8::from(theirs), 1, "admitted exactly one");
+        let d = limiter.check(&1).expect("no key limit");
+        assert!(!d.is_allowed(), "the key must be spent: {d:?}");
+        assert_eq!(limiter.len(), 1);
+    });
+}
+
+/// Composite eviction with `b` still busy at 1 s (`a` idle): the sweep holds `a`, finds `b`
+/// busy and restores `a`, racing two checks that `b` denies (their takes from `a` refunded).
+/// The key must not be evicted (that would forget `b`'s state and admit a check), no check is
+/// admitted, and at 2 s exactly one more is.
+#[test]
+fn composite_sweeper_vs_checkers_second_busy() {
+    model(|| {
+        let clock = ManualClock::new();
+        let limiter = spent_composite(&clock);
+        clock.set(SECOND);
+        let sweeper = Arc::clone(&limiter);
+        let s = thread::spawn(move || sweeper.sweep());
+        let checker = Arc::clone(&limiter);
+        let c = thread::spawn(move || checker.check(&1).expect("no key limit").is_allowed());
+        let mine = limiter.check(&1).expect("no key limit").is_allowed();
+        let theirs = c.join().expect("checker thread");
+        let evicted = s.join().expect("sweeper thread");
+        assert!(!mine && !theirs, "b's state was lost");
+        assert_eq!(evicted, 0);
+        clock.set(2 * SECOND);
+        assert!(limiter.check(&1).expect("no key limit").is_allowed());
+        assert!(!limiter.check(&1).expect("no key limit").is_allowed());
+    });
+}
+
+/// Composite eviction against a check whose clock read predates the sweep's: at 2 s one
+/// thread checks while another moves the clock to 3 s and sweeps. The check may take from `a`
+/// at 2 s, stall, and see the sweep judge `a` idle at 3 s; the sweep must then still find `b`
+/// held against it (or busy), never retire the key under an admission. The check is admitted
+/// once and a check at 3 s is denied (`b`: next cell at 4 s).
+#[test]
+fn composite_sweep_after_clock_moves_under_a_check() {
+    model(|| {
+        let clock = ManualClock::new();
+        let limiter = spent_composite(&clock);
+        clock.set(2 * SECOND);
+        let (sweeper, sweep_clock) = (Arc::clone(&limiter), clock.clone());
+        let s = thread::spawn(move || {
+            sweep_clock.set(3 * SECOND);
+            sweeper.sweep()
+        });
+        let admitted = limiter.check(&1).expect("no key limit").is_allowed();
+        let _evicted = s.join().expect("sweeper thread");
+        assert!(admitted);
+        let d = limiter.check(&1).expect("no key limit");
+        assert!(!d.is_allowed(), "over-admission after the sweep: {d:?}");
+    });
+}
+
+/// As `composite_sweep_after_clock_moves_under_a_check`, with a second checker: a check that
+/// restores a HOLD on `b` must never do so for a sweep that can still retire the key (another
+/// check would then consume `b` in a retired cell). Two checks at 2–3 s: exactly one admitted.
+#[test]
+fn composite_sweep_after_clock_moves_under_two_checks() {
+    model(|| {
+        let clock = ManualClock::new();
+        let limiter = spent_composite(&clock);
+        clock.set(2 * SECOND);
+        let (sweeper, sweep_clock) = (Arc::clone(&limiter), clock.clone());
+        let s = thread::spawn(move || {
+            sweep_clock.set(3 * SECOND);
+            sweeper.sweep()
+        });
+        let checker = Arc::clone(&limiter);
+        let c = thread::spawn(move || checker.check(&1).expect("no key limit").is_allowed());
+        let mine = limiter.check(&1).expect("no key limit").is_allowed();
+        let theirs = c.join().expect("checker thread");
+        let _evicted = s.join().expect("sweeper thread");
+        assert_eq!(u8::from(mine) + u8::from(theirs), 1, "admitted exactly one");
+        let d = limiter.check(&1).expect("no key limit");
+        assert!(!d.is_allowed(), "over-admission after the sweep: {d:?}");
     });
 }

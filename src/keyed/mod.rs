@@ -401,7 +401,7 @@ where
         // Relaxed: ordered by the Acquire above (see there).
         let swept = cooled_down(self.last_inline_sweep.load(Ordering::Relaxed));
         if swept {
-            self.sweep();
+            self.sweep_exclusive();
             // Relaxed: published by the Release store below.
             self.last_inline_sweep.store(now.max(1), Ordering::Relaxed);
         }
@@ -536,7 +536,9 @@ where
 
     /// Evicts every key whose state is indistinguishable from a fresh key's at the current time,
     /// and returns how many it evicted. Concurrent checks are never lost: a key is retired by a
-    /// CAS that fails if any check moved it (DESIGN.md §6). O(keys).
+    /// CAS that fails if any check moved it (DESIGN.md §6). O(keys). Sweeps of one limiter run
+    /// one at a time: a call made while another sweep (background, inline or manual) is running
+    /// returns 0 at once without waiting.
     ///
     /// ```
     /// use std::time::Duration;
@@ -550,6 +552,19 @@ where
     /// assert!(limiter.is_empty());
     /// ```
     pub fn sweep(&self) -> usize {
+        // Acquire: a try-lock (one sweep at a time: a composite cell's hold protocol has one
+        // stash writer); pairs with the Release below, which publishes nothing else.
+        if self.sweeping.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
+            return 0;
+        }
+        let evicted = self.sweep_exclusive();
+        // Release: see above.
+        self.sweeping.store(false, Ordering::Release);
+        evicted
+    }
+
+    /// The sweep itself; the caller holds the `sweeping` gate.
+    fn sweep_exclusive(&self) -> usize {
         let now = now_of(&self.clock);
         // Relaxed: see check_n.
         let has_overrides = self.has_overrides.load(Ordering::Relaxed);

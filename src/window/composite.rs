@@ -1,10 +1,11 @@
 //! Composite ("hybrid") limits: several limits on one key, admitted all or nothing.
 
 use crate::algorithm::Algorithm;
-use crate::cell::Retired;
+use crate::cell::{self, Retired, WordState};
 use crate::clock::Nanos;
 use crate::decision::Decision;
 use crate::quota::{Quota, QuotaError};
+use crate::sync::AtomicU64;
 
 /// Two limits on one key, admitted **all or nothing**: e.g. `10/s` and `1000/h`, or a GCRA
 /// burst limit and a daily [`FixedWindow`](super::FixedWindow). Nest to the right for more:
@@ -29,10 +30,27 @@ use crate::quota::{Quota, QuotaError};
 ///
 /// `a` should be a leaf algorithm (its refund must be supported); `b` may itself be a composite.
 ///
-/// **Eviction:** composite keys are never retired by a sweep (`try_retire` is `false`). Retiring
-/// two words without a lock would need a store-load order between them (a `SeqCst` handshake)
-/// that the single-word protocol of DESIGN.md §6 does not give; bound composite tables with
-/// [`KeyedLimiter::max_keys`](crate::KeyedLimiter::max_keys) instead.
+/// **Eviction:** an idle composite key is evicted like any other, all or nothing, when both
+/// sub-limits are single-word algorithms (GCRA, [`FixedWindow`](super::FixedWindow),
+/// [`SlidingWindow`](super::SlidingWindow)); a composite containing a
+/// [`SlidingLog`](super::SlidingLog) or another composite is never evicted (bound such tables
+/// with [`KeyedLimiter::max_keys`](crate::KeyedLimiter::max_keys)). The protocol, lock-free for
+/// checkers (they never wait for the sweeper), takes one CAS per word:
+///
+/// 1. the sweeper *holds* `a` (idle state → stashed, word → HOLD), then `b` the same way; if
+///    `b` is busy it restores `a` and keeps the key;
+/// 2. it then CASes `a` from its HOLD to the tombstone: the key is retired (`b` stays held);
+///    if that CAS fails, a checker restored `a`, and the sweeper restores `b` too.
+///
+/// A checker that meets a HOLD restores the stashed state (exactly what was held, so no
+/// decision depends on when) and checks again. A HOLD on `b` is restored only after reading
+/// `a` *after* that HOLD: a HOLD on `b` means the same sweep already held `a`, so `a` then reads
+/// as its HOLD (restore it first: that sweep can no longer retire the key), the tombstone
+/// (retired: the check starts over on a fresh cell), or a restored state (that sweep is over).
+/// Thus every admission consumes `b` either before the sweep's hold of `b` — which then saw it
+/// idle, so the admission had expired — or after its restore: a retired key never loses a live
+/// admission. Each sweep's HOLD carries a unique tag, so a stale restore fails. Checked by the
+/// loom model `composite_sweeper_vs_checker` (loom-tests/tests/windows.rs).
 ///
 /// ```
 /// use std::time::Duration;
@@ -62,6 +80,9 @@ pub struct Composite<A, B> {
 pub struct CompositeCell<A: Algorithm, B: Algorithm> {
     a: A::Cell,
     b: B::Cell,
+    /// What a sweep held in `a` and `b` (see [`Composite`], "Eviction").
+    stash_a: AtomicU64,
+    stash_b: AtomicU64,
 }
 
 impl<A: Algorithm, B: Algorithm> CompositeCell<A, B> {
@@ -138,24 +159,21 @@ impl<A: Algorithm, B: Algorithm> Algorithm for Composite<A, B> {
     }
 
     fn new_cell(&self) -> CompositeCell<A, B> {
-        CompositeCell { a: self.a.new_cell(), b: self.b.new_cell() }
+        CompositeCell {
+            a: self.a.new_cell(),
+            b: self.b.new_cell(),
+            stash_a: AtomicU64::new(0),
+            stash_b: AtomicU64::new(0),
+        }
     }
 
     #[inline]
     fn check(&self, cell: &CompositeCell<A, B>, now: Nanos, cost: u64) -> Result<Decision, Retired> {
-        let (first, receipt) = self.a.check_with_receipt(&cell.a, now, cost)?;
-        if !first.is_allowed() {
-            return Ok(first.most_restrictive(self.b.peek(&cell.b, now, cost)));
-        }
-        match self.b.check(&cell.b, now, cost) {
-            Ok(second) if second.is_allowed() => Ok(first.most_restrictive(second)),
-            Ok(second) => {
-                self.a.refund(&cell.a, now, cost, receipt);
-                Ok(self.a.peek(&cell.a, now, cost).most_restrictive(second))
-            }
-            Err(Retired) => {
-                self.a.refund(&cell.a, now, cost, receipt);
-                Err(Retired)
+        loop {
+            match self.check_once(cell, now, cost) {
+                Ok(decision) => return Ok(decision),
+                // A HOLD (a sweep in progress: restore and check again) or the tombstone.
+                Err(Retired) => self.resolve_holds(cell)?,
             }
         }
     }
@@ -169,24 +187,94 @@ impl<A: Algorithm, B: Algorithm> Algorithm for Composite<A, B> {
         self.b.reset(&cell.b);
     }
 
-    /// Never (see the type docs).
-    fn try_retire(&self, _cell: &CompositeCell<A, B>, _now: Nanos) -> bool {
+    /// The sweep of [`Composite`]'s "Eviction" (one sweeper at a time per cell: the keyed
+    /// store's sweeps are serialized).
+    fn try_retire(&self, cell: &CompositeCell<A, B>, now: Nanos) -> bool {
+        let hold = cell::next_hold();
+        if !self.a.try_hold(&cell.a, now, hold, &cell.stash_a) {
+            return false;
+        }
+        if !self.b.try_hold(&cell.b, now, hold, &cell.stash_b) {
+            A::release_hold(&cell.a, hold, &cell.stash_a); // fails only if a checker did it
+            return false;
+        }
+        if A::confirm_hold(&cell.a, hold) {
+            return true;
+        }
+        B::release_hold(&cell.b, hold, &cell.stash_b); // a checker restored `a` first
         false
     }
 
     #[inline]
     fn is_retired(cell: &CompositeCell<A, B>) -> bool {
-        A::is_retired(&cell.a) || B::is_retired(&cell.b)
+        A::word_state(&cell.a) == WordState::Retired
     }
 
     fn take_over_slot(cell: &CompositeCell<A, B>) -> bool {
-        // Composite cells are never retired by the sweeper (see `try_retire`); should a
-        // sub-cell ever be, the first sub-limit's word carries the slot hand-over.
+        // The first sub-limit's word carries the tombstone, and with it the slot hand-over.
         A::take_over_slot(&cell.a)
     }
 
     fn free_slot(cell: &CompositeCell<A, B>, free: &mut dyn FnMut()) -> bool {
         A::free_slot(&cell.a, free)
+    }
+}
+
+impl<A: Algorithm, B: Algorithm> Composite<A, B> {
+    /// Restores every HOLD of a sweep in progress; `Err(Retired)` if the key was retired.
+    /// Returns `Ok` when both words were live at some point (the caller checks again).
+    #[cold]
+    fn resolve_holds(&self, cell: &CompositeCell<A, B>) -> Result<(), Retired> {
+        loop {
+            match A::word_state(&cell.a) {
+                WordState::Retired => return Err(Retired),
+                WordState::Held(held) => {
+                    A::release_hold(&cell.a, held, &cell.stash_a);
+                    continue;
+                }
+                WordState::Live => {}
+            }
+            let WordState::Held(held_b) = B::word_state(&cell.b) else {
+                // `b` live (or retired, which only a nested composite could report: the
+                // caller's next check then fails the same way and we come back here).
+                return if B::word_state(&cell.b) == WordState::Retired { Err(Retired) } else { Ok(()) };
+            };
+            // Read `a` again, *after* the HOLD on `b` (see the type docs): restore `b` only if
+            // the sweep that held it can no longer retire the key.
+            match A::word_state(&cell.a) {
+                WordState::Retired => return Err(Retired),
+                WordState::Held(held) => {
+                    A::release_hold(&cell.a, held, &cell.stash_a);
+                }
+                WordState::Live => {
+                    B::release_hold(&cell.b, held_b, &cell.stash_b);
+                }
+            }
+        }
+    }
+
+    #[inline]
+    fn check_once(&self, cell: &CompositeCell<A, B>, now: Nanos, cost: u64) -> Result<Decision, Retired> {
+        let (first, receipt) = self.a.check_with_receipt(&cell.a, now, cost)?;
+        if !first.is_allowed() {
+            return Ok(first.most_restrictive(self.b.peek(&cell.b, now, cost)));
+        }
+        loop {
+            return match self.b.check(&cell.b, now, cost) {
+                Ok(second) if second.is_allowed() => Ok(first.most_restrictive(second)),
+                Ok(second) => {
+                    self.a.refund(&cell.a, now, cost, receipt);
+                    Ok(self.a.peek(&cell.a, now, cost).most_restrictive(second))
+                }
+                // A HOLD on `b` (or on `a`, placed after our take had expired): restore, and
+                // check `b` again with our take from `a` still in place (a refund now would
+                // fail against the HOLD and leave that take behind, lost).
+                Err(Retired) => match self.resolve_holds(cell) {
+                    Ok(()) => continue,
+                    Err(Retired) => Err(Retired), // retired: our take went with the old cell
+                },
+            };
+        }
     }
 }
 

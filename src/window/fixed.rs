@@ -278,6 +278,8 @@ impl Algorithm for FixedWindow {
         cell::retire(&cell.word, |state| self.is_idle(state, now))
     }
 
+    word::holds!(word, |w: &FixedWindow, state, now| w.is_idle(state, now));
+
     #[inline]
     fn is_retired(cell: &FixedWindowCell) -> bool {
         cell::is_retired(&cell.word)

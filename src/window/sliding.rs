@@ -317,6 +317,8 @@ impl Algorithm for SlidingWindow {
         cell::retire(&cell.word, |state| self.is_idle(state, now))
     }
 
+    word::holds!(word, |w: &SlidingWindow, state, now| w.is_idle(state, now));
+
     #[inline]
     fn is_retired(cell: &SlidingWindowCell) -> bool {
         cell::is_retired(&cell.word)
