@@ -284,6 +284,11 @@ impl ClientIpConfig {
         Cidr { network: mask(addr, prefix), prefix }
     }
 
+    /// Whether IPv4 addresses are keyed whole (the default /32), so their key is their text.
+    pub(crate) fn whole_ipv4(&self) -> bool {
+        self.ipv4_prefix == 32
+    }
+
     /// Writes the bucket key of `addr`: the plain address for a full-length prefix
     /// (`203.0.113.7`), else `network/prefix` (`2001:db8:1:2::/64`).
     pub(crate) fn write_bucket(&self, addr: IpAddr, out: &mut impl fmt::Write) -> fmt::Result {
@@ -291,30 +296,38 @@ impl ClientIpConfig {
         if let (IpAddr::V4(v4), 32) = (bucket.network, bucket.prefix) {
             // The common case, without the formatting machinery (~4x faster than `Display`).
             let mut buf = [0u8; 15];
-            let mut len = 0;
-            for (i, octet) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    buf[len] = b'.';
-                    len += 1;
-                }
-                if octet >= 100 {
-                    buf[len] = b'0' + octet / 100;
-                    len += 1;
-                }
-                if octet >= 10 {
-                    buf[len] = b'0' + octet / 10 % 10;
-                    len += 1;
-                }
-                buf[len] = b'0' + octet % 10;
-                len += 1;
-            }
-            out.write_str(std::str::from_utf8(&buf[..len]).map_err(|_| fmt::Error)?)
+            let len = write_ipv4(v4, &mut buf);
+            out.write_str(std::str::from_utf8(buf.get(..len).unwrap_or_default()).map_err(|_| fmt::Error)?)
         } else if bucket.prefix == max_prefix(bucket.network) {
             write!(out, "{}", bucket.network)
         } else {
             write!(out, "{bucket}")
         }
     }
+}
+
+/// Writes `v4` in dotted decimal at the start of `out` (at least 15 bytes); returns the length.
+pub(crate) fn write_ipv4(v4: std::net::Ipv4Addr, out: &mut [u8]) -> usize {
+    let mut len = 0;
+    let mut push = |b: u8| {
+        if let Some(slot) = out.get_mut(len) {
+            *slot = b;
+            len += 1;
+        }
+    };
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            push(b'.');
+        }
+        if octet >= 100 {
+            push(b'0' + octet / 100);
+        }
+        if octet >= 10 {
+            push(b'0' + octet / 10 % 10);
+        }
+        push(b'0' + octet % 10);
+    }
+    len
 }
 
 /// The right-to-left walk, done in one left-to-right pass (no buffer): the answer is the last

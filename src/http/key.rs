@@ -374,6 +374,20 @@ impl KeyBy {
     }
 
     pub(crate) fn extract(&self, req: &RequestInfo<'_>) -> HttpKey {
+        // The common case, a whole IPv4 address, written straight into the key.
+        let ip = match self {
+            KeyBy::ClientIp => req.client_ip(),
+            KeyBy::PeerIp => req.peer_ip(),
+            _ => None,
+        };
+        if let (Some(IpAddr::V4(v4)), true) =
+            (ip.map(super::client_ip::canonical), req.ip_config.whole_ipv4())
+        {
+            let mut bytes = [0u8; INLINE];
+            let len = super::client_ip::write_ipv4(v4, &mut bytes);
+            // At most 15 bytes: fits a u8.
+            return HttpKey { repr: Repr::Inline { len: len as u8, bytes } };
+        }
         let mut out = KeyBuilder::new();
         if !self.write(req, &mut out) {
             return HttpKey::new("-");
@@ -457,6 +471,28 @@ mod tests {
         assert!(b.spill.is_none());
         b.push_str("é");
         assert_eq!(b.finish().as_str(), format!("{}é", "a".repeat(46)));
+    }
+
+    #[test]
+    fn ipv4_fast_path_matches_the_bucket_text() {
+        let key = |peer: &str, cfg: &ClientIpConfig| {
+            let mut req = http::Request::get("/").body(()).unwrap();
+            req.extensions_mut().insert(PeerAddr(peer.parse().unwrap()));
+            (KeyBy::ClientIp.key_of(&req, cfg), KeyBy::PeerIp.key_of(&req, cfg))
+        };
+        let whole = ClientIpConfig::default();
+        for (peer, text) in [
+            ("0.0.0.0:1", "0.0.0.0"),
+            ("9.10.99.100:1", "9.10.99.100"),
+            ("255.255.255.255:1", "255.255.255.255"),
+            ("[::ffff:192.0.2.7]:1", "192.0.2.7"),
+        ] {
+            let (client, peer_key) = key(peer, &whole);
+            assert_eq!((client.as_str(), peer_key.as_str()), (text, text));
+            assert_eq!(client, HttpKey::new(text)); // same bytes, same hash as a built key
+        }
+        let by_24 = ClientIpConfig::default().ipv4_prefix(24);
+        assert_eq!(key("192.0.2.7:1", &by_24).0.as_str(), "192.0.2.0/24");
     }
 
     #[test]
