@@ -414,6 +414,28 @@ mod tests {
     }
 
     #[test]
+    fn every_style_with_small_and_large_numbers() {
+        let q = Quota::per_second(10).unwrap();
+        let p = Policy::new("ip", q);
+        for (remaining, reset_ns) in [(9u64, 100_000_000u64), (123_456, 98_765_000_000_000)] {
+            let d = Decision::allowed(10, remaining, reset_ns);
+            let reset = ceil_secs(d.reset_after()).to_string();
+            let mut legacy = HeaderMap::new();
+            write_headers(&mut legacy, HeaderStyle::Legacy, &p, &q, &d);
+            assert_eq!(legacy.len(), 3);
+            assert_eq!(legacy["x-ratelimit-remaining"], remaining.to_string());
+            assert_eq!(legacy["x-ratelimit-reset"], reset);
+            let mut ietf = HeaderMap::new();
+            write_headers(&mut ietf, HeaderStyle::Ietf, &p, &q, &d);
+            assert_eq!(ietf.len(), 2);
+            assert_eq!(ietf["ratelimit"], format!("\"ip\";r={remaining};t={reset}"));
+            let mut none = HeaderMap::new();
+            write_headers(&mut none, HeaderStyle::None, &p, &q, &d);
+            assert!(none.is_empty());
+        }
+    }
+
+    #[test]
     fn one_writer_both_styles() {
         let q = Quota::per_second(10).unwrap();
         let p = Policy::new("ip", q);
