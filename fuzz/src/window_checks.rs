@@ -59,6 +59,8 @@ fn check_fixed(w: &FixedWindow, limit: u64, window: u64, ops: &[(u64, u64)]) {
         let allowed = vcount + u128::from(cost) <= u128::from(limit);
         assert_eq!(d.is_allowed(), allowed, "fixed {now} {cost}");
         if allowed {
+            let remaining = u128::from(limit) - vcount - u128::from(cost);
+            assert_eq!(u128::from(d.remaining()), remaining, "fixed remaining {now} {cost}");
             (idx, count) = (vidx, vcount + u128::from(cost));
         } else {
             let end = (vidx + 1) * u128::from(window) - offset;
@@ -88,6 +90,9 @@ fn check_sliding(w: &SlidingWindow, limit: u64, window: u64, ops: &[(u64, u64)])
         let allowed = vprev * (wn - elapsed) + (vcur + u128::from(cost)) * wn <= u128::from(limit) * wn;
         assert_eq!(d.is_allowed(), allowed, "sliding {now} {cost}");
         if allowed {
+            let weighted = (vprev * (wn - elapsed)).div_ceil(wn);
+            let remaining = u128::from(limit) - weighted - vcur - u128::from(cost);
+            assert_eq!(u128::from(d.remaining()), remaining, "sliding remaining {now} {cost}");
             (idx, prev, cur) = (vidx, vprev, vcur + u128::from(cost));
         } else {
             let retry = d.retry_after_nanos().unwrap_or(0);
@@ -115,8 +120,10 @@ fn check_log(log: SlidingLog, limit: u64, window: u64, ops: &[(u64, u64)]) {
         if allowed {
             let stamp = stamps.last().map_or(now, |&t| t.max(now));
             stamps.extend(std::iter::repeat_n(stamp, cost as usize));
-            let in_window = stamps.iter().filter(|&&t| u128::from(t) + u128::from(window) > u128::from(now));
-            assert!(in_window.count() as u64 <= limit, "never more than limit in any window");
+            let in_window =
+                stamps.iter().filter(|&&t| u128::from(t) + u128::from(window) > u128::from(now)).count() as u64;
+            assert!(in_window <= limit, "never more than limit in any window");
+            assert_eq!(d.remaining(), limit - in_window, "log remaining {now} {cost}");
         } else {
             let retry = d.retry_after_nanos().unwrap_or(0);
             let blocking = recent[need - 1];

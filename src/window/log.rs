@@ -141,54 +141,77 @@ impl SlidingLog {
         self.window
     }
 
+    /// Where claim `position` lives: one division; neighbours are then found by `forward` and
+    /// `back` without dividing (a check used to divide twice per slot it read: ~14 dependent
+    /// divisions for a binary search over a ring of 100).
     #[inline]
-    fn slot(&self, cell: &SlidingLogCell, position: u64) -> u64 {
-        // position % limit < limit = slots.len(): in bounds.
-        cell::load_slot(&cell.slots[slot_index(position, cell.slots.len())])
+    fn at(&self, position: u64) -> At {
+        At { lap: position / self.limit, index: position % self.limit }
+    }
+
+    /// The position `k ≤ limit` claims after `a`.
+    #[inline]
+    fn forward(&self, a: At, k: u64) -> At {
+        let index = a.index + k;
+        if index >= self.limit {
+            At { lap: a.lap + 1, index: index - self.limit }
+        } else {
+            At { lap: a.lap, index }
+        }
+    }
+
+    /// The position `k ≤ limit` claims before `a` (which must be at least `k`).
+    #[inline]
+    fn back(&self, a: At, k: u64) -> At {
+        if a.index >= k {
+            At { lap: a.lap, index: a.index - k }
+        } else {
+            At { lap: a.lap.wrapping_sub(1), index: a.index + self.limit - k }
+        }
     }
 
     #[inline]
-    fn lap(&self, position: u64) -> u64 {
-        (position / self.limit) & 3
+    fn slot<'c>(&self, cell: &'c SlidingLogCell, a: At) -> &'c AtomicU64 {
+        // `a.index < limit = slots.len()`; `get` keeps an out-of-range index (impossible) from
+        // panicking: it reads slot 0, which can only make the judgment stricter or pending.
+        let i = usize::try_from(a.index).unwrap_or(0);
+        cell.slots.get(i).unwrap_or(&cell.slots[0])
     }
 
-    /// The value claim `position` writes with `stamp`.
     #[inline]
-    fn slot_value(&self, position: u64, stamp: Nanos) -> u64 {
-        (self.lap(position) << LAP_SHIFT) | (stamp.min(STAMP_MASK - 2) + 2)
+    fn slot_value(&self, a: At, stamp: Nanos) -> u64 {
+        ((a.lap & 3) << LAP_SHIFT) | (stamp.min(STAMP_MASK - 2) + 2)
     }
 
-    /// The stamp of the already-claimed position: `Ok(Some(t))`, `Ok(None)` if expired by a
-    /// refund or reset, or `Err(())` if the slot does not (yet) hold that claim.
     #[inline]
-    fn stamp_of(&self, cell: &SlidingLogCell, position: u64) -> Result<Option<Nanos>, ()> {
-        let value = self.slot(cell, position);
+    fn stamp_of(&self, cell: &SlidingLogCell, a: At) -> Result<Option<Nanos>, ()> {
+        let value = cell::load_slot(self.slot(cell, a));
         let field = value & STAMP_MASK;
-        if value >> LAP_SHIFT != self.lap(position) || field == 0 {
+        if value >> LAP_SHIFT != a.lap & 3 || field == 0 {
             return Err(());
         }
         Ok((field >= 2).then(|| field - 2))
     }
 
-    /// Whether the claimed `position` no longer counts at `now` (unwritten claims count).
     #[inline]
-    fn expired(&self, cell: &SlidingLogCell, position: u64, now: Nanos) -> bool {
-        match self.stamp_of(cell, position) {
+    fn expired(&self, cell: &SlidingLogCell, a: At, now: Nanos) -> bool {
+        match self.stamp_of(cell, a) {
             Ok(Some(t)) => t.saturating_add(self.window) <= now,
             Ok(None) => true,
             Err(()) => false,
         }
     }
 
-    /// Claims among the last `limit` before `head` that no longer count at `now`, counting
-    /// never-used positions as free: binary search over the sorted ring (informational).
-    fn free_positions(&self, cell: &SlidingLogCell, head: u64, now: Nanos) -> u64 {
+    /// Free positions for the next claims after `head` (at `h`): the unused part of the ring,
+    /// plus the expired prefix of the used part (stamps are sorted: a binary search).
+    #[inline]
+    fn free_positions(&self, cell: &SlidingLogCell, head: u64, h: At, now: Nanos) -> u64 {
         let used = head.min(self.limit);
-        let first = head - used;
+        let first = self.back(h, used);
         let (mut lo, mut hi) = (0, used);
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
-            if self.expired(cell, first + mid, now) {
+            if self.expired(cell, self.forward(first, mid), now) {
                 lo = mid + 1;
             } else {
                 hi = mid;
@@ -197,15 +220,23 @@ impl SlidingLog {
         (self.limit - used) + lo
     }
 
-    /// The newest written stamp before `head`, if any.
-    fn newest(&self, cell: &SlidingLogCell, head: u64) -> Option<Nanos> {
-        head.checked_sub(1).and_then(|last| self.stamp_of(cell, last).ok().flatten())
+    #[inline]
+    fn newest(&self, cell: &SlidingLogCell, head: u64, h: At) -> Option<Nanos> {
+        if head == 0 {
+            return None;
+        }
+        self.stamp_of(cell, self.back(h, 1)).ok().flatten()
     }
 
+    #[inline]
     fn judge(&self, cell: &SlidingLogCell, head: u64, now: Nanos, cost: u64) -> Judged {
+        let h = self.at(head);
         let mut blocked_until: Option<Nanos> = None;
-        for position in head..head.saturating_add(cost) {
-            let Some(previous) = position.checked_sub(self.limit) else { continue };
+        // The claims that positions head..head+cost overwrite: head+k−limit, for the k where
+        // that is a position (k ≥ limit − head).
+        let skip = self.limit.saturating_sub(head).min(cost);
+        let mut previous = self.at(head.saturating_add(skip).saturating_sub(self.limit));
+        for _ in skip..cost {
             match self.stamp_of(cell, previous) {
                 Err(()) => return Judged::Pending,
                 Ok(None) => {}
@@ -216,11 +247,12 @@ impl SlidingLog {
                     }
                 }
             }
+            previous = self.forward(previous, 1);
         }
-        let newest = self.newest(cell, head);
+        let newest = self.newest(cell, head, h);
         let busy_until =
             |stamp: Option<Nanos>| stamp.map_or(0, |t| t.saturating_add(self.window).saturating_sub(now));
-        let free = self.free_positions(cell, head, now);
+        let free = self.free_positions(cell, head, h, now);
         match blocked_until {
             None => {
                 let stamp = newest.map_or(now, |t| t.max(now));
@@ -235,7 +267,6 @@ impl SlidingLog {
         }
     }
 
-    /// The claim loop shared by `check` and `check_with_receipt`.
     fn claim(&self, cell: &SlidingLogCell, now: Nanos, cost: u64) -> Result<(Decision, Receipt), Retired> {
         let mut pending = 0;
         loop {
@@ -251,11 +282,12 @@ impl SlidingLog {
             match attempt {
                 (head, Ok((decision, stamp))) => {
                     // The CAS made positions head..head+cost ours; publish their stamps.
-                    for position in head..head + cost {
-                        let slot = &cell.slots[slot_index(position, cell.slots.len())];
-                        cell::store_slot(slot, self.slot_value(position, stamp));
+                    let h = self.at(head);
+                    for k in 0..cost {
+                        let a = self.forward(h, k);
+                        cell::store_slot(self.slot(cell, a), self.slot_value(a, stamp));
                     }
-                    return Ok((decision, Receipt::new(head, self.slot_value(head, stamp))));
+                    return Ok((decision, Receipt::new(head, self.slot_value(h, stamp))));
                 }
                 (head, Err(verdict)) => {
                     // Answer only if the slots we judged still belong to this head.
@@ -285,8 +317,9 @@ impl SlidingLog {
     /// Whether every claim in the ring is written and expired at `now` (and so at any later
     /// time): the key is then indistinguishable from a fresh one.
     fn is_idle(&self, cell: &SlidingLogCell, head: u64, now: Nanos) -> bool {
-        let first = head.saturating_sub(self.limit);
-        (first..head).all(|position| self.expired(cell, position, now))
+        let used = head.min(self.limit);
+        let first = self.back(self.at(head), used);
+        (0..used).all(|k| self.expired(cell, self.forward(first, k), now))
     }
 }
 
@@ -383,10 +416,11 @@ impl Algorithm for SlidingLog {
         }
         let stamp_bits = receipt.extra & STAMP_MASK;
         let mut refunded = false;
-        for position in receipt.stored..receipt.stored.saturating_add(cost) {
-            let ours = (self.lap(position) << LAP_SHIFT) | stamp_bits;
-            let slot = &cell.slots[slot_index(position, cell.slots.len())];
-            refunded |= cell::replace_slot(slot, ours, (ours & !STAMP_MASK) | 1);
+        let first = self.at(receipt.stored);
+        for k in 0..cost.min(self.limit) {
+            let a = self.forward(first, k);
+            let ours = ((a.lap & 3) << LAP_SHIFT) | stamp_bits;
+            refunded |= cell::replace_slot(self.slot(cell, a), ours, (ours & !STAMP_MASK) | 1);
         }
         refunded
     }
@@ -394,10 +428,11 @@ impl Algorithm for SlidingLog {
 
 /// The ring slot of `position`. Indexes by the cell's own ring length, so even a cell built for
 /// other parameters (a per-key override racing its installation) can never index out of bounds.
-#[inline]
-fn slot_index(position: u64, ring_len: usize) -> usize {
-    // `ring_len ≥ 1` (a log limit is at least 1) and fits u64; the remainder is < ring_len.
-    (position % (ring_len.max(1) as u64)) as usize
+/// A ring position `lap · limit + index` (`index < limit`).
+#[derive(Clone, Copy, Debug)]
+struct At {
+    lap: u64,
+    index: u64,
 }
 
 #[cfg(test)]

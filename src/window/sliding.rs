@@ -147,18 +147,21 @@ impl SlidingWindow {
     #[inline]
     fn view(&self, state: u64, now: Nanos) -> View {
         let (index, prev, cur) = self.unpack(state);
-        let now_index = now / self.window;
-        let elapsed_in = |i: u64| now.saturating_sub(i.saturating_mul(self.window));
-        if now_index == index {
-            View { index, prev, cur, elapsed: elapsed_in(index) }
-        } else if now_index == index.saturating_add(1) {
-            View { index: now_index, prev: cur, cur: 0, elapsed: elapsed_in(now_index) }
-        } else if now_index > index {
-            View { index: now_index, prev: 0, cur: 0, elapsed: elapsed_in(now_index) }
-        } else {
+        // The stored window or the next one, found without a division (as in the fixed
+        // window); saturation is exact for the same reason.
+        let start = index.saturating_mul(self.window);
+        let next = start.saturating_add(self.window);
+        if now < start {
             // The clock is behind the stored window: stand at its start (the previous window
             // then weighs fully, the strictest view).
             View { index, prev, cur, elapsed: 0 }
+        } else if now < next {
+            View { index, prev, cur, elapsed: now - start }
+        } else if now < next.saturating_add(self.window) {
+            View { index: index + 1, prev: cur, cur: 0, elapsed: now - next }
+        } else {
+            let now_index = now / self.window;
+            View { index: now_index, prev: 0, cur: 0, elapsed: now - now_index * self.window }
         }
     }
 
@@ -188,6 +191,24 @@ impl SlidingWindow {
     #[inline]
     pub(crate) fn outcome(&self, state: u64, now: Nanos, cost: u64) -> Outcome {
         let v = self.view(state, now);
+        // The allow path without a division: with room s = limit − cur − cost,
+        // ⌈prev·left / W⌉ ≤ s  ⟺  prev·left ≤ s·W, and remaining = s − ⌈prev·left / W⌉ =
+        // ⌊(s·W − prev·left) / W⌋ is divided out only if the caller asks (decision.rs).
+        // Products that overflow take the general path below.
+        let left = self.window.saturating_sub(v.elapsed);
+        if let Some(room) = self.limit.checked_sub(v.cur).and_then(|r| r.checked_sub(cost)) {
+            if let (Some(weight), Some(capacity)) = (v.prev.checked_mul(left), room.checked_mul(self.window))
+            {
+                if weight <= capacity {
+                    let cur = v.cur + cost;
+                    let reset_after = self.reset_after(v.index, v.prev, cur, now);
+                    let decision =
+                        Decision::allowed_in_units(self.limit, capacity - weight, self.window, reset_after);
+                    let stored = (cost > 0).then(|| self.pack(v.index, v.prev, cur));
+                    return Outcome { decision, stored };
+                }
+            }
+        }
         let weighted = self.weighted_prev(v.prev, v.elapsed);
         let start = v.index.saturating_mul(self.window);
         let used = weighted.saturating_add(v.cur);
