@@ -55,7 +55,8 @@ pub trait Algorithm: Clone + fmt::Debug + Send + Sync + 'static {
     fn reset(&self, cell: &Self::Cell);
 
     /// Sweeper: retires the cell if it is indistinguishable from a fresh one at `now`.
-    /// Returns `true` if this call retired it.
+    /// Returns `true` if this call retired it. The keyed store runs one sweep at a time, so
+    /// this is never called concurrently for one cell (a composite's hold protocol relies on it).
     fn try_retire(&self, cell: &Self::Cell, now: Nanos) -> bool;
 
     /// Whether the cell has been retired (a pure read; safe in `remove_if` closures).
