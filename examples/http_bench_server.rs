@@ -8,9 +8,11 @@
 //! taskset -c 1 wrk -t1 -c32 -d10s --latency http://127.0.0.1:8080/
 //! ```
 //!
-//! Modes: `plain`, `tollgate-allow`, `tollgate-allow-noheaders`, `tollgate-deny`,
-//! `governor-allow`, `governor-deny`. The runtime has `TOLLGATE_BENCH_THREADS` workers
-//! (default 1). All modes key by peer address and are served with `ConnectInfo`.
+//! Modes: `plain`, `tollgate-allow` (both header styles: five headers), `tollgate-allow-legacy`
+//! (`X-RateLimit-*`: three), `tollgate-allow-ietf` (`RateLimit-Policy`/`RateLimit`: two),
+//! `tollgate-allow-noheaders`, `tollgate-deny`, `governor-allow`, `governor-deny`. The runtime
+//! has `TOLLGATE_BENCH_THREADS` workers (default 1). All modes key by peer address and are
+//! served with `ConnectInfo`.
 
 use std::net::SocketAddr;
 
@@ -34,6 +36,8 @@ fn app(mode: &str) -> Result<Router, String> {
         "plain" => hello,
         "tollgate-allow" => hello.layer(tollgate_layer(allow, HeaderStyle::Both)?),
         "tollgate-allow-noheaders" => hello.layer(tollgate_layer(allow, HeaderStyle::None)?),
+        "tollgate-allow-legacy" => hello.layer(tollgate_layer(allow, HeaderStyle::Legacy)?),
+        "tollgate-allow-ietf" => hello.layer(tollgate_layer(allow, HeaderStyle::Ietf)?),
         "tollgate-deny" => hello.layer(tollgate_layer(deny, HeaderStyle::Both)?),
         "governor-allow" | "governor-deny" => {
             let mut builder = GovernorConfigBuilder::default();
@@ -55,9 +59,11 @@ fn app(mode: &str) -> Result<Router, String> {
 /// layer's own cost, not throughput.
 fn inproc(requests: u32) -> Result<(), Box<dyn std::error::Error>> {
     use tower::{Service, ServiceExt};
-    const MODES: [&str; 6] = [
+    const MODES: [&str; 8] = [
         "plain",
         "tollgate-allow",
+        "tollgate-allow-legacy",
+        "tollgate-allow-ietf",
         "tollgate-allow-noheaders",
         "tollgate-deny",
         "governor-allow",

@@ -207,9 +207,11 @@ pub(crate) fn write_headers(
         (None, Some(shared)) => value_of(shared.slice(range)),
         (None, None) => number(n), // not reached: a large number makes `shared`
     };
-    // Room for all five up front, and for the `content-length` a server adds after us (axum
-    // does): the map grows at most once, now, while it holds few entries.
-    headers.reserve(6);
+    // Room for ours and for the `content-length` a server adds after us (axum does), up front:
+    // the map grows at most once, now, while it holds few entries (and not at all when a small
+    // map has room, as for one style on a typical response).
+    let ours = if style.legacy() { 3 } else { 0 } + if style.ietf() { 2 } else { 0 };
+    headers.reserve(ours + 1);
     if style.legacy() {
         let limit = decision.limit();
         let limit_value = if limit == policy.limit { policy.limit_value.clone() } else { number(limit) };
