@@ -47,18 +47,22 @@ impl Pki {
         let ca_cert = ca_params.self_signed(&ca_key).unwrap();
         let issuer = Issuer::new(ca_params, ca_key);
 
-        let leaf = |names: Vec<String>, usage: ExtendedKeyUsagePurpose| {
+        let leaf = |names: Vec<String>, usages: Vec<ExtendedKeyUsagePurpose>| {
             let mut params = CertificateParams::new(names).unwrap();
             params.distinguished_name.push(DnType::CommonName, "tollgate test");
-            params.extended_key_usages = vec![usage];
+            params.extended_key_usages = usages;
             let key = KeyPair::generate().unwrap();
             let cert = params.signed_by(&key, &issuer).unwrap();
             (cert.pem(), key.serialize_pem())
         };
         let (server_cert, server_key) =
-            leaf(names.iter().map(|n| n.to_string()).collect(), ExtendedKeyUsagePurpose::ServerAuth);
+            // Client use too: cluster nodes present it to each other on the TLS cluster bus.
+            leaf(
+                names.iter().map(|n| n.to_string()).collect(),
+                vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth],
+            );
         let (client_cert_pem, client_key_pem) =
-            leaf(vec!["client.test".into()], ExtendedKeyUsagePurpose::ClientAuth);
+            leaf(vec!["client.test".into()], vec![ExtendedKeyUsagePurpose::ClientAuth]);
         let ca_pem = ca_cert.pem();
         std::fs::write(dir.join("ca.crt"), &ca_pem).unwrap();
         std::fs::write(dir.join("server.crt"), server_cert).unwrap();
@@ -207,5 +211,39 @@ fn bad_tls_settings_are_typed_errors() {
             .connect()
             .await;
         assert!(matches!(plain_url, Err(SetupError::Tls { .. })), "{plain_url:?}");
+    });
+}
+
+/// A Redis Cluster that speaks only TLS (clients and bus), with both features: the cluster
+/// client uses the private CA for every node it discovers.
+#[cfg(feature = "redis-cluster")]
+#[test]
+fn tls_cluster() {
+    let pki = Pki::new("cluster");
+    let cluster = redis_support::RedisCluster::start_tls(3, pki.server_files(false));
+    assert!(cluster.urls().iter().all(|u| u.starts_with("rediss://")));
+    rt().block_on(async {
+        let redis = RedisLimiter::cluster_builder(cluster.urls(), quota())
+            .tls_root_certificates(pki.ca_pem.as_bytes())
+            .timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .unwrap();
+        let keys: Vec<String> = (0..60).map(|i| format!("k{i}")).collect();
+        for expected in [(true, 1), (true, 0)] {
+            let got: Vec<(bool, u64)> = redis
+                .check_many(&keys, 1)
+                .await
+                .into_iter()
+                .map(|r| r.map(|d| (d.is_allowed(), d.remaining())).unwrap())
+                .collect();
+            assert_eq!(got, vec![expected; keys.len()]);
+        }
+        for key in &keys {
+            assert!(!redis.check(key.as_bytes(), 1).await.unwrap().is_allowed());
+        }
+        let counts: Vec<i64> = cluster.query_all(&redis::cmd("DBSIZE"));
+        assert_eq!(counts.iter().sum::<i64>(), 60);
+        assert!(counts.iter().all(|&c| c > 0), "{counts:?}");
     });
 }

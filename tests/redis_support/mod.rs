@@ -92,6 +92,9 @@ impl RedisServer {
             cmd.args(["--cluster-enabled", "yes", "--cluster-port", &bus.to_string()]);
             cmd.arg("--cluster-config-file").arg(self.dir.join("nodes.conf"));
             cmd.args(["--cluster-node-timeout", "5000"]);
+            if self.options.tls.is_some() {
+                cmd.args(["--tls-cluster", "yes"]);
+            }
         }
         let child = match cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn() {
             Ok(child) => child,
@@ -198,6 +201,15 @@ impl RedisCluster {
     /// Starts the nodes, creates the cluster and waits until every node reports
     /// `cluster_state:ok` with all 16384 slots assigned.
     pub fn start(masters: usize) -> RedisCluster {
+        RedisCluster::start_with(masters, None)
+    }
+
+    /// The same over TLS: clients and the cluster bus (`--tls-cluster yes`) speak only TLS.
+    pub fn start_tls(masters: usize, files: TlsFiles) -> RedisCluster {
+        RedisCluster::start_with(masters, Some(files))
+    }
+
+    fn start_with(masters: usize, tls: Option<TlsFiles>) -> RedisCluster {
         let nodes: Vec<RedisServer> = (0..masters)
             .map(|_| {
                 let bus = free_port();
@@ -211,28 +223,48 @@ impl RedisCluster {
                     child: None,
                     port,
                     dir: temp_dir("cluster", port),
-                    options: Options { tls: None, cluster_port: Some(bus) },
+                    options: Options { tls: tls.clone(), cluster_port: Some(bus) },
                 };
                 server.spawn();
                 server
             })
             .collect();
         let addresses: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
-        let output = Command::new("redis-cli")
+        let mut redis_cli = Command::new("redis-cli");
+        if let Some(tls) = &tls {
+            redis_cli.arg("--tls").arg("--cacert").arg(&tls.ca);
+        }
+        let child = redis_cli
             .args(["--cluster", "create"])
             .args(&addresses)
             .args(["--cluster-replicas", "0", "--cluster-yes"])
-            .output();
-        let output = match output {
-            Ok(output) => output,
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn();
+        let mut child = match child {
+            Ok(child) => child,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 panic!("redis-cli not found: the Redis Cluster tests need it. {INSTALL}")
             }
             Err(e) => panic!("cannot run redis-cli: {e}"),
         };
+        // Bounded (30 s, a readiness limit, not a timing check): a cluster whose nodes cannot
+        // meet would leave redis-cli waiting forever.
+        let mut status = None;
+        for _ in 0..3000 {
+            status = child.try_wait().expect("redis-cli status");
+            if status.is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if status.is_none() {
+            let _ = child.kill();
+        }
+        let output = child.wait_with_output().expect("redis-cli output");
         assert!(
-            output.status.success(),
-            "redis-cli --cluster create failed:\n{}{}",
+            status.is_some_and(|s| s.success()),
+            "redis-cli --cluster create failed ({status:?}):\n{}{}",
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
         );
