@@ -423,3 +423,49 @@ async fn rule_changes_need_the_token() {
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(layer.rules().len(), 1);
 }
+
+/// Rule changes under live traffic: every request sees one whole rule set (never a 5xx, never
+/// an error from a half-applied change), and once the changes stop, counts are exact again.
+#[tokio::test]
+async fn rule_changes_under_live_traffic() {
+    let (app, admin, layer) = empty_setup().await;
+    let client = Client::new();
+    let body = r#"{"name":"live","route":"/search","quota":"1000/s"}"#;
+    let (status, _) = send(&client, reqwest::Method::POST, format!("{admin}/rules"), body).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let traffic: Vec<_> = (0..4)
+        .map(|_| {
+            let client = client.clone();
+            let url = format!("{app}/search");
+            tokio::spawn(async move {
+                let mut statuses = Vec::new();
+                for _ in 0..50 {
+                    statuses.push(client.get(&url).send().await.unwrap().status().as_u16());
+                }
+                statuses
+            })
+        })
+        .collect();
+    for i in 0..20 {
+        let quota = format!(
+            r#"{{"quota":"{}/s","mode":"{}"}}"#,
+            500 + i,
+            if i % 2 == 0 { "annotate" } else { "block" }
+        );
+        let (status, _) = send(&client, reqwest::Method::PUT, format!("{admin}/rules/live"), &quota).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    for task in traffic {
+        let statuses = task.await.unwrap();
+        assert_eq!(statuses.len(), 50);
+        assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}"); // bursts of 500+ for 200 requests: never refused
+    }
+    let (status, _) =
+        send(&client, reqwest::Method::PUT, format!("{admin}/rules/live"), r#"{"quota":"2/s"}"#).await;
+    assert_eq!(status, StatusCode::OK);
+    let search = format!("{app}/search");
+    assert_eq!(hit(&client, search.clone()).await, (200, some("2"), some("1")));
+    assert_eq!(hit(&client, search.clone()).await, (200, some("2"), some("0")));
+    assert_eq!(hit(&client, search).await.0, 429);
+    assert_eq!(layer.rules().len(), 1);
+}
