@@ -1,5 +1,5 @@
-//! Every algorithm, direct and keyed (1 / 10⁴ / 10⁶ keys, random order), on the allow path.
-//! governor has only GCRA; `benches/core.rs` holds that comparison.
+//! Every algorithm, direct and keyed (1 / 10⁴ / 10⁶ keys, random order), on the allow path,
+//! with governor's GCRA (its only algorithm) in the same run as the common reference.
 //!
 //! Quotas admit every check: GCRA and the fixed window 10⁹/s; the sliding-window counter 15 per
 //! 100 ns (its packed word limits the count for short windows); the sliding log 16 per 16 ns
@@ -54,7 +54,34 @@ fn one<A: Algorithm>(c: &mut Criterion, name: &str, algorithm: A) {
     g.finish();
 }
 
+/// governor's GCRA (direct, and keyed on its default DashMap store), same quota and keys.
+fn governor_gcra(c: &mut Criterion) {
+    let mut g = c.benchmark_group("algorithm/governor-gcra");
+    g.throughput(Throughput::Elements(1));
+    let rate = std::num::NonZeroU32::new(1_000_000_000).unwrap_or(std::num::NonZeroU32::MIN);
+    let direct = governor::RateLimiter::direct(governor::Quota::per_second(rate));
+    g.bench_function("direct", |b| b.iter(|| black_box(direct.check())));
+    let big = if smoke() { 100_000 } else { 1_000_000 };
+    for n in [1, 10_000, big] {
+        let table = keys(n, 42 + n as u64);
+        let seq = lookups(&table, 7 + n as u64);
+        let limiter = governor::RateLimiter::keyed(governor::Quota::per_second(rate));
+        for k in &table {
+            let _ = limiter.check_key(k);
+        }
+        g.bench_with_input(BenchmarkId::new("keyed", n), &n, |b, _| {
+            let mut i = 0usize;
+            b.iter(|| {
+                i = i.wrapping_add(1);
+                black_box(limiter.check_key(&seq[i & SEQ_MASK]))
+            })
+        });
+    }
+    g.finish();
+}
+
 fn algorithms(c: &mut Criterion) {
+    governor_gcra(c);
     one(c, "gcra", params::<Gcra>(quota(1_000_000_000, 1_000_000_000)));
     one(c, "fixed", params::<FixedWindow>(quota(1_000_000_000, 1_000_000_000)));
     one(c, "sliding", params::<SlidingWindow>(quota(15, 100)));

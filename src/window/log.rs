@@ -202,22 +202,32 @@ impl SlidingLog {
         }
     }
 
-    /// Free positions for the next claims after `head` (at `h`): the unused part of the ring,
-    /// plus the expired prefix of the used part (stamps are sorted: a binary search).
+    /// Free positions for the next claims after `head` (at `h`): `limit` minus the claims still
+    /// in the window. Stamps are sorted, so those are the newest `k`: found by galloping from
+    /// the newest claim (1, 2, 4, … back) and then bisecting, O(log k) slot reads: a key with
+    /// few recent claims costs one or two reads, however long its ring.
     #[inline]
     fn free_positions(&self, cell: &SlidingLogCell, head: u64, h: At, now: Nanos) -> u64 {
         let used = head.min(self.limit);
-        let first = self.back(h, used);
-        let (mut lo, mut hi) = (0, used);
-        while lo < hi {
+        // in_window(j): claim `head − j` (1 ≤ j ≤ used) is still in the window; true exactly
+        // for j ≤ k.
+        let in_window = |j: u64| !self.expired(cell, self.back(h, j), now);
+        let (mut lo, mut hi) = (0, 1); // in_window(lo) holds (vacuously for 0)
+        while hi <= used && in_window(hi) {
+            lo = hi;
+            hi = hi.saturating_mul(2);
+        }
+        // k is in lo..min(hi, used + 1): in_window(lo), and !in_window(hi) or hi > used.
+        let mut hi = hi.min(used + 1);
+        while hi - lo > 1 {
             let mid = lo + (hi - lo) / 2;
-            if self.expired(cell, self.forward(first, mid), now) {
-                lo = mid + 1;
+            if in_window(mid) {
+                lo = mid;
             } else {
                 hi = mid;
             }
         }
-        (self.limit - used) + lo
+        self.limit - lo
     }
 
     #[inline]

@@ -184,8 +184,13 @@ impl SlidingWindow {
         if count == 0 {
             return 0;
         }
-        let fits = u128::from(slack) * u128::from(self.window) / u128::from(count);
-        self.window - u64::try_from(fits).unwrap_or(u64::MAX).min(self.window)
+        // A u64 division when the product fits (a u128 one is a library call, ~10× slower).
+        let fits = match slack.checked_mul(self.window) {
+            Some(product) => product / count,
+            None => u64::try_from(u128::from(slack) * u128::from(self.window) / u128::from(count))
+                .unwrap_or(u64::MAX),
+        };
+        self.window - fits.min(self.window)
     }
 
     #[inline]
