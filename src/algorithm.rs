@@ -51,6 +51,18 @@ pub trait Algorithm: Clone + fmt::Debug + Send + Sync + 'static {
     /// reports the current state). A retired cell is reported as fresh.
     fn peek(&self, cell: &Self::Cell, now: Nanos, cost: u64) -> Decision;
 
+    /// What [`peek`](Self::peek) would report for a fresh cell (a key not in the table). The
+    /// default builds a fresh cell; algorithms whose cells allocate override it.
+    ///
+    /// ```
+    /// use tollgate::{Algorithm, Quota, SlidingLog};
+    /// let log = SlidingLog::new(&Quota::per_second(3).unwrap()).unwrap();
+    /// assert_eq!(log.peek_fresh(0, 1), log.peek(&log.new_cell(), 0, 1));
+    /// ```
+    fn peek_fresh(&self, now: Nanos, cost: u64) -> Decision {
+        self.peek(&self.new_cell(), now, cost)
+    }
+
     /// Returns the cell to its fresh state (a retired cell stays retired: the key is fresh).
     fn reset(&self, cell: &Self::Cell);
 

@@ -2,20 +2,29 @@
 //! allocator is installed for this test binary only.
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::cell::Cell;
 
 use tollgate::{KeyedLimiter, Limiter, ManualClock, Quota};
 
 struct Counting;
 
-static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+thread_local! {
+    /// Allocations made by this thread (tests run in parallel threads: a global count would
+    /// see the other tests' allocations). Const-initialized, no destructor: using it inside
+    /// the allocator never allocates.
+    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
+}
+
+fn count_one() {
+    ALLOCATIONS.with(|c| c.set(c.get() + 1));
+}
 
 // SAFETY: forwards every call unchanged to the system allocator; only counts.
 #[allow(unsafe_code)]
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed); // Relaxed: a statistic read by this thread.
-                                                     // SAFETY: same contract as our caller's.
+        count_one();
+        // SAFETY: same contract as our caller's.
         unsafe { System.alloc(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
@@ -23,8 +32,8 @@ unsafe impl GlobalAlloc for Counting {
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed); // Relaxed: as above.
-                                                     // SAFETY: same contract as our caller's.
+        count_one();
+        // SAFETY: same contract as our caller's.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
 }
@@ -33,9 +42,9 @@ unsafe impl GlobalAlloc for Counting {
 static GLOBAL: Counting = Counting;
 
 fn allocations_during(f: impl FnOnce()) -> usize {
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    let before = ALLOCATIONS.with(Cell::get);
     f();
-    ALLOCATIONS.load(Ordering::Relaxed) - before
+    ALLOCATIONS.with(Cell::get) - before
 }
 
 #[test]
@@ -63,4 +72,28 @@ fn existing_key_checks_do_not_allocate() {
         let _ = keyed.check("carol");
     });
     assert!(m >= 1);
+}
+
+/// Every algorithm's existing-key check, and a peek of an absent key (a sliding log's fresh
+/// ring is reported without being built), allocate nothing.
+#[test]
+fn window_checks_and_absent_peeks_do_not_allocate() {
+    use tollgate::{Algorithm, Composite, DefaultHashBuilder, FixedWindow, Gcra, SlidingLog, SlidingWindow};
+    fn run<A: Algorithm>(algorithm: A) {
+        let keyed: KeyedLimiter<String, ManualClock, DefaultHashBuilder, A> =
+            KeyedLimiter::build(algorithm, ManualClock::new(), 0, DefaultHashBuilder::default());
+        let _ = keyed.check("alice");
+        let n = allocations_during(|| {
+            for _ in 0..1_000 {
+                let _ = std::hint::black_box(keyed.check("alice"));
+                let _ = std::hint::black_box(keyed.peek("nobody"));
+            }
+        });
+        assert_eq!(n, 0, "{} allocated {n} times", std::any::type_name::<A>());
+    }
+    let q = Quota::per_second(100).unwrap();
+    run(FixedWindow::new(&q).unwrap());
+    run(SlidingWindow::new(&q).unwrap());
+    run(SlidingLog::new(&q).unwrap());
+    run(Composite::of(Gcra::new(&q).unwrap(), FixedWindow::new(&q).unwrap()));
 }

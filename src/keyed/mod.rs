@@ -438,7 +438,7 @@ where
         Q: Hash + Eq + ?Sized,
     {
         let now = now_of(&self.clock);
-        let fresh = || algorithm.peek(&algorithm.new_cell(), now, cost);
+        let fresh = || algorithm.peek_fresh(now, cost);
         self.cells.get(key, |cell| cell.map(|c| algorithm.peek(c, now, cost))).unwrap_or_else(fresh)
     }
 

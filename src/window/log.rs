@@ -368,7 +368,7 @@ impl Algorithm for SlidingLog {
 
     fn peek(&self, cell: &SlidingLogCell, now: Nanos, cost: u64) -> Decision {
         let Some(head) = cell::load(&cell.head) else {
-            return self.peek(&self.new_cell(), now, cost);
+            return self.peek_fresh(now, cost);
         };
         match self.judge(cell, head, now, cost) {
             Judged::Admit { decision, .. } | Judged::Deny(decision) => decision,
@@ -377,6 +377,15 @@ impl Algorithm for SlidingLog {
     }
 
     /// Expires every stamp (O(limit)). A check racing the reset is ordered after it.
+    /// A fresh ring is all free: no allocation needed to say so.
+    fn peek_fresh(&self, now: Nanos, cost: u64) -> Decision {
+        if cost <= self.limit {
+            Decision::allowed(self.limit, self.limit - cost, if cost == 0 { 0 } else { self.window })
+        } else {
+            self.peek(&self.new_cell(), now, cost) // cannot fit: as a fresh cell reports it
+        }
+    }
+
     fn reset(&self, cell: &SlidingLogCell) {
         for slot in cell.slots.iter() {
             let value = cell::load_slot(slot);
@@ -484,6 +493,16 @@ mod tests {
         let d = l.check(&c, 599, 1).unwrap();
         assert_eq!(d.retry_after_nanos(), Some(1));
         assert!(l.check(&c, 600, 2).unwrap().is_allowed());
+    }
+
+    #[test]
+    fn peek_fresh_matches_a_fresh_cell() {
+        let l = log(3, 100);
+        for now in [0, 7, 1_000_000] {
+            for cost in 0..=4 {
+                assert_eq!(l.peek_fresh(now, cost), l.peek(&l.new_cell(), now, cost), "{now} {cost}");
+            }
+        }
     }
 
     #[test]
