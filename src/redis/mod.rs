@@ -13,6 +13,11 @@
 //!   limiter's [`FailurePolicy`] decides what a failed or late call returns.
 //! * **Deny cache:** after Redis denies a key, this process denies it locally until it could pass
 //!   again (exactly, for GCRA), saving the round trip under attack. Bounded in size.
+//! * **Connections:** `redis://`, `redis+unix://`, and `rediss://` (TLS, feature `redis-tls`:
+//!   rustls, public webpki roots or your CA via
+//!   `RedisLimiterBuilder::tls_root_certificates`, optional client certificate). Redis Cluster
+//!   with feature `redis-cluster` (`RedisLimiter::cluster_builder`). One multiplexed,
+//!   reconnecting connection per limiter, `TCP_NODELAY` on.
 //!
 //! ```no_run
 //! use tollgate::redis::{FailurePolicy, RedisAlgorithm, RedisLimiter};
