@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use crate::cell::{self, Retired, WordState};
+use crate::cell::{Retired, WordState};
 use crate::clock::Nanos;
 use crate::decision::Decision;
 use crate::gcra::{self, GcraParams};
@@ -243,30 +243,86 @@ pub(crate) mod word {
         let _ = cell::update(word, |_| Step::Store(0, ()));
     }
 
-    /// Replaces the state by `refunded(state)` when that is `Some`; `true` if it did.
-    /// The composite-eviction methods of a single-word algorithm, over its one word.
-    macro_rules! holds {
+    /// The `Algorithm` methods every single-word algorithm implements the same way, over its
+    /// one word `$field`: checks, peeks and receipts through the one CAS loop, reset,
+    /// retirement, slot hand-over and composite holds. The type provides
+    /// `step(&self, state, now, cost) -> (Decision, Option<u64>)`; `$is_idle(self, state, now)`
+    /// says whether a state is indistinguishable from a fresh one.
+    macro_rules! single_word {
         ($field:ident, $is_idle:expr) => {
             #[inline]
-            fn word_state(cell: &Self::Cell) -> crate::cell::WordState {
-                crate::cell::word_state(&cell.$field)
+            fn check(
+                &self,
+                cell: &Self::Cell,
+                now: $crate::Nanos,
+                cost: u64,
+            ) -> Result<$crate::Decision, $crate::Retired> {
+                $crate::algorithm::word::check(&cell.$field, |state| self.step(state, now, cost))
             }
 
-            fn try_hold(&self, cell: &Self::Cell, now: Nanos, hold: u64, stash: &AtomicU64) -> bool {
-                crate::cell::hold(&cell.$field, stash, hold, |state| ($is_idle)(self, state, now))
+            #[inline]
+            fn peek(&self, cell: &Self::Cell, now: $crate::Nanos, cost: u64) -> $crate::Decision {
+                self.step($crate::algorithm::word::peek_state(&cell.$field), now, cost).0
             }
 
-            fn release_hold(cell: &Self::Cell, held: u64, stash: &AtomicU64) -> bool {
-                crate::cell::release_hold(&cell.$field, stash, held)
+            fn reset(&self, cell: &Self::Cell) {
+                $crate::algorithm::word::reset(&cell.$field);
+            }
+
+            fn try_retire(&self, cell: &Self::Cell, now: $crate::Nanos) -> bool {
+                $crate::cell::retire(&cell.$field, |state| ($is_idle)(self, state, now))
+            }
+
+            #[inline]
+            fn is_retired(cell: &Self::Cell) -> bool {
+                $crate::cell::is_retired(&cell.$field)
+            }
+
+            fn take_over_slot(cell: &Self::Cell) -> bool {
+                $crate::cell::take_over_slot(&cell.$field)
+            }
+
+            fn free_slot(cell: &Self::Cell, free: &mut dyn FnMut()) -> bool {
+                $crate::cell::free_slot(&cell.$field, free)
+            }
+
+            #[inline]
+            fn check_with_receipt(
+                &self,
+                cell: &Self::Cell,
+                now: $crate::Nanos,
+                cost: u64,
+            ) -> Result<($crate::Decision, $crate::algorithm::Receipt), $crate::Retired> {
+                $crate::algorithm::word::check_with_receipt(&cell.$field, |state| self.step(state, now, cost))
+            }
+
+            #[inline]
+            fn word_state(cell: &Self::Cell) -> $crate::WordState {
+                $crate::cell::word_state(&cell.$field)
+            }
+
+            fn try_hold(
+                &self,
+                cell: &Self::Cell,
+                now: $crate::Nanos,
+                hold: u64,
+                stash: &$crate::sync::AtomicU64,
+            ) -> bool {
+                $crate::cell::hold(&cell.$field, stash, hold, |state| ($is_idle)(self, state, now))
+            }
+
+            fn release_hold(cell: &Self::Cell, held: u64, stash: &$crate::sync::AtomicU64) -> bool {
+                $crate::cell::release_hold(&cell.$field, stash, held)
             }
 
             fn confirm_hold(cell: &Self::Cell, held: u64) -> bool {
-                crate::cell::confirm_hold(&cell.$field, held)
+                $crate::cell::confirm_hold(&cell.$field, held)
             }
         };
     }
-    pub(crate) use holds;
+    pub(crate) use single_word;
 
+    /// Replaces the state by `refunded(state)` when that is `Some`; `true` if it did.
     pub(crate) fn refund(word: &AtomicU64, mut refunded: impl FnMut(u64) -> Option<u64>) -> bool {
         cell::update(word, |state| match refunded(state) {
             Some(new) => Step::Store(new, true),
@@ -349,52 +405,11 @@ impl Algorithm for Gcra {
         self.params.burst
     }
 
+    word::single_word!(tat, |_: &Gcra, tat, now| gcra::is_idle(tat, now));
+
     #[inline]
     fn new_cell(&self) -> GcraCell {
         GcraCell::fresh()
-    }
-
-    #[inline]
-    fn check(&self, cell: &GcraCell, now: Nanos, cost: u64) -> Result<Decision, Retired> {
-        word::check(&cell.tat, |tat| self.step(tat, now, cost))
-    }
-
-    #[inline]
-    fn peek(&self, cell: &GcraCell, now: Nanos, cost: u64) -> Decision {
-        gcra::step(word::peek_state(&cell.tat), now, cost, &self.params).decision
-    }
-
-    fn reset(&self, cell: &GcraCell) {
-        word::reset(&cell.tat);
-    }
-
-    fn try_retire(&self, cell: &GcraCell, now: Nanos) -> bool {
-        cell::retire(&cell.tat, |tat| gcra::is_idle(tat, now))
-    }
-
-    #[inline]
-    fn is_retired(cell: &GcraCell) -> bool {
-        cell::is_retired(&cell.tat)
-    }
-
-    fn take_over_slot(cell: &GcraCell) -> bool {
-        cell::take_over_slot(&cell.tat)
-    }
-
-    fn free_slot(cell: &GcraCell, free: &mut dyn FnMut()) -> bool {
-        cell::free_slot(&cell.tat, free)
-    }
-
-    word::holds!(tat, |_: &Gcra, tat, now| gcra::is_idle(tat, now));
-
-    #[inline]
-    fn check_with_receipt(
-        &self,
-        cell: &GcraCell,
-        now: Nanos,
-        cost: u64,
-    ) -> Result<(Decision, Receipt), Retired> {
-        word::check_with_receipt(&cell.tat, |tat| self.step(tat, now, cost))
     }
 
     /// GCRA refund: `TAT −= cost·T` only if the TAT is still exactly what the check stored. A

@@ -158,6 +158,36 @@ fn spent_composite(clock: &ManualClock) -> Arc<KeyedLimiter<u8, ManualClock, Def
 
 type Both = Composite<Gcra, Gcra>;
 
+/// The spent composite key at `at`: one thread moves the clock to `sweep_at` and sweeps while
+/// `checkers` threads (the main one included) check the key. Returns the limiter, how many
+/// checks were admitted, and how many keys the sweep evicted.
+fn race_composite(
+    at: u64,
+    sweep_at: u64,
+    checkers: usize,
+) -> (Arc<KeyedLimiter<u8, ManualClock, DefaultHashBuilder, Both>>, usize, usize) {
+    let clock = ManualClock::new();
+    let limiter = spent_composite(&clock);
+    clock.set(at);
+    let (sweeper, sweep_clock) = (Arc::clone(&limiter), clock.clone());
+    let s = thread::spawn(move || {
+        sweep_clock.set(sweep_at);
+        sweeper.sweep()
+    });
+    let others: Vec<_> = (1..checkers)
+        .map(|_| {
+            let checker = Arc::clone(&limiter);
+            thread::spawn(move || checker.check(&1).expect("no key limit").is_allowed())
+        })
+        .collect();
+    let mut admitted = usize::from(limiter.check(&1).expect("no key limit").is_allowed());
+    for c in others {
+        admitted += usize::from(c.join().expect("checker thread"));
+    }
+    let evicted = s.join().expect("sweeper thread");
+    (limiter, admitted, evicted)
+}
+
 /// Composite eviction (src/window/composite.rs, "Eviction"), both words idle at 2 s: one
 /// thread sweeps while two check. The sweep's holds are restored by checkers or turned into a
 /// retirement, and either way exactly one check is admitted (none lost, none extra from a fresh
@@ -165,17 +195,8 @@ type Both = Composite<Gcra, Gcra>;
 #[test]
 fn composite_sweeper_vs_checkers_both_idle() {
     model(|| {
-        let clock = ManualClock::new();
-        let limiter = spent_composite(&clock);
-        clock.set(2 * SECOND);
-        let sweeper = Arc::clone(&limiter);
-        let s = thread::spawn(move || sweeper.sweep());
-        let checker = Arc::clone(&limiter);
-        let c = thread::spawn(move || checker.check(&1).expect("no key limit").is_allowed());
-        let mine = limiter.check(&1).expect("no key limit").is_allowed();
-        let theirs = c.join().expect("checker thread");
-        let _evicted = s.join().expect("sweeper thread");
-        assert_eq!(u8::from(mine) + u8::from(theirs), 1, "admitted exactly one");
+        let (limiter, admitted, _) = race_composite(2 * SECOND, 2 * SECOND, 2);
+        assert_eq!(admitted, 1);
         let d = limiter.check(&1).expect("no key limit");
         assert!(!d.is_allowed(), "the key must be spent: {d:?}");
         assert_eq!(limiter.len(), 1);
@@ -189,69 +210,28 @@ fn composite_sweeper_vs_checkers_both_idle() {
 #[test]
 fn composite_sweeper_vs_checkers_second_busy() {
     model(|| {
-        let clock = ManualClock::new();
-        let limiter = spent_composite(&clock);
-        clock.set(SECOND);
-        let sweeper = Arc::clone(&limiter);
-        let s = thread::spawn(move || sweeper.sweep());
-        let checker = Arc::clone(&limiter);
-        let c = thread::spawn(move || checker.check(&1).expect("no key limit").is_allowed());
-        let mine = limiter.check(&1).expect("no key limit").is_allowed();
-        let theirs = c.join().expect("checker thread");
-        let evicted = s.join().expect("sweeper thread");
-        assert!(!mine && !theirs, "b's state was lost");
-        assert_eq!(evicted, 0);
-        clock.set(2 * SECOND);
+        let (limiter, admitted, evicted) = race_composite(SECOND, SECOND, 2);
+        assert_eq!((admitted, evicted), (0, 0), "b's state was lost");
+        limiter.clock().set(2 * SECOND);
         assert!(limiter.check(&1).expect("no key limit").is_allowed());
         assert!(!limiter.check(&1).expect("no key limit").is_allowed());
     });
 }
 
-/// Composite eviction against a check whose clock read predates the sweep's: at 2 s one
-/// thread checks while another moves the clock to 3 s and sweeps. The check may take from `a`
-/// at 2 s, stall, and see the sweep judge `a` idle at 3 s; the sweep must then still find `b`
-/// held against it (or busy), never retire the key under an admission. The check is admitted
-/// once and a check at 3 s is denied (`b`: next cell at 4 s).
+/// Composite eviction against checks whose clock read predates the sweep's: at 2 s one or two
+/// threads check while another moves the clock to 3 s and sweeps. A check may take from `a` at
+/// 2 s, stall, and see the sweep judge `a` idle at 3 s; the sweep must then still find `b` held
+/// against it (or busy), never retire the key under an admission. Exactly one check is admitted
+/// and a check at 3 s is denied (`b`: next cell at 4 s). With two checkers, a check that
+/// restores a HOLD on `b` must never do so for a sweep that can still retire the key.
 #[test]
-fn composite_sweep_after_clock_moves_under_a_check() {
-    model(|| {
-        let clock = ManualClock::new();
-        let limiter = spent_composite(&clock);
-        clock.set(2 * SECOND);
-        let (sweeper, sweep_clock) = (Arc::clone(&limiter), clock.clone());
-        let s = thread::spawn(move || {
-            sweep_clock.set(3 * SECOND);
-            sweeper.sweep()
+fn composite_sweep_after_the_clock_moves_under_checks() {
+    for checkers in [1, 2] {
+        model(move || {
+            let (limiter, admitted, _) = race_composite(2 * SECOND, 3 * SECOND, checkers);
+            assert_eq!(admitted, 1);
+            let d = limiter.check(&1).expect("no key limit");
+            assert!(!d.is_allowed(), "over-admission after the sweep: {d:?}");
         });
-        let admitted = limiter.check(&1).expect("no key limit").is_allowed();
-        let _evicted = s.join().expect("sweeper thread");
-        assert!(admitted);
-        let d = limiter.check(&1).expect("no key limit");
-        assert!(!d.is_allowed(), "over-admission after the sweep: {d:?}");
-    });
-}
-
-/// As `composite_sweep_after_clock_moves_under_a_check`, with a second checker: a check that
-/// restores a HOLD on `b` must never do so for a sweep that can still retire the key (another
-/// check would then consume `b` in a retired cell). Two checks at 2–3 s: exactly one admitted.
-#[test]
-fn composite_sweep_after_clock_moves_under_two_checks() {
-    model(|| {
-        let clock = ManualClock::new();
-        let limiter = spent_composite(&clock);
-        clock.set(2 * SECOND);
-        let (sweeper, sweep_clock) = (Arc::clone(&limiter), clock.clone());
-        let s = thread::spawn(move || {
-            sweep_clock.set(3 * SECOND);
-            sweeper.sweep()
-        });
-        let checker = Arc::clone(&limiter);
-        let c = thread::spawn(move || checker.check(&1).expect("no key limit").is_allowed());
-        let mine = limiter.check(&1).expect("no key limit").is_allowed();
-        let theirs = c.join().expect("checker thread");
-        let _evicted = s.join().expect("sweeper thread");
-        assert_eq!(u8::from(mine) + u8::from(theirs), 1, "admitted exactly one");
-        let d = limiter.check(&1).expect("no key limit");
-        assert!(!d.is_allowed(), "over-admission after the sweep: {d:?}");
-    });
+    }
 }

@@ -1,7 +1,7 @@
 //! Fixed window: at most `limit` cells per aligned window of length `W`, one packed word per key.
 
 use crate::algorithm::{word, Algorithm, Receipt};
-use crate::cell::{self, Retired};
+use crate::cell;
 use crate::clock::{unix_nanos_at_anchor, Clock, Nanos};
 use crate::decision::Decision;
 use crate::quota::{Quota, QuotaError};
@@ -261,52 +261,11 @@ impl Algorithm for FixedWindow {
         self.limit
     }
 
+    word::single_word!(word, |w: &FixedWindow, state, now| w.is_idle(state, now));
+
     #[inline]
     fn new_cell(&self) -> FixedWindowCell {
         FixedWindowCell { word: AtomicU64::new(0) }
-    }
-
-    #[inline]
-    fn check(&self, cell: &FixedWindowCell, now: Nanos, cost: u64) -> Result<Decision, Retired> {
-        word::check(&cell.word, |state| self.step(state, now, cost))
-    }
-
-    #[inline]
-    fn peek(&self, cell: &FixedWindowCell, now: Nanos, cost: u64) -> Decision {
-        self.outcome(word::peek_state(&cell.word), now, cost).decision
-    }
-
-    fn reset(&self, cell: &FixedWindowCell) {
-        word::reset(&cell.word);
-    }
-
-    fn try_retire(&self, cell: &FixedWindowCell, now: Nanos) -> bool {
-        cell::retire(&cell.word, |state| self.is_idle(state, now))
-    }
-
-    word::holds!(word, |w: &FixedWindow, state, now| w.is_idle(state, now));
-
-    #[inline]
-    fn is_retired(cell: &FixedWindowCell) -> bool {
-        cell::is_retired(&cell.word)
-    }
-
-    fn take_over_slot(cell: &FixedWindowCell) -> bool {
-        cell::take_over_slot(&cell.word)
-    }
-
-    fn free_slot(cell: &FixedWindowCell, free: &mut dyn FnMut()) -> bool {
-        cell::free_slot(&cell.word, free)
-    }
-
-    #[inline]
-    fn check_with_receipt(
-        &self,
-        cell: &FixedWindowCell,
-        now: Nanos,
-        cost: u64,
-    ) -> Result<(Decision, Receipt), Retired> {
-        word::check_with_receipt(&cell.word, |state| self.step(state, now, cost))
     }
 
     /// Exact: the window's count goes down by `cost` if the word is still in the window the

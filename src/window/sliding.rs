@@ -1,7 +1,7 @@
 //! Sliding window counter (weighted previous + current window), one packed word per key.
 
 use crate::algorithm::{word, Algorithm, Receipt};
-use crate::cell::{self, Retired};
+use crate::cell;
 use crate::clock::Nanos;
 use crate::decision::Decision;
 use crate::quota::{Quota, QuotaError};
@@ -320,52 +320,11 @@ impl Algorithm for SlidingWindow {
         self.limit
     }
 
+    word::single_word!(word, |w: &SlidingWindow, state, now| w.is_idle(state, now));
+
     #[inline]
     fn new_cell(&self) -> SlidingWindowCell {
         SlidingWindowCell { word: AtomicU64::new(0) }
-    }
-
-    #[inline]
-    fn check(&self, cell: &SlidingWindowCell, now: Nanos, cost: u64) -> Result<Decision, Retired> {
-        word::check(&cell.word, |state| self.step(state, now, cost))
-    }
-
-    #[inline]
-    fn peek(&self, cell: &SlidingWindowCell, now: Nanos, cost: u64) -> Decision {
-        self.outcome(word::peek_state(&cell.word), now, cost).decision
-    }
-
-    fn reset(&self, cell: &SlidingWindowCell) {
-        word::reset(&cell.word);
-    }
-
-    fn try_retire(&self, cell: &SlidingWindowCell, now: Nanos) -> bool {
-        cell::retire(&cell.word, |state| self.is_idle(state, now))
-    }
-
-    word::holds!(word, |w: &SlidingWindow, state, now| w.is_idle(state, now));
-
-    #[inline]
-    fn is_retired(cell: &SlidingWindowCell) -> bool {
-        cell::is_retired(&cell.word)
-    }
-
-    fn take_over_slot(cell: &SlidingWindowCell) -> bool {
-        cell::take_over_slot(&cell.word)
-    }
-
-    fn free_slot(cell: &SlidingWindowCell, free: &mut dyn FnMut()) -> bool {
-        cell::free_slot(&cell.word, free)
-    }
-
-    #[inline]
-    fn check_with_receipt(
-        &self,
-        cell: &SlidingWindowCell,
-        now: Nanos,
-        cost: u64,
-    ) -> Result<(Decision, Receipt), Retired> {
-        word::check_with_receipt(&cell.word, |state| self.step(state, now, cost))
     }
 
     /// Exact: counts are additive, so `cost` comes off the window it was counted in (as `cur`,
