@@ -58,8 +58,11 @@ async fn counts_are_exact_then_429_then_retry_after_is_honoured() {
     assert_eq!(header(&res, "retry-after"), Some("1"));
     assert_eq!(header(&res, "content-type"), Some("application/problem+json"));
     assert_eq!(header(&res, "x-ratelimit-remaining"), Some("0"));
+    let length: usize = header(&res, "content-length").unwrap().parse().unwrap();
     assert_eq!(header(&res, "ratelimit"), Some(r#""per-ip";r=0;t=1"#));
-    let body: serde_json::Value = res.json().await.unwrap();
+    let bytes = res.bytes().await.unwrap();
+    assert_eq!(bytes.len(), length);
+    let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
     assert_eq!(body["status"], 429);
     assert_eq!(body["title"], "Too Many Requests");
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
-use http::header::{HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderMap, StatusCode};
 
 use crate::decision::Decision;
@@ -156,6 +156,7 @@ pub(crate) fn refusal(
     }
     let mut headers = HeaderMap::with_capacity(8);
     headers.insert(CONTENT_TYPE, PROBLEM_JSON.clone());
+    headers.insert(CONTENT_LENGTH, content_length(TOO_MANY));
     headers.insert(RETRY_AFTER, number(stamp.retry));
     write_headers(&mut headers, style, policy, quota, decision);
     policy.refusal.store(Some(Arc::new(Refusal { stamp, headers: headers.clone() })));
@@ -353,14 +354,21 @@ pub(crate) const UNAVAILABLE: &[u8] = br#"{"type":"about:blank","title":"Service
 
 static PROBLEM_JSON: HeaderValue = HeaderValue::from_static("application/problem+json");
 
+/// The `Content-Length` of a static body, from the digit table: set here, the server does not
+/// format and insert it (axum and hyper keep one that is present).
+fn content_length(body: &'static [u8]) -> HeaderValue {
+    number(u64::try_from(body.len()).unwrap_or(u64::MAX))
+}
+
 /// A problem+json response with `status` and the static `body`.
 pub(crate) fn problem(status: StatusCode, body: &'static [u8]) -> http::Response<Bytes> {
     let mut res = http::Response::new(Bytes::from_static(body));
     *res.status_mut() = status;
-    // Sized once for everything a refusal carries (content type, Retry-After, five rate-limit
-    // headers): the map is allocated once and never grows.
+    // Sized once for everything a refusal carries (content type and length, Retry-After, five
+    // rate-limit headers): the map is allocated once and never grows.
     *res.headers_mut() = HeaderMap::with_capacity(8);
     res.headers_mut().insert(CONTENT_TYPE, PROBLEM_JSON.clone());
+    res.headers_mut().insert(CONTENT_LENGTH, content_length(body));
     res
 }
 
@@ -405,12 +413,13 @@ mod tests {
         assert_eq!(first.headers(), again.headers());
         assert_eq!(again.headers()["retry-after"], "1");
         assert_eq!(again.headers()["ratelimit"], r#""ip";r=0;t=1"#);
-        assert_eq!(again.headers().len(), 7);
+        assert_eq!(again.headers().len(), 8);
+        assert_eq!(again.headers()["content-length"], TOO_MANY.len().to_string());
         // Other numbers: rebuilt.
         let later = refusal(HeaderStyle::Both, &p, &q, &denied, Duration::from_millis(1500));
         assert_eq!(later.headers()["retry-after"], "2");
         let legacy = refusal(HeaderStyle::Legacy, &p, &q, &denied, Duration::from_millis(1500));
-        assert_eq!(legacy.headers().len(), 5);
+        assert_eq!(legacy.headers().len(), 6);
         assert_eq!(legacy.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(&legacy.body()[..], TOO_MANY);
     }
