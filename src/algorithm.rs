@@ -168,6 +168,14 @@ pub trait Algorithm: Clone + fmt::Debug + Send + Sync + 'static {
     /// took (same `cost`, its receipt), through the cell's CAS loop. Returns whether anything was
     /// given back. A refund never gives back more than was taken: where an exact undo is
     /// impossible it gives back nothing (conservative). The default supports no refunds.
+    ///
+    /// **Known limitation:** a refund recognizes its take by the word's value. If
+    /// [`reset`](Self::reset) runs between the take and the refund and a later check then takes
+    /// the same cells in the same window (the same TAT for GCRA), the word looks unchanged and
+    /// the refund gives back that later check's cells: up to `cost` cells over-admitted, once,
+    /// and only when a reset races a composite (or multi-rule) check that is being refunded. A
+    /// one-word state has no room to also count resets; model:
+    /// `loom-tests/tests/composite_review.rs` (ignored).
     fn refund(&self, cell: &Self::Cell, now: Nanos, cost: u64, receipt: Receipt) -> bool {
         let _ = (cell, now, cost, receipt);
         false

@@ -90,7 +90,9 @@ pub(crate) fn update<R>(word: &AtomicU64, mut step: impl FnMut(u64) -> Step<R>) 
 /// Reads the state for a peek; `None` if retired (the key is then fresh).
 #[inline]
 pub(crate) fn load(word: &AtomicU64) -> Option<u64> {
-    // Acquire: as in `update`, a peek that sees the tombstone re-reads the clock.
+    // Acquire: pairs with the sweeper's Release tombstone (and a HOLD's stash write), as in
+    // `update`. A peek reads its clock before the lookup, so it may report a just-retired or
+    // held key as fresh at a slightly earlier `now`: a report, never an admission.
     let state = word.load(Ordering::Acquire);
     (state < TOMBSTONE).then_some(state)
 }

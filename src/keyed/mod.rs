@@ -405,7 +405,8 @@ where
             // Relaxed: published by the Release store below.
             self.last_inline_sweep.store(now.max(1), Ordering::Relaxed);
         }
-        // Release: publishes last_inline_sweep to the next winner.
+        // Release: publishes last_inline_sweep, and this sweep's stash writes and tombstones,
+        // to the next sweep.
         self.sweeping.store(false, Ordering::Release);
         swept
     }
@@ -553,12 +554,13 @@ where
     /// ```
     pub fn sweep(&self) -> usize {
         // Acquire: a try-lock (one sweep at a time: a composite cell's hold protocol has one
-        // stash writer); pairs with the Release below, which publishes nothing else.
+        // stash writer); pairs with the Release below, which orders the previous sweep's stash
+        // writes and tombstones before this sweep's (no checker can restore an older stash).
         if self.sweeping.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
             return 0;
         }
         let evicted = self.sweep_exclusive();
-        // Release: see above.
+        // Release: publishes this sweep's stash writes and tombstones to the next sweep.
         self.sweeping.store(false, Ordering::Release);
         evicted
     }
