@@ -167,3 +167,37 @@ fn per_key_quota_override_takes_effect_on_next_check() {
     assert!(matches!(limiter.set_quota("x", Quota::per_second(1).unwrap()), Ok(())));
     assert_eq!("0/s".parse::<Quota>().unwrap_err(), QuotaError::ZeroRate);
 }
+
+/// The keyed limiter's receipts (used by multi-rule HTTP checks): a refund gives back exactly
+/// the cells taken, for an existing key, a key inserted by the check, and a window algorithm;
+/// a key evicted in between (its take expired) gives back nothing.
+#[test]
+fn keyed_receipts_refund_exactly() {
+    use tollgate::{Algorithm, DefaultHashBuilder, FixedWindow, RateLimiter};
+    let clock = ManualClock::new();
+    let limiter: KeyedLimiter<String, _> =
+        KeyedLimiter::with_clock(Quota::per_second(3).unwrap(), clock.clone());
+    // A new key, inserted by the check itself.
+    let (d, receipt) = limiter.check_key_with_receipt("k", 2).unwrap();
+    assert!(d.is_allowed() && d.remaining() == 1);
+    assert!(limiter.refund_key("k", 2, receipt));
+    assert_eq!(limiter.peek("k").remaining(), 2); // a unit peek: 3 free, 1 for the peek
+                                                  // cost 0 reports, takes nothing, and has nothing to refund.
+    let (d, receipt) = limiter.check_key_with_receipt("k", 0).unwrap();
+    assert_eq!(d.remaining(), 3);
+    assert!(!limiter.refund_key("k", 0, receipt));
+    // Evicted in between: nothing to give back (and no panic).
+    let (_, receipt) = limiter.check_key_with_receipt("k", 1).unwrap();
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(limiter.sweep(), 1);
+    assert!(!limiter.refund_key("k", 1, receipt));
+    // A window algorithm, keyed.
+    let fixed = FixedWindow::new(&Quota::per_second(2).unwrap()).unwrap();
+    let windows: KeyedLimiter<u64, _, _, FixedWindow> =
+        KeyedLimiter::build(fixed, clock.clone(), 0, DefaultHashBuilder::default());
+    let (d, receipt) = windows.check_key_with_receipt(&7, 2).unwrap();
+    assert!(d.is_allowed());
+    assert!(!windows.check(&7).unwrap().is_allowed());
+    assert!(windows.refund_key(&7, 2, receipt));
+    assert!(windows.check_n(&7, 2).unwrap().is_allowed());
+}

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use crossbeam_utils::CachePadded;
 
-use crate::algorithm::{Algorithm, Gcra};
+use crate::algorithm::{Algorithm, Gcra, Receipt};
 use crate::cell::Retired;
 use crate::clock::{Clock, Nanos, QuantaClock};
 use crate::decision::{CheckError, Decision};
@@ -56,6 +56,34 @@ pub enum FullTablePolicy {
 
 /// Minimum time between two inline sweeps under [`FullTablePolicy::SweepThenReject`]: 10 ms.
 pub const INLINE_SWEEP_COOLDOWN: Nanos = 10_000_000;
+
+/// What the general check path does with a cell once it has one: a plain check, or one that
+/// also returns a [`Receipt`] (for refunds). Plain function pointers, so the one retry loop
+/// (eviction, re-insertion, slot hand-over) serves both.
+struct Op<A: Algorithm, R> {
+    check: fn(&A, &A::Cell, Nanos, u64) -> Result<R, Retired>,
+    /// The result for `cost = 0` (a report of the state).
+    peeked: fn(Decision) -> R,
+}
+
+impl<A: Algorithm, R> Clone for Op<A, R> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<A: Algorithm, R> Copy for Op<A, R> {}
+
+impl<A: Algorithm> Op<A, Decision> {
+    const PLAIN: Self = Op { check: |a, cell, now, cost| a.check(cell, now, cost), peeked: |d| d };
+}
+
+impl<A: Algorithm> Op<A, (Decision, Receipt)> {
+    const WITH_RECEIPT: Self = Op {
+        check: |a, cell, now, cost| a.check_with_receipt(cell, now, cost),
+        peeked: |d| (d, Receipt::NONE),
+    };
+}
 
 /// A rate limiter with one state per key `K` (user, IP, API key, route, tenant, …).
 ///
@@ -237,11 +265,11 @@ where
             match checked {
                 Some(Ok(decision)) => return Ok(decision),
                 // A new key: straight to the insertion, without a second lookup.
-                None => return self.check_general(key, n, true),
+                None => return self.check_general(key, n, true, Op::PLAIN),
                 Some(Err(Retired)) => {}
             }
         }
-        self.check_general(key, n, false)
+        self.check_general(key, n, false, Op::PLAIN)
     }
 
     /// Every case of [`check_n`](Self::check_n), hot path included.
@@ -249,21 +277,30 @@ where
     #[inline(never)]
     /// `absent`: the caller just found no cell for `key` (a hint: the insertion copes with a
     /// key inserted since).
-    fn check_general<Q>(&self, key: &Q, n: u32, absent: bool) -> Result<Decision, CheckError>
+    fn check_general<Q, R>(&self, key: &Q, n: u32, absent: bool, op: Op<A, R>) -> Result<R, CheckError>
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
         // Relaxed: see check_n.
         if self.has_overrides.load(Ordering::Relaxed) {
-            if let Some(result) = self.overrides.get(key, |a| a.map(|a| self.check_with(a, key, n, false))) {
+            if let Some(result) =
+                self.overrides.get(key, |a| a.map(|a| self.check_with(a, key, n, false, op)))
+            {
                 return result;
             }
         }
-        self.check_with(&self.algorithm, key, n, absent)
+        self.check_with(&self.algorithm, key, n, absent, op)
     }
 
-    fn check_with<Q>(&self, algorithm: &A, key: &Q, n: u32, absent: bool) -> Result<Decision, CheckError>
+    fn check_with<Q, R>(
+        &self,
+        algorithm: &A,
+        key: &Q,
+        n: u32,
+        absent: bool,
+        op: Op<A, R>,
+    ) -> Result<R, CheckError>
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
@@ -274,7 +311,7 @@ where
             return Err(CheckError::InsufficientCapacity { cost, capacity });
         }
         if cost == 0 {
-            return Ok(self.peek_with(algorithm, key, 0));
+            return Ok((op.peeked)(self.peek_with(algorithm, key, 0)));
         }
         // Every check reads the clock *after* it has the cell in hand, never before the lookup.
         // A key's cell can be evicted and replaced by a fresh one (TAT = 0) at any moment; the
@@ -294,18 +331,18 @@ where
                 None
             } else {
                 self.cells.get(key, |cell| {
-                    cell.map(|cell| match algorithm.check(cell, now_of(&self.clock), cost) {
-                        Ok(decision) => Ok(decision),
+                    cell.map(|cell| match (op.check)(algorithm, cell, now_of(&self.clock), cost) {
+                        Ok(checked) => Ok(checked),
                         Err(Retired) => Err(self.max_keys.is_some() && A::take_over_slot(cell)),
                     })
                 })
             };
             match checked {
-                Some(Ok(decision)) => {
+                Some(Ok(checked)) => {
                     if inherited {
                         self.release_slot(); // someone else re-inserted the key: not needed
                     }
-                    return Ok(decision);
+                    return Ok(checked);
                 }
                 Some(Err(took)) => {
                     if inherited && took {
@@ -313,8 +350,8 @@ where
                     }
                     inherited |= took;
                 }
-                None => match self.insert_and_check(algorithm, key, cost, inherited)? {
-                    Ok(decision) => return Ok(decision),
+                None => match self.insert_and_check(algorithm, key, cost, inherited, op)? {
+                    Ok(checked) => return Ok(checked),
                     Err(took) => inherited = took,
                 },
             }
@@ -327,13 +364,14 @@ where
     /// Inserts the key (reserving a slot unless `inherited` one) and checks it. `Err(took)`: the
     /// cell found was retired; `took` says whether we inherited its slot.
     #[cold]
-    fn insert_and_check<Q>(
+    fn insert_and_check<Q, R>(
         &self,
         algorithm: &A,
         key: &Q,
         cost: u64,
         inherited: bool,
-    ) -> Result<Result<Decision, bool>, CheckError>
+        op: Op<A, R>,
+    ) -> Result<Result<R, bool>, CheckError>
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
@@ -348,8 +386,7 @@ where
                     self.release_slot();
                 }
                 // The clock is read once the cell is in hand (see check_with).
-                algorithm
-                    .check(cell, now_of(&self.clock), cost)
+                (op.check)(algorithm, cell, now_of(&self.clock), cost)
                     .map_err(|Retired| self.max_keys.is_some() && A::take_over_slot(cell))
             },
         ))
@@ -752,5 +789,27 @@ where
 
     fn quota_for(&self, key: &Q) -> Quota {
         self.quota_of(key)
+    }
+
+    fn check_key_with_receipt(&self, key: &Q, cost: u32) -> Result<(Decision, Receipt), CheckError> {
+        self.check_general(key, cost, false, Op::WITH_RECEIPT)
+    }
+
+    /// Refunds through the key's live cell (under its override, if any). A key whose cell was
+    /// evicted since gives back nothing: it was evicted because its state, this take included,
+    /// had expired.
+    fn refund_key(&self, key: &Q, cost: u32, receipt: Receipt) -> bool {
+        let refund = |algorithm: &A| {
+            self.cells.get(key, |cell| {
+                cell.is_some_and(|cell| algorithm.refund(cell, now_of(&self.clock), u64::from(cost), receipt))
+            })
+        };
+        // Relaxed: see check_n.
+        if self.has_overrides.load(Ordering::Relaxed) {
+            if let Some(refunded) = self.overrides.get(key, |a| a.map(refund)) {
+                return refunded;
+            }
+        }
+        refund(&self.algorithm)
     }
 }
