@@ -245,7 +245,10 @@ impl SlidingLog {
         // The claims that positions head..head+cost overwrite: head+k−limit, for the k where
         // that is a position (k ≥ limit − head).
         let skip = self.limit.saturating_sub(head).min(cost);
-        let mut previous = self.at(head.saturating_add(skip).saturating_sub(self.limit));
+        // The first overwritten claim: head − limit (one lap back, same index) on a full ring,
+        // else position 0 (reached at k = limit − head). No division.
+        let mut previous =
+            if head >= self.limit { At { lap: h.lap - 1, index: h.index } } else { At { lap: 0, index: 0 } };
         for _ in skip..cost {
             match self.stamp_of(cell, previous) {
                 Err(()) => return Judged::Pending,
