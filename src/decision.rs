@@ -162,7 +162,12 @@ impl Decision {
     /// Unit cells still available right now, after this decision.
     #[inline]
     pub const fn remaining(&self) -> u64 {
-        self.slack / self.unit
+        // Most decisions carry their count directly (unit 1): skip the division for them.
+        if self.unit == 1 {
+            self.slack
+        } else {
+            self.slack / self.unit
+        }
     }
 
     /// Time until the limiter is back to its initial (full) state for this key.
@@ -218,17 +223,18 @@ impl Decision {
         let allowed = self.is_allowed() && other.is_allowed();
         // The limit and remaining reported are those of the sub-limit with the fewest cells left
         // (what a client should pace itself by).
-        let tighter = if other.remaining() < self.remaining() { other } else { self };
+        let (mine, theirs) = (self.remaining(), other.remaining()); // each divides at most once
+        let (limit, remaining) = if theirs < mine { (other.limit, theirs) } else { (self.limit, mine) };
         let reset_after = self.reset_after.max(other.reset_after);
         let mut out = if allowed {
-            Decision::allowed(tighter.limit, tighter.remaining(), reset_after)
+            Decision::allowed(limit, remaining, reset_after)
         } else {
             let retry = match (self.retry_after_nanos(), other.retry_after_nanos()) {
                 (Some(a), Some(b)) => a.max(b),
                 (Some(a), None) | (None, Some(a)) => a,
                 (None, None) => 0,
             };
-            Decision::denied(tighter.limit, tighter.remaining(), reset_after, retry)
+            Decision::denied(limit, remaining, reset_after, retry)
         };
         out.origin = self.origin;
         out
