@@ -121,7 +121,8 @@ fn check_log(log: SlidingLog, limit: u64, window: u64, ops: &[(u64, u64)]) {
             let stamp = stamps.last().map_or(now, |&t| t.max(now));
             stamps.extend(std::iter::repeat_n(stamp, cost as usize));
             let in_window =
-                stamps.iter().filter(|&&t| u128::from(t) + u128::from(window) > u128::from(now)).count() as u64;
+                stamps.iter().filter(|&&t| u128::from(t) + u128::from(window) > u128::from(now)).count()
+                    as u64;
             assert!(in_window <= limit, "never more than limit in any window");
             assert_eq!(d.remaining(), limit - in_window, "log remaining {now} {cost}");
         } else {
