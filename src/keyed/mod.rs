@@ -272,11 +272,11 @@ where
         self.check_general(key, n, false, Op::PLAIN)
     }
 
-    /// Every case of [`check_n`](Self::check_n), hot path included.
-    #[cold]
-    #[inline(never)]
+    /// Every case of [`check_n`](Self::check_n), hot path included, and checks with receipts.
     /// `absent`: the caller just found no cell for `key` (a hint: the insertion copes with a
     /// key inserted since).
+    #[cold]
+    #[inline(never)]
     fn check_general<Q, R>(&self, key: &Q, n: u32, absent: bool, op: Op<A, R>) -> Result<R, CheckError>
     where
         K: Borrow<Q>,
