@@ -219,6 +219,7 @@ impl Decision {
     /// assert!(!m.is_allowed());
     /// assert_eq!((m.limit(), m.remaining(), m.reset_after_nanos()), (1000, 0, 5_000));
     /// ```
+    #[inline]
     pub fn most_restrictive(self, other: Decision) -> Decision {
         let allowed = self.is_allowed() && other.is_allowed();
         // The limit and remaining reported are those of the sub-limit with the fewest cells left
