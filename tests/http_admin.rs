@@ -45,6 +45,11 @@ async fn setup() -> Setup {
     Setup { app, admin: serve(admin).await, clock }
 }
 
+/// An authenticated GET whose JSON body is returned.
+async fn get_json(client: &Client, url: String) -> Value {
+    authed(client, reqwest::Method::GET, url).send().await.unwrap().json().await.unwrap()
+}
+
 fn authed(client: &Client, method: reqwest::Method, url: String) -> reqwest::RequestBuilder {
     client.request(method, url).header("authorization", "Bearer s3cret")
 }
@@ -76,13 +81,7 @@ async fn keys_stats_reset_and_metrics() {
     let s = setup().await;
     let client = Client::new();
     assert_eq!(client.get(&s.app).send().await.unwrap().status(), StatusCode::OK);
-    let keys: Value = authed(&client, reqwest::Method::GET, format!("{}/rules/per-ip/keys", s.admin))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let keys: Value = get_json(&client, format!("{}/rules/per-ip/keys", s.admin)).await;
     assert_eq!(keys["total"], 1);
     assert_eq!(keys["keys"][0]["key"], "127.0.0.1");
     assert_eq!(keys["keys"][0]["limit"], 2);
@@ -110,13 +109,7 @@ async fn keys_stats_reset_and_metrics() {
 async fn rules_can_be_listed_and_updated() {
     let s = setup().await;
     let client = Client::new();
-    let rules: Value = authed(&client, reqwest::Method::GET, format!("{}/rules", s.admin))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let rules: Value = get_json(&client, format!("{}/rules", s.admin)).await;
     assert_eq!(rules[0]["name"], "per-ip");
     assert_eq!(rules[0]["mode"], "block");
     assert_eq!(rules[0]["quota"], "2/s");
@@ -155,13 +148,7 @@ async fn bans_are_listed_and_lifted() {
     }
     s.clock.advance(Duration::from_secs(5));
     assert_eq!(client.get(&s.app).send().await.unwrap().status(), StatusCode::FORBIDDEN);
-    let bans: Value = authed(&client, reqwest::Method::GET, format!("{}/bans", s.admin))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let bans: Value = get_json(&client, format!("{}/bans", s.admin)).await;
     assert_eq!(bans, serde_json::json!([{ "key": "127.0.0.1", "seconds_left": 25 }]));
     let res =
         authed(&client, reqwest::Method::DELETE, format!("{}/bans/127.0.0.1", s.admin)).send().await.unwrap();
@@ -346,13 +333,7 @@ async fn names_are_unique_and_algorithms_and_costs_apply() {
         let (status, _) = send(&client, reqwest::Method::DELETE, format!("{admin}/rules/{name}"), "").await;
         assert_eq!(status, StatusCode::NO_CONTENT);
     }
-    let rules: Value = authed(&client, reqwest::Method::GET, format!("{admin}/rules"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let rules: Value = get_json(&client, format!("{admin}/rules")).await;
     let names: Vec<&str> = rules.as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["log", "other"]);
     assert_eq!(rules[0]["quota"], "6/s");
