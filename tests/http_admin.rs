@@ -450,3 +450,40 @@ async fn rule_changes_under_live_traffic() {
     assert_eq!(hit(&client, search).await.0, 429);
     assert_eq!(layer.rules().len(), 1);
 }
+
+/// Limiters made by `swept_factory` (what `AdminApi::new` uses) evict idle keys in the
+/// background, with no check and no full table to trigger a sweep; the thread stops with the
+/// limiter.
+#[test]
+fn swept_factory_evicts_idle_keys_in_the_background() {
+    use tollgate::http::admin::swept_factory;
+    use tollgate::http::{AlgorithmKind, Check};
+    let clock = ManualClock::new();
+    let factory = swept_factory(clock.clone(), 1000, Duration::from_millis(5));
+    for algorithm in [AlgorithmKind::Gcra, AlgorithmKind::FixedWindow, AlgorithmKind::SlidingWindow] {
+        let limiter = factory(Quota::per_second(10).unwrap(), algorithm).unwrap();
+        for k in 0..50 {
+            let Check::Ready(Ok(d)) = limiter.check_http(&HttpKey::new(&format!("k{k}")), 1) else {
+                panic!("in-process limiters answer at once")
+            };
+            assert!(d.is_allowed());
+        }
+        let count = |l: &Arc<dyn HttpLimiter>| {
+            let mut n = 0;
+            l.for_each_http(&mut |_, _| n += 1);
+            n
+        };
+        assert_eq!(count(&limiter), 50);
+        clock.advance(Duration::from_secs(3)); // every key idle (two 1 s windows have passed)
+                                               // Wait for the background sweep (a condition, not a timing: 60 s is only a backstop).
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while count(&limiter) > 0 {
+            assert!(std::time::Instant::now() < deadline, "{algorithm:?}: the sweeper never ran");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // The keys come back fresh: nothing was lost or carried over.
+        let Check::Ready(Ok(d)) = limiter.check_http(&HttpKey::new("k0"), 1) else { panic!() };
+        assert_eq!(d.remaining(), 9);
+        drop(limiter); // joins the sweeper thread
+    }
+}

@@ -45,6 +45,7 @@
 //! ```
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -56,10 +57,14 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{AlgorithmKind, HttpKey, HttpLimiter, KeyBy, Listed, Mode, RateLimitLayer, Rule, RuleError};
+use super::{
+    AlgorithmKind, Check, HttpKey, HttpLimiter, KeyBy, Listed, Mode, RateLimitLayer, Rule, RuleError,
+};
+use crate::algorithm::Receipt;
 use crate::algorithm::{Algorithm, Gcra};
 use crate::clock::{Clock, QuantaClock};
-use crate::keyed::{DefaultHashBuilder, KeyedLimiter};
+use crate::decision::{CheckError, Decision};
+use crate::keyed::{spawn_sweep_thread, DefaultHashBuilder, KeyedLimiter, SweeperHandle};
 use crate::quota::{Quota, QuotaError};
 use crate::window::{FixedWindow, SlidingLog, SlidingWindow};
 
@@ -79,16 +84,24 @@ use crate::window::{FixedWindow, SlidingLog, SlidingWindow};
 pub type LimiterFactory =
     Arc<dyn Fn(Quota, AlgorithmKind) -> Result<Arc<dyn HttpLimiter>, QuotaError> + Send + Sync>;
 
-/// Keys per limiter made by [`keyed_factory`] for [`AdminApi::new`]: idle keys are swept
-/// inline when the table is full, so memory stays bounded without a sweeper thread.
+/// Keys per limiter made for [`AdminApi::new`] (by [`swept_factory`]): a full table first
+/// sweeps idle keys inline, so memory stays bounded even between two background sweeps.
 ///
 /// ```
 /// assert_eq!(tollgate::http::admin::DEFAULT_MAX_KEYS, 1_048_576);
 /// ```
 pub const DEFAULT_MAX_KEYS: usize = 1 << 20;
 
+/// How often [`AdminApi::new`]'s limiters sweep their idle keys in the background: 10 s.
+///
+/// ```
+/// assert_eq!(tollgate::http::admin::DEFAULT_SWEEP_INTERVAL.as_secs(), 10);
+/// ```
+pub const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(10);
+
 /// A [`LimiterFactory`] of in-process keyed limiters (listable: `GET /rules/{name}/keys`
-/// works) on `clock`, each holding at most `max_keys` keys.
+/// works) on `clock`, each holding at most `max_keys` keys. Idle keys leave only when a full
+/// table sweeps inline; [`swept_factory`] also sweeps them in the background.
 ///
 /// ```
 /// use tollgate::http::{admin::keyed_factory, AlgorithmKind, Check, HttpKey};
@@ -99,10 +112,37 @@ pub const DEFAULT_MAX_KEYS: usize = 1 << 20;
 /// assert_eq!(d.remaining(), 1);
 /// ```
 pub fn keyed_factory<C: Clock + Clone + 'static>(clock: C, max_keys: usize) -> LimiterFactory {
+    factory(clock, max_keys, None)
+}
+
+/// Like [`keyed_factory`], and each limiter has a background thread sweeping its idle keys
+/// every `interval` ([`KeyedLimiter::spawn_sweeper`]); the thread stops when the limiter is
+/// dropped (its rule deleted or re-limited, and no request still holding it).
+///
+/// ```
+/// use std::time::Duration;
+/// use tollgate::http::{admin::swept_factory, AlgorithmKind, Check, HttpKey};
+/// use tollgate::{ManualClock, Quota};
+/// let factory = swept_factory(ManualClock::new(), 1000, Duration::from_secs(10));
+/// let limiter = factory(Quota::per_second(2).unwrap(), AlgorithmKind::Gcra).unwrap();
+/// let Check::Ready(Ok(d)) = limiter.check_http(&HttpKey::new("k"), 1) else { panic!() };
+/// assert_eq!(d.remaining(), 1);
+/// drop(limiter); // stops its sweeper thread
+/// ```
+pub fn swept_factory<C: Clock + Clone + 'static>(
+    clock: C,
+    max_keys: usize,
+    interval: Duration,
+) -> LimiterFactory {
+    factory(clock, max_keys, Some(interval))
+}
+
+fn factory<C: Clock + Clone + 'static>(clock: C, max_keys: usize, sweep: Option<Duration>) -> LimiterFactory {
     fn build<A: Algorithm, C: Clock + 'static>(
         quota: &Quota,
         clock: C,
         max_keys: usize,
+        sweep: Option<Duration>,
     ) -> Result<Arc<dyn HttpLimiter>, QuotaError> {
         let keyed = KeyedLimiter::<HttpKey, C, DefaultHashBuilder, A>::build(
             A::new(quota)?,
@@ -110,14 +150,57 @@ pub fn keyed_factory<C: Clock + Clone + 'static>(clock: C, max_keys: usize) -> L
             0,
             DefaultHashBuilder::default(),
         );
-        Ok(Arc::new(Listed(keyed.max_keys(max_keys))))
+        let listed = Arc::new(Listed(keyed.max_keys(max_keys)));
+        Ok(match sweep {
+            None => listed,
+            Some(interval) => {
+                let sweeper = spawn_sweep_thread(Arc::downgrade(&listed), interval, |l| {
+                    l.0.sweep();
+                });
+                Arc::new(Swept { limiter: listed, _sweeper: sweeper })
+            }
+        })
     }
     Arc::new(move |quota, algorithm| match algorithm {
-        AlgorithmKind::Gcra => build::<Gcra, C>(&quota, clock.clone(), max_keys),
-        AlgorithmKind::FixedWindow => build::<FixedWindow, C>(&quota, clock.clone(), max_keys),
-        AlgorithmKind::SlidingWindow => build::<SlidingWindow, C>(&quota, clock.clone(), max_keys),
-        AlgorithmKind::SlidingLog => build::<SlidingLog, C>(&quota, clock.clone(), max_keys),
+        AlgorithmKind::Gcra => build::<Gcra, C>(&quota, clock.clone(), max_keys, sweep),
+        AlgorithmKind::FixedWindow => build::<FixedWindow, C>(&quota, clock.clone(), max_keys, sweep),
+        AlgorithmKind::SlidingWindow => build::<SlidingWindow, C>(&quota, clock.clone(), max_keys, sweep),
+        AlgorithmKind::SlidingLog => build::<SlidingLog, C>(&quota, clock.clone(), max_keys, sweep),
     })
+}
+
+/// A limiter with its background sweeper, which stops when this is dropped.
+struct Swept<L> {
+    limiter: Arc<L>,
+    _sweeper: SweeperHandle,
+}
+
+impl<L: HttpLimiter> HttpLimiter for Swept<L> {
+    #[inline]
+    fn check_http(&self, key: &HttpKey, cost: u32) -> Check {
+        self.limiter.check_http(key, cost)
+    }
+
+    fn quota_http(&self, key: &HttpKey) -> Quota {
+        self.limiter.quota_http(key)
+    }
+
+    fn reset_http(&self, key: &HttpKey) -> Result<bool, CheckError> {
+        self.limiter.reset_http(key)
+    }
+
+    fn for_each_http(&self, f: &mut dyn FnMut(&str, Decision)) {
+        self.limiter.for_each_http(f)
+    }
+
+    #[inline]
+    fn check_http_with_receipt(&self, key: &HttpKey, cost: u32) -> (Check, Receipt) {
+        self.limiter.check_http_with_receipt(key, cost)
+    }
+
+    fn refund_http(&self, key: &HttpKey, cost: u32, receipt: Receipt) -> bool {
+        self.limiter.refund_http(key, cost, receipt)
+    }
 }
 
 /// The admin API's configuration.
@@ -136,9 +219,10 @@ impl std::fmt::Debug for AdminApi {
 
 impl AdminApi {
     /// An admin API for `layer`, guarded by the bearer `token`. An empty token locks every
-    /// authenticated route. New limiters come from [`keyed_factory`] on a [`QuantaClock`].
+    /// authenticated route. New limiters come from [`swept_factory`] on a [`QuantaClock`], with
+    /// [`DEFAULT_MAX_KEYS`] and [`DEFAULT_SWEEP_INTERVAL`].
     pub fn new(layer: RateLimitLayer, token: &str) -> AdminApi {
-        let factory = keyed_factory(QuantaClock::new(), DEFAULT_MAX_KEYS);
+        let factory = swept_factory(QuantaClock::new(), DEFAULT_MAX_KEYS, DEFAULT_SWEEP_INTERVAL);
         AdminApi { layer, token: token.as_bytes().into(), factory }
     }
 

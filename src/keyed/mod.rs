@@ -251,25 +251,37 @@ where
         K: Borrow<Q>,
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
+        self.check_fast(key, n, Op::PLAIN)
+    }
+
+    /// The hot path of [`check_n`](Self::check_n) and of checks with receipts, small enough to
+    /// inline into the caller (with `op` a constant, its function pointer is resolved at compile
+    /// time): no overrides, a cost in 1..=capacity, and a live cell for the key. Anything else (a
+    /// new key, a retired cell, an override, cost 0 or above the capacity) falls through to
+    /// `check_general`, which starts over; nothing was consumed here in that case (a miss or
+    /// `Retired` changes no state).
+    #[inline(always)]
+    fn check_fast<Q, R>(&self, key: &Q, n: u32, op: Op<A, R>) -> Result<R, CheckError>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
         let cost = u64::from(n);
-        // Hot path, small enough to inline into the caller: no overrides, a cost in
-        // 1..=capacity, and a live cell for the key. Anything else (a new key, a retired cell,
-        // an override, cost 0 or above the capacity) falls through to `check_general`, which
-        // starts over; nothing was consumed here in that case (a miss or `Retired` changes no
-        // state). Relaxed: a configuration flag; a check racing `set_quota` may use either
-        // quota, and the override map itself is synchronized by papaya.
+        // Relaxed: a configuration flag; a check racing `set_quota` may use either quota, and
+        // the override map itself is synchronized by papaya.
         if !self.has_overrides.load(Ordering::Relaxed) && cost.wrapping_sub(1) < self.algorithm.capacity() {
             // The clock is read once the cell is in hand (see `check_with`).
-            let checked =
-                self.cells.get(key, |cell| cell.map(|c| self.algorithm.check(c, now_of(&self.clock), cost)));
+            let checked = self
+                .cells
+                .get(key, |cell| cell.map(|c| (op.check)(&self.algorithm, c, now_of(&self.clock), cost)));
             match checked {
-                Some(Ok(decision)) => return Ok(decision),
+                Some(Ok(checked)) => return Ok(checked),
                 // A new key: straight to the insertion, without a second lookup.
-                None => return self.check_general(key, n, true, Op::PLAIN),
+                None => return self.check_general(key, n, true, op),
                 Some(Err(Retired)) => {}
             }
         }
-        self.check_general(key, n, false, Op::PLAIN)
+        self.check_general(key, n, false, op)
     }
 
     /// Every case of [`check_n`](Self::check_n), hot path included, and checks with receipts.
@@ -711,23 +723,34 @@ where
     /// drop(sweeper); // stops and joins the thread
     /// ```
     pub fn spawn_sweeper(self: &Arc<Self>, interval: Duration) -> SweeperHandle {
-        let weak = Arc::downgrade(self);
-        let (stop, stopped) = std::sync::mpsc::channel::<()>();
-        let thread = std::thread::Builder::new()
-            .name("tollgate-sweeper".into())
-            .spawn(move || {
-                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(interval) {
-                    match weak.upgrade() {
-                        Some(limiter) => {
-                            limiter.sweep();
-                        }
-                        None => break,
-                    }
-                }
-            })
-            .ok();
-        SweeperHandle { stop: Some(stop), thread }
+        spawn_sweep_thread(Arc::downgrade(self), interval, |limiter| {
+            limiter.sweep();
+        })
     }
+}
+
+/// The thread behind [`KeyedLimiter::spawn_sweeper`] (and the admin API's limiters, which wrap
+/// theirs): calls `sweep` on `target` every `interval` while `target` is alive and the handle
+/// is not dropped.
+#[cfg(not(tollgate_loom))]
+pub(crate) fn spawn_sweep_thread<T: Send + Sync + 'static>(
+    target: std::sync::Weak<T>,
+    interval: Duration,
+    sweep: fn(&T),
+) -> SweeperHandle {
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    let thread = std::thread::Builder::new()
+        .name("tollgate-sweeper".into())
+        .spawn(move || {
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(interval) {
+                match target.upgrade() {
+                    Some(target) => sweep(&target),
+                    None => break,
+                }
+            }
+        })
+        .ok();
+    SweeperHandle { stop: Some(stop), thread }
 }
 
 /// Stops the background sweeper when dropped (and joins its thread).
@@ -792,7 +815,7 @@ where
     }
 
     fn check_key_with_receipt(&self, key: &Q, cost: u32) -> Result<(Decision, Receipt), CheckError> {
-        self.check_general(key, cost, false, Op::WITH_RECEIPT)
+        self.check_fast(key, cost, Op::WITH_RECEIPT)
     }
 
     /// Refunds through the key's live cell (under its override, if any). A key whose cell was
