@@ -77,7 +77,9 @@ fn inproc(requests: u32) -> Result<(), Box<dyn std::error::Error>> {
             if std::env::var("TOLLGATE_BENCH_ONLY").is_ok_and(|only| !only.split(',').any(|m| m == *mode)) {
                 continue;
             }
-            let mut svc = app(mode)?.into_service::<axum::body::Body>();
+            // `with_state` turns routes into services once, as `axum::serve` does (else axum would
+            // re-apply the layers on every request).
+            let mut svc = app(mode)?.with_state(()).into_service::<axum::body::Body>();
             let started = runtime.block_on(async {
                 let mut statuses = [0u32; 2];
                 let started = std::time::Instant::now();
