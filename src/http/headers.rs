@@ -94,14 +94,14 @@ pub(crate) struct Policy {
 
 impl Policy {
     pub(crate) fn new(name: &str, quota: Quota) -> Policy {
-        let value = header_value(&policy_value(name, &quota));
+        let value = interned(&policy_value(name, &quota));
         let limit = quota.burst();
         Policy {
             name: name.into(),
             quota,
             value,
             limit,
-            limit_value: number(limit),
+            limit_value: interned(&limit.to_string()),
             refusal: ArcSwapOption::empty(),
         }
     }
@@ -162,6 +162,31 @@ pub(crate) fn refusal(
     policy.refusal.store(Some(Arc::new(Refusal { stamp, headers: headers.clone() })));
     *res.headers_mut() = headers;
     res
+}
+
+/// A header value backed by a `'static` copy of `s`, made once per distinct `s` and kept for
+/// the life of the process, so clones cost no atomic operation.
+///
+/// A rule's constant values (its `RateLimit-Policy` and `X-RateLimit-Limit`) go on every
+/// response it limits. Backed by a shared heap buffer, each clone and drop would be an atomic
+/// increment and decrement of one reference count that every core writes: a contended cache
+/// line on the allow path of a busy multi-core server. Interning bounds the memory kept by the
+/// number of distinct values (rule names × quotas), not by how often rules are created; the
+/// lock is taken only when a rule is built, never per request.
+fn interned(s: &str) -> HeaderValue {
+    use std::collections::HashSet;
+    use std::sync::{Mutex, OnceLock};
+    static INTERNED: OnceLock<Mutex<HashSet<&'static str>>> = OnceLock::new();
+    let mut set = INTERNED.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    let kept: &'static str = match set.get(s) {
+        Some(kept) => kept,
+        None => {
+            let kept: &'static str = Box::leak(s.into());
+            set.insert(kept);
+            kept
+        }
+    };
+    value_of(Bytes::from_static(kept.as_bytes()))
 }
 
 /// Rule names are validated to be header-safe when the rule is built; this never fails for them.
@@ -375,6 +400,20 @@ pub(crate) fn problem(status: StatusCode, body: &'static [u8]) -> http::Response
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn interned_values_are_kept_once() {
+        let a = interned("\"api\";q=100;w=60");
+        let b = interned(&String::from("\"api\";q=100;w=60"));
+        assert_eq!(a, "\"api\";q=100;w=60");
+        // One static copy per distinct value: both point at it (and so do their clones).
+        assert_eq!(a.as_bytes().as_ptr(), b.as_bytes().as_ptr());
+        assert_eq!(a.clone().as_bytes().as_ptr(), a.as_bytes().as_ptr());
+        assert_ne!(interned("1000000").as_bytes().as_ptr(), a.as_bytes().as_ptr());
+        let policy = Policy::new("api", Quota::per_minute(100_000).unwrap());
+        assert_eq!(policy.limit_value, "100000");
+        assert_eq!(policy.value, "\"api\";q=100000;w=60");
+    }
 
     #[test]
     fn decimal_matches_display() {
