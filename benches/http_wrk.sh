@@ -1,0 +1,30 @@
+#!/bin/bash
+# Requests/s of examples/http_bench_server under wrk over loopback, modes interleaved per round.
+#   cargo build --release --features axum --example http_bench_server && bash benches/http_wrk.sh
+# Server pinned to CPU 0 (1 worker), wrk to CPU 1. Besides wall-clock requests/s it reports requests
+# per CPU-second of the server process (utime+stime from /proc), which other processes competing
+# for CPU 0 disturb less. Needs wrk (apt-get install wrk) and taskset.
+BIN=${BIN:-target/release/examples/http_bench_server}
+ROUNDS=${ROUNDS:-3}; DUR=${DUR:-5}; CONN=${CONN:-32}
+MODES=${MODES:-"plain tollgate-allow tollgate-allow-ietf tollgate-allow-noheaders tollgate-deny governor-allow governor-deny"}
+PORT=${PORT:-18080}
+TCK=$(getconf CLK_TCK)
+cpu() { awk '{print $14+$15}' /proc/$1/stat; }
+for r in $(seq $ROUNDS); do
+  for m in $MODES; do
+    taskset -c 0 $BIN $m 127.0.0.1:$PORT 2>/dev/null & pid=$!
+    sleep 0.4
+    taskset -c 1 wrk -t1 -c$CONN -d1s http://127.0.0.1:$PORT/ >/dev/null 2>&1
+    c0=$(cpu $pid)
+    out=$(taskset -c 1 wrk -t1 -c$CONN -d${DUR}s --latency http://127.0.0.1:$PORT/)
+    c1=$(cpu $pid)
+    reqs=$(echo "$out" | awk '/requests in/ {print $1}')
+    rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+    p50=$(echo "$out" | awk '$1=="50%" {print $2}')
+    p99=$(echo "$out" | awk '$1=="99%" {print $2}')
+    non2xx=$(echo "$out" | awk '/Non-2xx/ {print $5}')
+    cpups=$(awk -v r=$reqs -v c=$((c1-c0)) -v t=$TCK 'BEGIN { if (c>0) printf "%.0f", r*t/c; else print "nan" }')
+    echo "round=$r mode=$m rps=$rps per_cpu_s=$cpups p50=$p50 p99=$p99 non2xx=${non2xx:-0} load=$(cut -d' ' -f1 /proc/loadavg)"
+    kill $pid; wait $pid 2>/dev/null
+  done
+done
