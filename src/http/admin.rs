@@ -60,8 +60,7 @@ use serde_json::{json, Value};
 use super::{
     AlgorithmKind, Check, HttpKey, HttpLimiter, KeyBy, Listed, Mode, RateLimitLayer, Rule, RuleError,
 };
-use crate::algorithm::Receipt;
-use crate::algorithm::{Algorithm, Gcra};
+use crate::algorithm::{Algorithm, Gcra, Receipt};
 use crate::clock::{Clock, QuantaClock};
 use crate::decision::{CheckError, Decision};
 use crate::keyed::{spawn_sweep_thread, DefaultHashBuilder, KeyedLimiter, SweeperHandle};
