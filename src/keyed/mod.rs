@@ -57,32 +57,44 @@ pub enum FullTablePolicy {
 /// Minimum time between two inline sweeps under [`FullTablePolicy::SweepThenReject`]: 10 ms.
 pub const INLINE_SWEEP_COOLDOWN: Nanos = 10_000_000;
 
-/// What the general check path does with a cell once it has one: a plain check, or one that
-/// also returns a [`Receipt`] (for refunds). Plain function pointers, so the one retry loop
-/// (eviction, re-insertion, slot hand-over) serves both.
-struct Op<A: Algorithm, R> {
-    check: fn(&A, &A::Cell, Nanos, u64) -> Result<R, Retired>,
+/// What the check paths do with a cell once they have one: a plain check ([`Plain`]), or one
+/// that also returns a [`Receipt`] for refunds ([`WithReceipt`]). A trait on zero-sized types,
+/// not function pointers: each path is monomorphized, so the algorithm's step inlines into the
+/// hot path (a `fn` pointer kept it behind an indirect call: 27 more instructions per check,
+/// callgrind), while the one retry loop (eviction, re-insertion, slot hand-over) serves both.
+trait Op<A: Algorithm>: Copy {
+    type Out;
+    fn check(a: &A, cell: &A::Cell, now: Nanos, cost: u64) -> Result<Self::Out, Retired>;
     /// The result for `cost = 0` (a report of the state).
-    peeked: fn(Decision) -> R,
+    fn peeked(d: Decision) -> Self::Out;
 }
 
-impl<A: Algorithm, R> Clone for Op<A, R> {
-    fn clone(&self) -> Self {
-        *self
+#[derive(Clone, Copy)]
+struct Plain;
+
+impl<A: Algorithm> Op<A> for Plain {
+    type Out = Decision;
+    #[inline(always)]
+    fn check(a: &A, cell: &A::Cell, now: Nanos, cost: u64) -> Result<Decision, Retired> {
+        a.check(cell, now, cost)
+    }
+    fn peeked(d: Decision) -> Decision {
+        d
     }
 }
 
-impl<A: Algorithm, R> Copy for Op<A, R> {}
+#[derive(Clone, Copy)]
+struct WithReceipt;
 
-impl<A: Algorithm> Op<A, Decision> {
-    const PLAIN: Self = Op { check: |a, cell, now, cost| a.check(cell, now, cost), peeked: |d| d };
-}
-
-impl<A: Algorithm> Op<A, (Decision, Receipt)> {
-    const WITH_RECEIPT: Self = Op {
-        check: |a, cell, now, cost| a.check_with_receipt(cell, now, cost),
-        peeked: |d| (d, Receipt::NONE),
-    };
+impl<A: Algorithm> Op<A> for WithReceipt {
+    type Out = (Decision, Receipt);
+    #[inline(always)]
+    fn check(a: &A, cell: &A::Cell, now: Nanos, cost: u64) -> Result<(Decision, Receipt), Retired> {
+        a.check_with_receipt(cell, now, cost)
+    }
+    fn peeked(d: Decision) -> (Decision, Receipt) {
+        (d, Receipt::NONE)
+    }
 }
 
 /// A rate limiter with one state per key `K` (user, IP, API key, route, tenant, …).
@@ -251,17 +263,16 @@ where
         K: Borrow<Q>,
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
-        self.check_fast(key, n, Op::PLAIN)
+        self.check_fast(key, n, Plain)
     }
 
     /// The hot path of [`check_n`](Self::check_n) and of checks with receipts, small enough to
-    /// inline into the caller (with `op` a constant, its function pointer is resolved at compile
-    /// time): no overrides, a cost in 1..=capacity, and a live cell for the key. Anything else (a
+    /// inline into the caller (the [`Op`] is a type, so its step inlines too): no overrides, a cost in 1..=capacity, and a live cell for the key. Anything else (a
     /// new key, a retired cell, an override, cost 0 or above the capacity) falls through to
     /// `check_general`, which starts over; nothing was consumed here in that case (a miss or
     /// `Retired` changes no state).
     #[inline(always)]
-    fn check_fast<Q, R>(&self, key: &Q, n: u32, op: Op<A, R>) -> Result<R, CheckError>
+    fn check_fast<Q, O: Op<A>>(&self, key: &Q, n: u32, _op: O) -> Result<O::Out, CheckError>
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
@@ -273,15 +284,15 @@ where
             // The clock is read once the cell is in hand (see `check_with`).
             let checked = self
                 .cells
-                .get(key, |cell| cell.map(|c| (op.check)(&self.algorithm, c, now_of(&self.clock), cost)));
+                .get(key, |cell| cell.map(|c| O::check(&self.algorithm, c, now_of(&self.clock), cost)));
             match checked {
                 Some(Ok(checked)) => return Ok(checked),
                 // A new key: straight to the insertion, without a second lookup.
-                None => return self.check_general(key, n, true, op),
+                None => return self.check_general(key, n, true, _op),
                 Some(Err(Retired)) => {}
             }
         }
-        self.check_general(key, n, false, op)
+        self.check_general(key, n, false, _op)
     }
 
     /// Every case of [`check_n`](Self::check_n), hot path included, and checks with receipts.
@@ -289,7 +300,7 @@ where
     /// key inserted since).
     #[cold]
     #[inline(never)]
-    fn check_general<Q, R>(&self, key: &Q, n: u32, absent: bool, op: Op<A, R>) -> Result<R, CheckError>
+    fn check_general<Q, O: Op<A>>(&self, key: &Q, n: u32, absent: bool, _op: O) -> Result<O::Out, CheckError>
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
@@ -297,22 +308,22 @@ where
         // Relaxed: see check_n.
         if self.has_overrides.load(Ordering::Relaxed) {
             if let Some(result) =
-                self.overrides.get(key, |a| a.map(|a| self.check_with(a, key, n, false, op)))
+                self.overrides.get(key, |a| a.map(|a| self.check_with(a, key, n, false, _op)))
             {
                 return result;
             }
         }
-        self.check_with(&self.algorithm, key, n, absent, op)
+        self.check_with(&self.algorithm, key, n, absent, _op)
     }
 
-    fn check_with<Q, R>(
+    fn check_with<Q, O: Op<A>>(
         &self,
         algorithm: &A,
         key: &Q,
         n: u32,
         absent: bool,
-        op: Op<A, R>,
-    ) -> Result<R, CheckError>
+        _op: O,
+    ) -> Result<O::Out, CheckError>
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
@@ -323,7 +334,7 @@ where
             return Err(CheckError::InsufficientCapacity { cost, capacity });
         }
         if cost == 0 {
-            return Ok((op.peeked)(self.peek_with(algorithm, key, 0)));
+            return Ok(O::peeked(self.peek_with(algorithm, key, 0)));
         }
         // Every check reads the clock *after* it has the cell in hand, never before the lookup.
         // A key's cell can be evicted and replaced by a fresh one (TAT = 0) at any moment; the
@@ -343,7 +354,7 @@ where
                 None
             } else {
                 self.cells.get(key, |cell| {
-                    cell.map(|cell| match (op.check)(algorithm, cell, now_of(&self.clock), cost) {
+                    cell.map(|cell| match O::check(algorithm, cell, now_of(&self.clock), cost) {
                         Ok(checked) => Ok(checked),
                         Err(Retired) => Err(self.max_keys.is_some() && A::take_over_slot(cell)),
                     })
@@ -362,7 +373,7 @@ where
                     }
                     inherited |= took;
                 }
-                None => match self.insert_and_check(algorithm, key, cost, inherited, op)? {
+                None => match self.insert_and_check(algorithm, key, cost, inherited, _op)? {
                     Ok(checked) => return Ok(checked),
                     Err(took) => inherited = took,
                 },
@@ -376,14 +387,14 @@ where
     /// Inserts the key (reserving a slot unless `inherited` one) and checks it. `Err(took)`: the
     /// cell found was retired; `took` says whether we inherited its slot.
     #[cold]
-    fn insert_and_check<Q, R>(
+    fn insert_and_check<Q, O: Op<A>>(
         &self,
         algorithm: &A,
         key: &Q,
         cost: u64,
         inherited: bool,
-        op: Op<A, R>,
-    ) -> Result<Result<R, bool>, CheckError>
+        _op: O,
+    ) -> Result<Result<O::Out, bool>, CheckError>
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
@@ -398,7 +409,7 @@ where
                     self.release_slot();
                 }
                 // The clock is read once the cell is in hand (see check_with).
-                (op.check)(algorithm, cell, now_of(&self.clock), cost)
+                O::check(algorithm, cell, now_of(&self.clock), cost)
                     .map_err(|Retired| self.max_keys.is_some() && A::take_over_slot(cell))
             },
         ))
@@ -815,7 +826,7 @@ where
     }
 
     fn check_key_with_receipt(&self, key: &Q, cost: u32) -> Result<(Decision, Receipt), CheckError> {
-        self.check_fast(key, cost, Op::WITH_RECEIPT)
+        self.check_fast(key, cost, WithReceipt)
     }
 
     /// Refunds through the key's live cell (under its override, if any). A key whose cell was
