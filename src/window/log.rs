@@ -18,6 +18,11 @@ pub const MAX_LOG_LIMIT: u64 = 4096;
 const LAP_SHIFT: u32 = 62;
 const STAMP_MASK: u64 = (1 << LAP_SHIFT) - 1;
 
+/// Head word layout: the ring index in the low bits (`MAX_LOG_LIMIT` = 2¹²), the lap above.
+const INDEX_BITS: u32 = 12;
+const INDEX_MASK: u64 = (1 << INDEX_BITS) - 1;
+const _: () = assert!(MAX_LOG_LIMIT <= 1 << INDEX_BITS);
+
 /// How many times a check re-reads a position whose claim is still being written (a few
 /// instructions on another thread) before it gives up and denies (conservatively).
 const PENDING_RETRIES: u32 = 64;
@@ -33,7 +38,9 @@ const PENDING_RETRIES: u32 = 64;
 /// # State and claim protocol (DESIGN.md §4)
 ///
 /// ```text
-/// head            : number of cells ever claimed (h); bit 63 is the cell's TOMBSTONE
+/// head            : the next claim's position x = lap·L + index, packed as
+///                   bits 62..12 = lap, bits 11..0 = index (< L ≤ 4096), so a check finds its
+///                   ring index without dividing; bit 63 is the cell's TOMBSTONE
 /// slot[x mod L]   : the claim with sequence number x:
 ///                   bits 63..62 = lap ⌊x / L⌋ mod 4,
 ///                   bits 61..0  = 0: not written yet, 1: expired (refund/reset), t + 2: stamp t
@@ -42,7 +49,7 @@ const PENDING_RETRIES: u32 = 64;
 /// A check of `n` cells at `now` reads `h`, then the slots of the claims it would overwrite,
 /// `x − L` for `x` in `h .. h+n` (none while `x < L`). It admits iff each of them carries the
 /// lap of `x − L` (the claim has been written) and its stamp is `≤ now − W` (expired). The
-/// admission is the CAS `head: h → h + n` (through `cell::update`), which makes the `n`
+/// admission is the CAS `head: h → h + n` (through `cell::update`; packed as above), which makes the `n`
 /// positions this thread's; it then writes their stamps. A slot whose lap is older belongs to
 /// a claim that won its CAS but has not written yet: the checker re-reads (bounded) and, if it
 /// is still unwritten, denies — conservative, never over-admitting. A denial is returned only if
@@ -95,6 +102,8 @@ enum Judged {
     Admit {
         stamp: Nanos,
         decision: Decision,
+        /// Where the claim starts (the judged head's position).
+        h: At,
     },
     Deny(Decision),
     /// A claim this check depends on has not written its stamp yet.
@@ -141,12 +150,29 @@ impl SlidingLog {
         self.window
     }
 
-    /// Where claim `position` lives: one division; neighbours are then found by `forward` and
-    /// `back` without dividing (a check used to divide twice per slot it read: ~14 dependent
-    /// divisions for a binary search over a ring of 100).
+    /// The position a head word holds (see the type docs): no division. Neighbours are found
+    /// by `forward` and `back`, without dividing either (a check used to divide per slot it
+    /// read, then twice per check: a 64-bit division is 14–40 cycles on x86-64).
     #[inline]
-    fn at(&self, position: u64) -> At {
-        At { lap: position / self.limit, index: position % self.limit }
+    fn at(head: u64) -> At {
+        At { lap: head >> INDEX_BITS, index: head & INDEX_MASK }
+    }
+
+    /// The head word for position `a` (`a.index < limit`; the lap never reaches 2⁵¹: that is
+    /// 2⁵¹ · limit claims).
+    #[inline]
+    fn head_of(a: At) -> u64 {
+        (a.lap << INDEX_BITS) | a.index
+    }
+
+    /// How many positions before `h` were ever claimed, up to `limit` (the ring's written part).
+    #[inline]
+    fn used(&self, h: At) -> u64 {
+        if h.lap > 0 {
+            self.limit
+        } else {
+            h.index
+        }
     }
 
     /// The position `k ≤ limit` claims after `a`.
@@ -207,8 +233,8 @@ impl SlidingLog {
     /// the newest claim (1, 2, 4, … back) and then bisecting, O(log k) slot reads: a key with
     /// few recent claims costs one or two reads, however long its ring.
     #[inline]
-    fn free_positions(&self, cell: &SlidingLogCell, head: u64, h: At, now: Nanos) -> u64 {
-        let used = head.min(self.limit);
+    fn free_positions(&self, cell: &SlidingLogCell, h: At, now: Nanos) -> u64 {
+        let used = self.used(h);
         // in_window(j): claim `head − j` (1 ≤ j ≤ used) is still in the window; true exactly
         // for j ≤ k.
         let in_window = |j: u64| !self.expired(cell, self.back(h, j), now);
@@ -231,8 +257,8 @@ impl SlidingLog {
     }
 
     #[inline]
-    fn newest(&self, cell: &SlidingLogCell, head: u64, h: At) -> Option<Nanos> {
-        if head == 0 {
+    fn newest(&self, cell: &SlidingLogCell, h: At) -> Option<Nanos> {
+        if h.lap == 0 && h.index == 0 {
             return None;
         }
         self.stamp_of(cell, self.back(h, 1)).ok().flatten()
@@ -240,15 +266,19 @@ impl SlidingLog {
 
     #[inline]
     fn judge(&self, cell: &SlidingLogCell, head: u64, now: Nanos, cost: u64) -> Judged {
-        let h = self.at(head);
+        let h = Self::at(head);
+        if cost > self.limit {
+            // Never fits (callers check the capacity first; this keeps `forward` in range).
+            return Judged::Deny(Decision::denied(self.limit, 0, self.window, u64::MAX >> 1));
+        }
         let mut blocked_until: Option<Nanos> = None;
-        // The claims that positions head..head+cost overwrite: head+k−limit, for the k where
-        // that is a position (k ≥ limit − head).
-        let skip = self.limit.saturating_sub(head).min(cost);
-        // The first overwritten claim: head − limit (one lap back, same index) on a full ring,
-        // else position 0 (reached at k = limit − head). No division.
+        // The claims that positions h..h+cost overwrite: h+k−limit, for the k where that is a
+        // position (k ≥ limit − h on the first lap).
+        let skip = if h.lap == 0 { (self.limit - h.index).min(cost) } else { 0 };
+        // The first overwritten claim: h − limit (one lap back, same index) on a full ring,
+        // else position 0 (reached at k = limit − h).
         let mut previous =
-            if head >= self.limit { At { lap: h.lap - 1, index: h.index } } else { At { lap: 0, index: 0 } };
+            if h.lap > 0 { At { lap: h.lap - 1, index: h.index } } else { At { lap: 0, index: 0 } };
         for _ in skip..cost {
             match self.stamp_of(cell, previous) {
                 Err(()) => return Judged::Pending,
@@ -262,16 +292,16 @@ impl SlidingLog {
             }
             previous = self.forward(previous, 1);
         }
-        let newest = self.newest(cell, head, h);
+        let newest = self.newest(cell, h);
         let busy_until =
             |stamp: Option<Nanos>| stamp.map_or(0, |t| t.saturating_add(self.window).saturating_sub(now));
-        let free = self.free_positions(cell, head, h, now);
+        let free = self.free_positions(cell, h, now);
         match blocked_until {
             None => {
                 let stamp = newest.map_or(now, |t| t.max(now));
                 let reset_after = if cost == 0 { busy_until(newest) } else { busy_until(Some(stamp)) };
                 let decision = Decision::allowed(self.limit, free.saturating_sub(cost), reset_after);
-                Judged::Admit { stamp, decision }
+                Judged::Admit { stamp, decision, h }
             }
             Some(until) => {
                 let retry = until.saturating_sub(now).max(1);
@@ -284,8 +314,8 @@ impl SlidingLog {
         let mut pending = 0;
         loop {
             let attempt = cell::update(&cell.head, |head| match self.judge(cell, head, now, cost) {
-                Judged::Admit { stamp, decision } if cost > 0 => {
-                    Step::Store(head + cost, (head, Ok((decision, stamp))))
+                Judged::Admit { stamp, decision, h } if cost > 0 => {
+                    Step::Store(Self::head_of(self.forward(h, cost)), (head, Ok((decision, stamp, h))))
                 }
                 Judged::Admit { decision, .. } | Judged::Deny(decision) => {
                     Step::Keep((head, Err(Some(decision))))
@@ -293,9 +323,8 @@ impl SlidingLog {
                 Judged::Pending => Step::Keep((head, Err(None))),
             })?;
             match attempt {
-                (head, Ok((decision, stamp))) => {
-                    // The CAS made positions head..head+cost ours; publish their stamps.
-                    let h = self.at(head);
+                (head, Ok((decision, stamp, h))) => {
+                    // The CAS made positions h..h+cost ours; publish their stamps.
                     for k in 0..cost {
                         let a = self.forward(h, k);
                         cell::store_slot(self.slot(cell, a), self.slot_value(a, stamp));
@@ -330,8 +359,9 @@ impl SlidingLog {
     /// Whether every claim in the ring is written and expired at `now` (and so at any later
     /// time): the key is then indistinguishable from a fresh one.
     fn is_idle(&self, cell: &SlidingLogCell, head: u64, now: Nanos) -> bool {
-        let used = head.min(self.limit);
-        let first = self.back(self.at(head), used);
+        let h = Self::at(head);
+        let first = self.back(h, self.used(h));
+        let used = self.used(h);
         (0..used).all(|k| self.expired(cell, self.forward(first, k), now))
     }
 }
@@ -438,7 +468,7 @@ impl Algorithm for SlidingLog {
         }
         let stamp_bits = receipt.extra & STAMP_MASK;
         let mut refunded = false;
-        let first = self.at(receipt.stored);
+        let first = Self::at(receipt.stored);
         for k in 0..cost.min(self.limit) {
             let a = self.forward(first, k);
             let ours = ((a.lap & 3) << LAP_SHIFT) | stamp_bits;
