@@ -67,6 +67,9 @@ proptest! {
             };
             let allowed = vprev * (wn - elapsed) + (vcur + u128::from(cost)) * wn <= u128::from(limit) * wn;
             prop_assert_eq!(d.is_allowed(), allowed);
+            // remaining = limit − cur' − ⌈prev·(W − elapsed) / W⌉ (cur' counts this check if admitted).
+            let used = vcur + (vprev * (wn - elapsed)).div_ceil(wn) + if allowed { u128::from(cost) } else { 0 };
+            prop_assert_eq!(u128::from(d.remaining()), u128::from(limit).saturating_sub(used));
             if allowed {
                 (idx, prev, cur) = (vidx, vprev, vcur + u128::from(cost));
             }

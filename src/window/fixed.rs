@@ -7,7 +7,7 @@ use crate::decision::Decision;
 use crate::quota::{Quota, QuotaError};
 use crate::sync::AtomicU64;
 
-use super::{index_bits, mask, Outcome};
+use super::{div_by, index_bits, mask, reciprocal, Outcome};
 
 /// Fixed-window counter: at most `limit = quota.burst()` cells in each window of length
 /// `W = quota.period()`; the count restarts at each window edge.
@@ -55,6 +55,8 @@ use super::{index_bits, mask, Outcome};
 pub struct FixedWindow {
     quota: Quota,
     window: Nanos,
+    /// `reciprocal(window)`, for dividing by the window without a division instruction.
+    recip: u64,
     limit: u64,
     offset: Nanos,
     count_bits: u32,
@@ -93,7 +95,7 @@ impl FixedWindow {
         if limit > max {
             return Err(QuotaError::TooLarge { what: "fixed-window limit", value: limit, max });
         }
-        Ok(FixedWindow { quota, window, limit, offset: 0, count_bits })
+        Ok(FixedWindow { quota, window, recip: reciprocal(window), limit, offset: 0, count_bits })
     }
 
     /// The same windows shifted so that a window starts at clock time `W − offset` (mod `W`):
@@ -219,7 +221,7 @@ impl FixedWindow {
         } else if t < next.saturating_add(self.window) {
             (index + 1, 0)
         } else {
-            (t / self.window, 0)
+            (div_by(t, self.window, self.recip), 0)
         }
     }
 

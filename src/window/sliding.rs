@@ -7,7 +7,7 @@ use crate::decision::Decision;
 use crate::quota::{Quota, QuotaError};
 use crate::sync::AtomicU64;
 
-use super::{index_bits, mask, Outcome};
+use super::{div_by, index_bits, mask, reciprocal, Outcome};
 
 /// Sliding window counter (Cloudflare-style): counts the current window of length
 /// `W = quota.period()` and the previous one, and estimates the cells in the last `W` as
@@ -57,6 +57,8 @@ use super::{index_bits, mask, Outcome};
 pub struct SlidingWindow {
     quota: Quota,
     window: Nanos,
+    /// `reciprocal(window)`, for dividing by the window without a division instruction.
+    recip: u64,
     limit: u64,
     count_bits: u32,
 }
@@ -103,7 +105,7 @@ impl SlidingWindow {
         if limit > max {
             return Err(QuotaError::TooLarge { what: "sliding-window limit", value: limit, max });
         }
-        Ok(SlidingWindow { quota, window, limit, count_bits })
+        Ok(SlidingWindow { quota, window, recip: reciprocal(window), limit, count_bits })
     }
 
     /// Packs `(index, prev, cur)` into a state word.
@@ -160,7 +162,7 @@ impl SlidingWindow {
         } else if now < next.saturating_add(self.window) {
             View { index: index + 1, prev: cur, cur: 0, elapsed: now - next }
         } else {
-            let now_index = now / self.window;
+            let now_index = div_by(now, self.window, self.recip);
             View { index: now_index, prev: 0, cur: 0, elapsed: now - now_index * self.window }
         }
     }
@@ -196,26 +198,32 @@ impl SlidingWindow {
     #[inline]
     pub(crate) fn outcome(&self, state: u64, now: Nanos, cost: u64) -> Outcome {
         let v = self.view(state, now);
-        // The allow path without a division: with room s = limit − cur − cost,
-        // ⌈prev·left / W⌉ ≤ s  ⟺  prev·left ≤ s·W, and remaining = s − ⌈prev·left / W⌉ =
-        // ⌊(s·W − prev·left) / W⌋ is divided out only if the caller asks (decision.rs).
-        // Products that overflow take the general path below.
         let left = self.window.saturating_sub(v.elapsed);
-        if let Some(room) = self.limit.checked_sub(v.cur).and_then(|r| r.checked_sub(cost)) {
-            if let (Some(weight), Some(capacity)) = (v.prev.checked_mul(left), room.checked_mul(self.window))
-            {
-                if weight <= capacity {
+        // In cells·ns: free = (limit − cur)·W, weight = prev·left (the previous window's
+        // share), need = weight + cost·W. Admit iff need ≤ free, which is
+        // cur + cost + ⌈prev·left / W⌉ ≤ limit. `remaining` is ⌊(free − need) / W⌋ on an
+        // admission and ⌊(free − weight) / W⌋ (0 if negative) on a denial, divided out only if
+        // the caller asks (decision.rs): neither path divides, but for a denial's retry time.
+        // Products that overflow u64 take the u128 path below.
+        let free = self.limit.checked_sub(v.cur).and_then(|a| a.checked_mul(self.window));
+        if let (Some(weight), Some(free)) = (v.prev.checked_mul(left), free) {
+            if let Some(need) = cost.checked_mul(self.window).and_then(|c| c.checked_add(weight)) {
+                if need <= free {
                     let cur = v.cur + cost;
                     let reset_after = self.reset_after(v.index, v.prev, cur, now);
                     let decision =
-                        Decision::allowed_in_units(self.limit, capacity - weight, self.window, reset_after);
+                        Decision::allowed_in_units(self.limit, free - need, self.window, reset_after);
                     let stored = (cost > 0).then(|| self.pack(v.index, v.prev, cur));
                     return Outcome { decision, stored };
                 }
+                let (reset_after, retry_after) = self.denial_times(&v, now, cost);
+                let slack = free.saturating_sub(weight);
+                let decision =
+                    Decision::denied_in_units(self.limit, slack, self.window, reset_after, retry_after);
+                return Outcome { decision, stored: None };
             }
         }
         let weighted = self.weighted_prev(v.prev, v.elapsed);
-        let start = v.index.saturating_mul(self.window);
         let used = weighted.saturating_add(v.cur);
         let wanted = used.saturating_add(cost);
         if wanted <= self.limit {
@@ -225,22 +233,29 @@ impl SlidingWindow {
             let stored = (cost > 0).then(|| self.pack(v.index, v.prev, cur));
             Outcome { decision, stored }
         } else {
-            let target = if v.cur.saturating_add(cost) <= self.limit {
-                // This window, once the previous window's weight has faded enough.
-                start.saturating_add(self.earliest_fit(v.prev, self.limit - v.cur - cost))
-            } else {
-                // The next window, where prev' = cur and cur' = 0.
-                let next = start.saturating_add(self.window);
-                next.saturating_add(self.earliest_fit(v.cur, self.limit.saturating_sub(cost)))
-            };
-            let retry_after = target.saturating_sub(now).max(1);
-            let reset_after = self.reset_after(v.index, v.prev, v.cur, now);
+            let (reset_after, retry_after) = self.denial_times(&v, now, cost);
             let remaining = self.limit.saturating_sub(used);
             Outcome {
                 decision: Decision::denied(self.limit, remaining, reset_after, retry_after),
                 stored: None,
             }
         }
+    }
+
+    /// A denial's `(reset_after, retry_after)`: the earliest time `cost` fits, in this window
+    /// once the previous window's weight has faded enough, else in the next one.
+    #[inline]
+    fn denial_times(&self, v: &View, now: Nanos, cost: u64) -> (Nanos, Nanos) {
+        let start = v.index.saturating_mul(self.window);
+        let target = if v.cur.saturating_add(cost) <= self.limit {
+            start.saturating_add(self.earliest_fit(v.prev, self.limit - v.cur - cost))
+        } else {
+            // The next window, where prev' = cur and cur' = 0.
+            let next = start.saturating_add(self.window);
+            next.saturating_add(self.earliest_fit(v.cur, self.limit.saturating_sub(cost)))
+        };
+        let retry_after = target.saturating_sub(now).max(1);
+        (self.reset_after(v.index, v.prev, v.cur, now), retry_after)
     }
 
     /// Time until the estimate is 0 again (the key is then fresh).
