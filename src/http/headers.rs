@@ -76,23 +76,42 @@ pub fn policy_value(name: &str, quota: &Quota) -> String {
     s
 }
 
-/// What a rule contributes to its responses' headers, built once per rule so that a response
-/// only clones them (a reference-count increment at most, no formatting): the
+/// What a rule contributes to its responses' headers, built once per distinct (name, quota)
+/// so that a response only clones them (no formatting, no atomic operation): the
 /// `RateLimit-Policy` value of its default quota and its `X-RateLimit-Limit` value.
+///
+/// Interned ([`Policy::interned`]): a request holds a `&'static Policy`, not an `Arc`, because
+/// an `Arc` clone and drop per request are two atomic read-modify-writes on one reference count
+/// that every core writes, a cache line bouncing between the cores of a busy server.
 #[derive(Debug)]
 pub(crate) struct Policy {
-    pub(crate) name: Arc<str>,
+    pub(crate) name: Box<str>,
     pub(crate) quota: Quota,
     pub(crate) value: HeaderValue,
     /// The limit `limit_value` holds (the default quota's burst, what decisions on keys without
     /// an override report).
     limit: u64,
     limit_value: HeaderValue,
-    /// The headers of this rule's latest 429 ([`refusal`]).
+    /// The headers of this policy's latest 429 ([`refusal`]); rules with the same name and
+    /// quota share it, and their 429s are the same.
     refusal: ArcSwapOption<Refusal>,
 }
 
 impl Policy {
+    /// The policy for `name` and `quota`, made once per distinct pair and kept for the life of
+    /// the process (as [`interned`] header values are): memory is bounded by the number of
+    /// distinct pairs ever configured (a few hundred bytes each, plus one cached 429), not by
+    /// how often rules are rebuilt. The lock is taken when a rule is built, never per request.
+    pub(crate) fn interned(name: &str, quota: Quota) -> &'static Policy {
+        use std::collections::HashMap;
+        use std::sync::{Mutex, OnceLock};
+        type Kept = HashMap<(Box<str>, Quota), &'static Policy>;
+        static POLICIES: OnceLock<Mutex<Kept>> = OnceLock::new();
+        let mut kept = POLICIES.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+        let key = (Box::<str>::from(name), quota);
+        kept.entry(key).or_insert_with(|| Box::leak(Box::new(Policy::new(name, quota))))
+    }
+
     pub(crate) fn new(name: &str, quota: Quota) -> Policy {
         let value = interned(&policy_value(name, &quota));
         let limit = quota.burst();
@@ -413,6 +432,16 @@ mod tests {
         let policy = Policy::new("api", Quota::per_minute(100_000).unwrap());
         assert_eq!(policy.limit_value, "100000");
         assert_eq!(policy.value, "\"api\";q=100000;w=60");
+    }
+
+    #[test]
+    fn policies_are_interned_per_name_and_quota() {
+        let q = Quota::per_minute(100).unwrap();
+        let a = Policy::interned("api", q);
+        assert!(std::ptr::eq(a, Policy::interned(&String::from("api"), q)));
+        assert!(!std::ptr::eq(a, Policy::interned("api", Quota::per_minute(101).unwrap())));
+        assert!(!std::ptr::eq(a, Policy::interned("login", q)));
+        assert_eq!(a.value, "\"api\";q=100;w=60");
     }
 
     #[test]

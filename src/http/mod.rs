@@ -414,7 +414,7 @@ impl<S: fmt::Debug> fmt::Debug for RateLimit<S> {
 struct Report {
     decision: Decision,
     quota: Quota,
-    policy: Arc<Policy>,
+    policy: &'static Policy,
 }
 
 enum Denial {
@@ -472,7 +472,7 @@ impl Acc {
             } else {
                 rule.limiter.quota_http(key)
             };
-            self.report = Some(Report { decision, quota, policy: rule.policy.clone() });
+            self.report = Some(Report { decision, quota, policy: rule.policy });
         }
         match rule.mode {
             Mode::Block => {
@@ -511,8 +511,12 @@ impl Acc {
         result: Result<Decision, CheckError>,
         receipt: Receipt,
         taken: &mut Taken,
+        last: bool,
     ) -> bool {
-        let took = receipt != Receipt::NONE && matches!(&result, Ok(d) if d.is_allowed());
+        // The last rule's take is never refunded (no rule after it can refuse the request), so
+        // it is not kept: with one rule (the common case) the allow path clones no `Arc` (an
+        // atomic increment and decrement of a count every core writes).
+        let took = !last && receipt != Receipt::NONE && matches!(&result, Ok(d) if d.is_allowed());
         self.apply(state, rule, &key, result);
         if self.deny.is_some() {
             std::mem::take(taken).refund_all();
@@ -537,7 +541,7 @@ impl Acc {
                     }
                 }
                 if let Some(r) = &self.report {
-                    return Some(headers::refusal(state.style, &r.policy, &r.quota, &r.decision, retry));
+                    return Some(headers::refusal(state.style, r.policy, &r.quota, &r.decision, retry));
                 }
                 let mut res = problem(StatusCode::TOO_MANY_REQUESTS, headers::TOO_MANY);
                 write_retry_after(res.headers_mut(), retry);
@@ -547,7 +551,7 @@ impl Acc {
             Denial::Unavailable => problem(StatusCode::SERVICE_UNAVAILABLE, headers::UNAVAILABLE),
         };
         if let Some(report) = &self.report {
-            write_headers(res.headers_mut(), state.style, &report.policy, &report.quota, &report.decision);
+            write_headers(res.headers_mut(), state.style, report.policy, &report.quota, &report.decision);
         }
         Some(res)
     }
@@ -644,18 +648,22 @@ impl State {
         let mut acc = Acc::default();
         let mut taken = Taken::default();
         let mut pending = None;
-        for (index, rule) in rules.ordered(req, first).enumerate() {
-            let key = rule.key.extract(req);
-            let cost = rule.cost_of(req);
-            match rule.limiter.check_http_with_receipt(&key, cost) {
-                (Check::Ready(result), receipt) => {
-                    if acc.record(self, rule, key, cost, result, receipt, &mut taken) {
+        {
+            let mut ordered = rules.ordered(req, first).enumerate().peekable();
+            while let Some((index, rule)) = ordered.next() {
+                let key = rule.key.extract(req);
+                let cost = rule.cost_of(req);
+                match rule.limiter.check_http_with_receipt(&key, cost) {
+                    (Check::Ready(result), receipt) => {
+                        let last = ordered.peek().is_none();
+                        if acc.record(self, rule, key, cost, result, receipt, &mut taken, last) {
+                            break;
+                        }
+                    }
+                    (Check::Pending(check), _) => {
+                        pending = Some((index, key, cost, check));
                         break;
                     }
-                }
-                (Check::Pending(check), _) => {
-                    pending = Some((index, key, cost, check));
-                    break;
                 }
             }
         }
@@ -710,10 +718,13 @@ impl State {
     async fn finish_async(&self, req: &RequestInfo<'_>, resume: Box<Resume>) -> Step {
         let Resume { rules, first, index, key, cost, check, mut acc, mut taken, ban_key } = *resume;
         let result = check.await;
-        let mut rest = rules.ordered(req, first).skip(index);
+        let mut rest = rules.ordered(req, first).skip(index).peekable();
         let mut refused = match rest.next() {
             // A remote check has no receipt: it is not refunded.
-            Some(rule) => acc.record(self, rule, key, cost, result, Receipt::NONE, &mut taken),
+            Some(rule) => {
+                let last = rest.peek().is_none();
+                acc.record(self, rule, key, cost, result, Receipt::NONE, &mut taken, last)
+            }
             None => false,
         };
         while !refused {
@@ -724,7 +735,8 @@ impl State {
                 (Check::Ready(result), receipt) => (result, receipt),
                 (Check::Pending(check), _) => (check.await, Receipt::NONE),
             };
-            refused = acc.record(self, rule, key, cost, result, receipt, &mut taken);
+            let last = rest.peek().is_none();
+            refused = acc.record(self, rule, key, cost, result, receipt, &mut taken, last);
         }
         match acc.conclude(self, ban_key.as_ref()) {
             Some(res) => Step::Respond(res),
@@ -788,7 +800,7 @@ where
                                 write_headers(
                                     res.headers_mut(),
                                     state.style,
-                                    &r.policy,
+                                    r.policy,
                                     &r.quota,
                                     &r.decision,
                                 );
@@ -864,7 +876,7 @@ where
                     Poll::Pending => return Poll::Pending,
                 };
                 if let Some(r) = report.take() {
-                    write_headers(res.headers_mut(), *style, &r.policy, &r.quota, &r.decision);
+                    write_headers(res.headers_mut(), *style, r.policy, &r.quota, &r.decision);
                 }
                 Poll::Ready(Ok(res.map(Either::Left)))
             }

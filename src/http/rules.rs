@@ -185,7 +185,7 @@ pub struct Rule {
     pub(crate) mode: Mode,
     pub(crate) cost: Cost,
     pub(crate) methods: Option<Arc<[Method]>>,
-    pub(crate) policy: Arc<Policy>,
+    pub(crate) policy: &'static Policy,
     pub(crate) algorithm: Option<AlgorithmKind>,
 }
 
@@ -221,7 +221,7 @@ impl Rule {
             mode: Mode::Block,
             cost: Cost::Fixed(1),
             methods: None,
-            policy: Arc::new(Policy::new(name, quota)),
+            policy: Policy::interned(name, quota),
             algorithm: None,
         })
     }
