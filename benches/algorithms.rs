@@ -17,7 +17,7 @@ use tollgate::{
 };
 
 mod common;
-use common::{keys, lookups, smoke, SEQ_MASK};
+use common::{keys, lookups, table_sizes, SEQ_MASK};
 
 fn quota(limit: u64, window_ns: u64) -> Quota {
     Quota::new(limit, Duration::from_nanos(window_ns)).unwrap_or_else(|e| panic!("bench quota: {e}"))
@@ -50,8 +50,7 @@ fn one<A: Algorithm>(c: &mut Criterion, name: &str, algorithm: A) {
     });
     // The 10⁶-key table is built once per algorithm; in smoke mode (`-- --test`) 10⁵ keeps
     // the CI run short while still exercising a table much larger than the caches.
-    let big = if smoke() { 100_000 } else { 1_000_000 };
-    for n in [1, 10_000, big] {
+    for n in table_sizes() {
         let table = keys(n, 42 + n as u64);
         let seq = lookups(&table, 7 + n as u64);
         let limiter: KeyedLimiter<u64, QuantaClock, DefaultHashBuilder, A> =
@@ -77,8 +76,7 @@ fn governor_gcra(c: &mut Criterion) {
     let rate = std::num::NonZeroU32::new(1_000_000_000).unwrap_or(std::num::NonZeroU32::MIN);
     let direct = governor::RateLimiter::direct(governor::Quota::per_second(rate));
     g.bench_function("direct", |b| b.iter(|| black_box(direct.check())));
-    let big = if smoke() { 100_000 } else { 1_000_000 };
-    for n in [1, 10_000, big] {
+    for n in table_sizes() {
         let table = keys(n, 42 + n as u64);
         let seq = lookups(&table, 7 + n as u64);
         let limiter = governor::RateLimiter::keyed(governor::Quota::per_second(rate));

@@ -16,6 +16,20 @@ pub fn smoke() -> bool {
     std::env::args().any(|a| a == "--test")
 }
 
+/// The keyed table sizes to build: `TOLLGATE_BENCH_KEYS` (comma-separated, e.g. `10000`) when
+/// set, so a run focused on some sizes skips building the others (10⁶ keys of a sliding log
+/// take minutes and 0.8 GB); else 1, 10⁴ and 10⁶ (10⁵ in smoke mode).
+#[allow(dead_code)] // not every bench that includes this module builds keyed tables
+pub fn table_sizes() -> Vec<usize> {
+    if let Ok(list) = std::env::var("TOLLGATE_BENCH_KEYS") {
+        let sizes: Vec<usize> = list.split(',').filter_map(|s| s.trim().parse().ok()).collect();
+        if !sizes.is_empty() {
+            return sizes;
+        }
+    }
+    vec![1, 10_000, if smoke() { 100_000 } else { 1_000_000 }]
+}
+
 /// SplitMix64: a tiny deterministic generator, good enough to scatter keys and pick lookups.
 #[derive(Clone, Debug)]
 pub struct SplitMix(pub u64);
