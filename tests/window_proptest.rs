@@ -105,6 +105,12 @@ proptest! {
             let need = (cost as usize).saturating_sub(limit as usize - recent.len());
             let allowed = recent.iter().take(need).all(|&t| t + window <= now);
             prop_assert_eq!(d.is_allowed(), allowed, "now {} stamps {:?}", now, stamps);
+            // remaining: the ring positions (the last `limit` stamps) not held by a stamp in the
+            // window, after this check's. (A clock that went back can put older, overwritten
+            // stamps in the window again: they no longer hold a position.)
+            let held = recent.iter().filter(|&&t| t + window > now).count() as u64;
+            let taken = held + if allowed { cost } else { 0 };
+            prop_assert_eq!(d.remaining(), limit - taken, "now {} stamps {:?}", now, stamps);
             if allowed {
                 let stamp = stamps.last().map_or(now, |&t| t.max(now));
                 stamps.extend(std::iter::repeat_n(stamp, cost as usize));

@@ -228,23 +228,33 @@ impl SlidingLog {
         }
     }
 
-    /// Free positions for the next claims after `head` (at `h`): `limit` minus the claims still
-    /// in the window. Stamps are sorted, so those are the newest `k`: found by galloping from
-    /// the newest claim (1, 2, 4, … back) and then bisecting, O(log k) slot reads: a key with
-    /// few recent claims costs one or two reads, however long its ring.
+    /// Free positions for the next claims after `h`: `limit` minus the claims still in the
+    /// window. Stamps are sorted, so those are the newest `k`. Two cases cost a slot read or
+    /// two: a key far below its limit (`k = 0`: the newest claim expired), and a key at its
+    /// limit (the oldest claim still in the window, so every position is held: the steady state
+    /// of a client being limited, and every denial of a unit cost; that slot was just read by
+    /// `judge`). Otherwise the boundary is found by galloping from the newest claim (1, 2, 4, …
+    /// back) and then bisecting: O(log k) reads.
     #[inline]
     fn free_positions(&self, cell: &SlidingLogCell, h: At, now: Nanos) -> u64 {
         let used = self.used(h);
-        // in_window(j): claim `head − j` (1 ≤ j ≤ used) is still in the window; true exactly
-        // for j ≤ k.
+        // in_window(j): claim `h − j` (1 ≤ j ≤ used) is still in the window; true exactly for
+        // j ≤ k.
         let in_window = |j: u64| !self.expired(cell, self.back(h, j), now);
-        let (mut lo, mut hi) = (0, 1); // in_window(lo) holds (vacuously for 0)
-        while hi <= used && in_window(hi) {
+        if used == 0 || !in_window(1) {
+            return self.limit;
+        }
+        if in_window(used) {
+            return self.limit - used;
+        }
+        // in_window(lo) and !in_window(used), so 1 ≤ k < used.
+        let (mut lo, mut hi) = (1, 2);
+        while hi < used && in_window(hi) {
             lo = hi;
             hi = hi.saturating_mul(2);
         }
-        // k is in lo..min(hi, used + 1): in_window(lo), and !in_window(hi) or hi > used.
-        let mut hi = hi.min(used + 1);
+        // k is in lo..min(hi, used): in_window(lo), and !in_window(hi) or hi ≥ used.
+        let mut hi = hi.min(used);
         while hi - lo > 1 {
             let mid = lo + (hi - lo) / 2;
             if in_window(mid) {
@@ -535,6 +545,30 @@ mod tests {
             for cost in 0..=4 {
                 assert_eq!(l.peek_fresh(now, cost), l.peek(&l.new_cell(), now, cost), "{now} {cost}");
             }
+        }
+    }
+
+    #[test]
+    fn remaining_counts_every_occupancy() {
+        // A ring of 100 filled over several laps; then at each `now` exactly k of the last 100
+        // stamps (one per ns) are in the window, for every k in 0..=100.
+        let l = log(100, 1_000);
+        let c = l.new_cell();
+        for t in 0..250u64 {
+            assert!(l.check(&c, t * 1_000, 1).unwrap().is_allowed(), "{t}");
+        }
+        let base = 250_000;
+        for t in 0..100u64 {
+            assert!(l.check(&c, base + t, 1).unwrap().is_allowed(), "{t}");
+        }
+        for k in 0..=100u64 {
+            // Stamps base..base+100 are in the window at `now` iff stamp + 1000 > now.
+            let now = base + 999 + (100 - k);
+            let expected = (0..100).filter(|t| base + t + 1_000 > now).count() as u64;
+            assert_eq!(expected, k);
+            assert_eq!(l.peek(&c, now, 0).remaining(), 100 - k, "k = {k}");
+            let d = l.peek(&c, now, 1);
+            assert_eq!(d.is_allowed(), k < 100, "k = {k}");
         }
     }
 
