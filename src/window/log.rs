@@ -22,6 +22,8 @@ const STAMP_MASK: u64 = (1 << LAP_SHIFT) - 1;
 const INDEX_BITS: u32 = 12;
 const INDEX_MASK: u64 = (1 << INDEX_BITS) - 1;
 const _: () = assert!(MAX_LOG_LIMIT <= 1 << INDEX_BITS);
+/// Laps from here on fold back (see `SlidingLog::head_of`); `LAP_FOLD << INDEX_BITS` < 2⁶³.
+const LAP_FOLD: u64 = 1 << 50;
 
 /// How many times a check re-reads a position whose claim is still being written (a few
 /// instructions on another thread) before it gives up and denies (conservatively).
@@ -158,11 +160,14 @@ impl SlidingLog {
         At { lap: head >> INDEX_BITS, index: head & INDEX_MASK }
     }
 
-    /// The head word for position `a` (`a.index < limit`; the lap never reaches 2⁵¹: that is
-    /// 2⁵¹ · limit claims).
+    /// The head word for position `a` (`a.index < limit`). Only `lap mod 4` (the slot tags)
+    /// and `lap > 0` (the ring has been filled) matter, so a lap past 2⁵⁰ folds back to
+    /// `4 + lap mod 4`: the word never reaches the tombstone bit, however many claims a key
+    /// makes (2⁵¹ claims of a limit-1 log would take weeks at 10⁹ a second).
     #[inline]
     fn head_of(a: At) -> u64 {
-        (a.lap << INDEX_BITS) | a.index
+        let lap = if a.lap >= LAP_FOLD { 4 | (a.lap & 3) } else { a.lap };
+        (lap << INDEX_BITS) | a.index
     }
 
     /// How many positions before `h` were ever claimed, up to `limit` (the ring's written part).
@@ -194,6 +199,13 @@ impl SlidingLog {
         } else {
             At { lap: a.lap.wrapping_sub(1), index: a.index + self.limit - k }
         }
+    }
+
+    /// Whether `cell` was built for this limit (its ring has `limit` slots): only then do its
+    /// head's packed positions index its ring.
+    #[inline]
+    fn owns(&self, cell: &SlidingLogCell) -> bool {
+        cell.slots.len() as u64 == self.limit
     }
 
     #[inline]
@@ -280,6 +292,12 @@ impl SlidingLog {
         if cost > self.limit {
             // Never fits (callers check the capacity first; this keeps `forward` in range).
             return Judged::Deny(Decision::denied(self.limit, 0, self.window, u64::MAX >> 1));
+        }
+        if !self.owns(cell) {
+            // A ring built for another limit: its head's positions mean nothing here. Deny
+            // (never admit on state we cannot read); `Algorithm::compatible` keeps keyed
+            // limiters from ever mixing them.
+            return Judged::Deny(Decision::denied(self.limit, 0, self.window, self.window));
         }
         let mut blocked_until: Option<Nanos> = None;
         // The claims that positions h..h+cost overwrite: h+k−limit, for the k where that is a
@@ -369,6 +387,9 @@ impl SlidingLog {
     /// Whether every claim in the ring is written and expired at `now` (and so at any later
     /// time): the key is then indistinguishable from a fresh one.
     fn is_idle(&self, cell: &SlidingLogCell, head: u64, now: Nanos) -> bool {
+        if !self.owns(cell) {
+            return false; // not ours to judge (see `judge`): never evicted on our word
+        }
         let h = Self::at(head);
         let first = self.back(h, self.used(h));
         let used = self.used(h);
@@ -473,7 +494,7 @@ impl Algorithm for SlidingLog {
     /// comes round to it: within one window the refunded cells may stay unavailable (never
     /// over-admits). In a [`Composite`](super::Composite), put the log last.
     fn refund(&self, cell: &SlidingLogCell, _now: Nanos, cost: u64, receipt: Receipt) -> bool {
-        if !receipt.valid || cell::is_retired(&cell.head) {
+        if !receipt.valid || !self.owns(cell) || cell::is_retired(&cell.head) {
             return false;
         }
         let stamp_bits = receipt.extra & STAMP_MASK;
@@ -488,9 +509,9 @@ impl Algorithm for SlidingLog {
     }
 }
 
-/// The ring slot of `position`. Indexes by the cell's own ring length, so even a cell built for
-/// other parameters (a per-key override racing its installation) can never index out of bounds.
-/// A ring position `lap · limit + index` (`index < limit`).
+/// A ring position `lap · limit + index` (`index < limit`). A cell built for another limit is
+/// never read through one (`SlidingLog::owns`): checks on it deny, it is never evicted or
+/// refunded on this log's word, and `slot` still cannot index out of bounds.
 #[derive(Clone, Copy, Debug)]
 struct At {
     lap: u64,
@@ -570,6 +591,41 @@ mod tests {
             let d = l.peek(&c, now, 1);
             assert_eq!(d.is_allowed(), k < 100, "k = {k}");
         }
+    }
+
+    #[test]
+    fn a_ring_built_for_another_limit_is_refused_not_misread() {
+        let (big, small) = (log(4096, 100), log(100, 100));
+        let c = big.new_cell();
+        for _ in 0..200 {
+            assert!(big.check(&c, 0, 1).unwrap().is_allowed());
+        }
+        let d = small.check(&c, 0, 1).unwrap();
+        assert!(!d.is_allowed());
+        assert_eq!(d.remaining(), 0);
+        assert!(!small.peek(&c, 0, 0).is_allowed());
+        assert!(!small.try_retire(&c, u64::MAX / 2));
+        let (_, receipt) = big.check_with_receipt(&c, 0, 1).unwrap();
+        assert!(!small.refund(&c, 0, 1, receipt));
+        assert!(big.refund(&c, 0, 1, receipt));
+    }
+
+    #[test]
+    fn laps_fold_before_the_tombstone_bit() {
+        let l = log(1, 10);
+        let c = l.new_cell();
+        // A head one claim short of the fold, as after 2⁵⁰ claims.
+        let h = At { lap: LAP_FOLD - 1, index: 0 };
+        c.head.store(SlidingLog::head_of(h), std::sync::atomic::Ordering::Relaxed);
+        c.slots[0].store(l.slot_value(l.back(h, 1), 0), std::sync::atomic::Ordering::Relaxed);
+        let mut now = 100;
+        for _ in 0..10 {
+            let d = l.check(&c, now, 1).unwrap(); // never Err(Retired)
+            assert!(d.is_allowed());
+            assert!(!l.check(&c, now, 1).unwrap().is_allowed()); // the ring holds one
+            now += 10;
+        }
+        assert!(c.head.load(std::sync::atomic::Ordering::Relaxed) < cell::TOMBSTONE);
     }
 
     #[test]
