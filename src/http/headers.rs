@@ -82,7 +82,8 @@ pub fn policy_value(name: &str, quota: &Quota) -> String {
 ///
 /// Interned ([`Policy::interned`]): a request holds a `&'static Policy`, not an `Arc`, because
 /// an `Arc` clone and drop per request are two atomic read-modify-writes on one reference count
-/// that every core writes, a cache line bouncing between the cores of a busy server.
+/// that every core writes, a cache line bouncing between the cores of a busy server. Past
+/// [`MAX_INTERNED_POLICIES`] distinct pairs, new policies are reference-counted instead.
 #[derive(Debug)]
 pub(crate) struct Policy {
     pub(crate) name: Box<str>,
@@ -98,18 +99,27 @@ pub(crate) struct Policy {
 }
 
 impl Policy {
-    /// The policy for `name` and `quota`, made once per distinct pair and kept for the life of
-    /// the process (as [`interned`] header values are): memory is bounded by the number of
-    /// distinct pairs ever configured (a few hundred bytes each, plus one cached 429), not by
-    /// how often rules are rebuilt. The lock is taken when a rule is built, never per request.
-    pub(crate) fn interned(name: &str, quota: Quota) -> &'static Policy {
+    /// The policy for `name` and `quota`: made once per distinct pair and kept for the life of
+    /// the process, for the first [`MAX_INTERNED_POLICIES`] pairs; past that (a control loop
+    /// retuning quotas, per-tenant rules coming and going), a reference-counted policy freed
+    /// with its rule. Memory kept is at most that many policies, about 1.7 KB each with their
+    /// cached 429. The lock is taken when a rule is built, never per request.
+    pub(crate) fn interned(name: &str, quota: Quota) -> PolicyRef {
         use std::collections::HashMap;
         use std::sync::{Mutex, OnceLock};
         type Kept = HashMap<(Box<str>, Quota), &'static Policy>;
         static POLICIES: OnceLock<Mutex<Kept>> = OnceLock::new();
         let mut kept = POLICIES.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
         let key = (Box::<str>::from(name), quota);
-        kept.entry(key).or_insert_with(|| Box::leak(Box::new(Policy::new(name, quota))))
+        if let Some(policy) = kept.get(&key) {
+            return PolicyRef::Interned(policy);
+        }
+        if kept.len() >= MAX_INTERNED_POLICIES {
+            return PolicyRef::Counted(Arc::new(Policy::new(name, quota)));
+        }
+        let policy: &'static Policy = Box::leak(Box::new(Policy::new(name, quota)));
+        kept.insert(key, policy);
+        PolicyRef::Interned(policy)
     }
 
     pub(crate) fn new(name: &str, quota: Quota) -> Policy {
@@ -122,6 +132,31 @@ impl Policy {
             limit,
             limit_value: interned(&limit.to_string()),
             refusal: ArcSwapOption::empty(),
+        }
+    }
+}
+
+/// How many distinct (rule name, quota) pairs get an interned policy (see [`Policy`]).
+pub(crate) const MAX_INTERNED_POLICIES: usize = 1024;
+
+/// How many distinct header values [`interned`] keeps (each a few dozen bytes).
+const MAX_INTERNED_VALUES: usize = 4096;
+
+/// A rule's [`Policy`]: interned (copied per request for free) or, past
+/// [`MAX_INTERNED_POLICIES`], reference-counted.
+#[derive(Clone, Debug)]
+pub(crate) enum PolicyRef {
+    Interned(&'static Policy),
+    Counted(Arc<Policy>),
+}
+
+impl std::ops::Deref for PolicyRef {
+    type Target = Policy;
+    #[inline]
+    fn deref(&self) -> &Policy {
+        match self {
+            PolicyRef::Interned(p) => p,
+            PolicyRef::Counted(p) => p,
         }
     }
 }
@@ -190,8 +225,9 @@ pub(crate) fn refusal(
 /// response it limits. Backed by a shared heap buffer, each clone and drop would be an atomic
 /// increment and decrement of one reference count that every core writes: a contended cache
 /// line on the allow path of a busy multi-core server. Interning bounds the memory kept by the
-/// number of distinct values (rule names × quotas), not by how often rules are created; the
-/// lock is taken only when a rule is built, never per request.
+/// number of distinct values (rule names × quotas, at most [`MAX_INTERNED_VALUES`]; past that a
+/// value is an ordinary shared one), not by how often rules are created; the lock is taken only
+/// when a rule is built, never per request.
 fn interned(s: &str) -> HeaderValue {
     use std::collections::HashSet;
     use std::sync::{Mutex, OnceLock};
@@ -199,6 +235,8 @@ fn interned(s: &str) -> HeaderValue {
     let mut set = INTERNED.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
     let kept: &'static str = match set.get(s) {
         Some(kept) => kept,
+        // Past the bound (rules retuned over and over), an ordinary shared value.
+        None if set.len() >= MAX_INTERNED_VALUES => return header_value(s),
         None => {
             let kept: &'static str = Box::leak(s.into());
             set.insert(kept);
@@ -435,13 +473,22 @@ mod tests {
     }
 
     #[test]
-    fn policies_are_interned_per_name_and_quota() {
+    fn policies_are_interned_per_name_and_quota_up_to_a_bound() {
         let q = Quota::per_minute(100).unwrap();
         let a = Policy::interned("api", q);
-        assert!(std::ptr::eq(a, Policy::interned(&String::from("api"), q)));
-        assert!(!std::ptr::eq(a, Policy::interned("api", Quota::per_minute(101).unwrap())));
-        assert!(!std::ptr::eq(a, Policy::interned("login", q)));
+        assert!(matches!(a, PolicyRef::Interned(_)));
+        assert!(std::ptr::eq(&*a, &*Policy::interned(&String::from("api"), q)));
+        assert!(!std::ptr::eq(&*a, &*Policy::interned("api", Quota::per_minute(101).unwrap())));
+        assert!(!std::ptr::eq(&*a, &*Policy::interned("login", q)));
         assert_eq!(a.value, "\"api\";q=100;w=60");
+        // A flood of distinct pairs (a quota retuned over and over) stops being interned at the
+        // bound; pairs interned before stay interned.
+        let flood: Vec<PolicyRef> = (1..=MAX_INTERNED_POLICIES as u64 + 10)
+            .map(|n| Policy::interned("tuned", Quota::per_hour(n).unwrap()))
+            .collect();
+        assert!(matches!(flood.last(), Some(PolicyRef::Counted(_))));
+        assert_eq!(flood.last().map(|p| p.quota), Quota::per_hour(MAX_INTERNED_POLICIES as u64 + 10).ok());
+        assert!(matches!(Policy::interned("api", q), PolicyRef::Interned(_)));
     }
 
     #[test]

@@ -66,7 +66,7 @@ pub use rules::{AlgorithmKind, Mode, RateLimitDecision, Rule, RuleError, Unknown
 use crate::algorithm::Receipt;
 use crate::decision::{CheckError, Decision};
 use crate::quota::Quota;
-use headers::{problem, write_headers, write_retry_after, Policy};
+use headers::{problem, write_headers, write_retry_after, PolicyRef};
 use rules::{prefix_matches, RuleSet};
 
 /// The response body of a rate-limited service: the inner body, or the middleware's own
@@ -414,7 +414,7 @@ impl<S: fmt::Debug> fmt::Debug for RateLimit<S> {
 struct Report {
     decision: Decision,
     quota: Quota,
-    policy: &'static Policy,
+    policy: PolicyRef,
 }
 
 enum Denial {
@@ -472,7 +472,7 @@ impl Acc {
             } else {
                 rule.limiter.quota_http(key)
             };
-            self.report = Some(Report { decision, quota, policy: rule.policy });
+            self.report = Some(Report { decision, quota, policy: rule.policy.clone() });
         }
         match rule.mode {
             Mode::Block => {
@@ -541,7 +541,7 @@ impl Acc {
                     }
                 }
                 if let Some(r) = &self.report {
-                    return Some(headers::refusal(state.style, r.policy, &r.quota, &r.decision, retry));
+                    return Some(headers::refusal(state.style, &r.policy, &r.quota, &r.decision, retry));
                 }
                 let mut res = problem(StatusCode::TOO_MANY_REQUESTS, headers::TOO_MANY);
                 write_retry_after(res.headers_mut(), retry);
@@ -551,7 +551,7 @@ impl Acc {
             Denial::Unavailable => problem(StatusCode::SERVICE_UNAVAILABLE, headers::UNAVAILABLE),
         };
         if let Some(report) = &self.report {
-            write_headers(res.headers_mut(), state.style, report.policy, &report.quota, &report.decision);
+            write_headers(res.headers_mut(), state.style, &report.policy, &report.quota, &report.decision);
         }
         Some(res)
     }
@@ -800,7 +800,7 @@ where
                                 write_headers(
                                     res.headers_mut(),
                                     state.style,
-                                    r.policy,
+                                    &r.policy,
                                     &r.quota,
                                     &r.decision,
                                 );
@@ -876,7 +876,7 @@ where
                     Poll::Pending => return Poll::Pending,
                 };
                 if let Some(r) = report.take() {
-                    write_headers(res.headers_mut(), *style, r.policy, &r.quota, &r.decision);
+                    write_headers(res.headers_mut(), *style, &r.policy, &r.quota, &r.decision);
                 }
                 Poll::Ready(Ok(res.map(Either::Left)))
             }

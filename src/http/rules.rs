@@ -6,7 +6,7 @@ use std::sync::Arc;
 use http::Method;
 
 use super::backend::HttpLimiter;
-use super::headers::Policy;
+use super::headers::{Policy, PolicyRef};
 use super::key::{HttpKey, KeyBy, RequestInfo};
 
 /// What a rule does with a denial.
@@ -185,7 +185,7 @@ pub struct Rule {
     pub(crate) mode: Mode,
     pub(crate) cost: Cost,
     pub(crate) methods: Option<Arc<[Method]>>,
-    pub(crate) policy: &'static Policy,
+    pub(crate) policy: PolicyRef,
     pub(crate) algorithm: Option<AlgorithmKind>,
 }
 
