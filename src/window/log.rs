@@ -391,8 +391,8 @@ impl SlidingLog {
             return false; // not ours to judge (see `judge`): never evicted on our word
         }
         let h = Self::at(head);
-        let first = self.back(h, self.used(h));
         let used = self.used(h);
+        let first = self.back(h, used);
         (0..used).all(|k| self.expired(cell, self.forward(first, k), now))
     }
 }
