@@ -173,6 +173,15 @@ fn keyed(c: &mut Criterion) {
                 black_box(tg.check(&seq[i & SEQ_MASK]))
             })
         });
+        // The same limiter pinned for the whole batch of iterations (`KeyedLimiter::pin`).
+        g.bench_with_input(BenchmarkId::new("tollgate-cached-pinned", n), &n, |b, _| {
+            let pinned = tg.pin();
+            let mut i = 0usize;
+            b.iter(|| {
+                i = i.wrapping_add(1);
+                black_box(pinned.check(&seq[i & SEQ_MASK]))
+            })
+        });
         drop(tg);
         let gov = gov_upkeep_keyed(n);
         g.bench_with_input(BenchmarkId::new("governor-upkeep", n), &n, |b, _| {

@@ -58,14 +58,23 @@ fn sweeper_racing_checkers_never_loses_or_over_admits() {
                     let mut admitted = 0u64;
                     for round in 0..rounds {
                         barrier.wait();
+                        // Odd threads check through a handle pinned for the round (evicted
+                        // cells stay allocated under it, and their checks must still see the
+                        // tombstone and move to the fresh cell).
+                        let pinned = (t % 2 == 1).then(|| limiter.pin());
                         // Half the keys are active in a round (alternating), so the other half
                         // go idle and get evicted while the active half are being checked.
                         for i in 0..keys * 3 {
                             let key = (i + t * 13) % keys;
                             if key % 2 == round % 2 {
-                                admitted += limiter.check(&key).unwrap().is_allowed() as u64;
+                                let decision = match &pinned {
+                                    Some(pinned) => pinned.check(&key),
+                                    None => limiter.check(&key),
+                                };
+                                admitted += decision.unwrap().is_allowed() as u64;
                             }
                         }
+                        drop(pinned);
                         barrier.wait();
                     }
                     admitted
@@ -220,4 +229,60 @@ fn sweep_judges_override_keys_by_their_own_window() {
     assert_eq!(limiter.sweep(), 1);
     assert_eq!(limiter.len(), 1);
     assert!(!limiter.check(&1).unwrap().is_allowed());
+}
+
+/// A pinned handle decides exactly as the limiter does, on every path: existing and new keys,
+/// overrides, cost 0, costs above the capacity, a full table, and keys evicted while pinned.
+#[test]
+fn pinned_checks_decide_exactly_as_unpinned_ones() {
+    let clock = ManualClock::new();
+    let make = || {
+        KeyedLimiter::<u64, _>::with_clock("5/s".parse().unwrap(), clock.clone())
+            .max_keys(8)
+            .full_table_policy(FullTablePolicy::Reject)
+    };
+    let (plain, pinned_limiter) = (make(), make());
+    let pinned = pinned_limiter.pin();
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    let (mut allowed, mut denied, mut errors, mut evicted) = (0, 0, 0, 0);
+    for step in 0..20_000u32 {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let key = rng % 12;
+        let cost = (rng >> 8) as u32 % 7; // 0..=6: cost 0 and above the burst of 5 included
+        match step % 1000 {
+            100 => {
+                plain.set_quota(&3, "2/s".parse().unwrap()).unwrap();
+                pinned.limiter().set_quota(&3, "2/s".parse().unwrap()).unwrap();
+            }
+            600 => {
+                plain.clear_quota(&3);
+                pinned.limiter().clear_quota(&3);
+            }
+            900 => {
+                let n = plain.sweep();
+                assert_eq!(n, pinned.limiter().sweep(), "step {step}");
+                evicted += n;
+            }
+            _ => {}
+        }
+        let expected = plain.check_n(&key, cost);
+        let got = pinned.check_n(&key, cost);
+        assert_eq!(format!("{expected:?}"), format!("{got:?}"), "step {step}, key {key}, cost {cost}");
+        match got {
+            Ok(d) if d.is_allowed() => allowed += 1,
+            Ok(_) => denied += 1,
+            Err(_) => errors += 1,
+        }
+        assert_eq!(plain.len(), pinned.limiter().len());
+        if rng.is_multiple_of(5) {
+            clock.advance(Duration::from_millis(rng % 700));
+        }
+    }
+    // Every path was taken.
+    assert!(
+        allowed > 1000 && denied > 1000 && errors > 1000 && evicted > 0,
+        "{allowed} {denied} {errors} {evicted}"
+    );
 }

@@ -10,6 +10,14 @@ use std::hash::{BuildHasher, Hash};
 
 use papaya::Equivalent;
 
+/// A map guard (see [`Map::guard`]).
+#[cfg(not(tollgate_loom))]
+pub(crate) type Guard<'a> = papaya::LocalGuard<'a>;
+
+/// Loom's stand-in map needs no guard: values are `Arc`s cloned out of the lock.
+#[cfg(tollgate_loom)]
+pub(crate) type Guard<'a> = std::marker::PhantomData<&'a ()>;
+
 #[cfg(not(tollgate_loom))]
 pub(crate) struct Map<K, V, S> {
     inner: papaya::HashMap<K, V, S>,
@@ -45,8 +53,25 @@ where
     where
         Q: Hash + Equivalent<K> + ?Sized,
     {
-        let guard = self.inner.guard();
-        f(self.inner.get(key, &guard))
+        self.get_in(&self.guard(), key, f)
+    }
+
+    /// A guard of this map for the current thread (papaya's `LocalGuard`): while one is held,
+    /// nothing removed from the map is freed. Entering is a thread-local lookup and a store;
+    /// leaving is an atomic swap (seize), so a caller holding one guard across many lookups
+    /// skips both.
+    #[inline(always)]
+    pub(crate) fn guard(&self) -> Guard<'_> {
+        self.inner.guard()
+    }
+
+    /// [`get`](Self::get) under a guard the caller holds (one of this map's: papaya checks).
+    #[inline(always)]
+    pub(crate) fn get_in<Q, R>(&self, guard: &Guard<'_>, key: &Q, f: impl FnOnce(Option<&V>) -> R) -> R
+    where
+        Q: Hash + Equivalent<K> + ?Sized,
+    {
+        f(self.inner.get(key, guard))
     }
 
     /// Inserts `make()` under `key` unless present, then calls `f(value, inserted)`.
@@ -130,6 +155,17 @@ where
     }
 
     pub(crate) fn get<Q, R>(&self, key: &Q, f: impl FnOnce(Option<&V>) -> R) -> R
+    where
+        Q: Hash + Equivalent<K> + ?Sized,
+    {
+        self.get_in(&self.guard(), key, f)
+    }
+
+    pub(crate) fn guard(&self) -> Guard<'_> {
+        std::marker::PhantomData
+    }
+
+    pub(crate) fn get_in<Q, R>(&self, _guard: &Guard<'_>, key: &Q, f: impl FnOnce(Option<&V>) -> R) -> R
     where
         Q: Hash + Equivalent<K> + ?Sized,
     {
