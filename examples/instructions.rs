@@ -17,6 +17,8 @@
 //! Operations (`<op> <keys> <ops>`):
 //!
 //! * `tollgate-keyed`, `governor-keyed`: a check of an existing `u64` key, random order;
+//! * `tollgate-cached`, `tollgate-pinned`: the same with a cached clock, through the limiter and
+//!   through one `KeyedLimiter::pin` handle held for the whole loop;
 //! * `floor-keyed`: the smallest keyed GCRA (papaya get, clock read, one CAS, a bool);
 //! * `tollgate-insert`, `governor-insert`: the first check of `keys` new keys (`ops` unused);
 //! * `tollgate-sweep`, `governor-sweep`: one sweep evicting `keys` idle keys (`ops` unused);
@@ -30,8 +32,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tollgate::{
-    Algorithm, Clock, Composite, DefaultHashBuilder, FixedWindow, Gcra, KeyedLimiter, Limiter, QuantaClock,
-    Quota, SlidingLog, SlidingWindow,
+    Algorithm, CachedClock, Clock, Composite, DefaultHashBuilder, FixedWindow, Gcra, KeyedLimiter, Limiter,
+    QuantaClock, Quota, SlidingLog, SlidingWindow,
 };
 
 const USAGE: &str = "usage: instructions <op> <keys> <ops>   (see the source for the ops)";
@@ -74,6 +76,21 @@ fn run(op: &str, n: usize, ops: usize) -> Result<(), String> {
                 let _ = limiter.check(k);
             }
             measured(ops, &seq, |k| limiter.check(k));
+        }
+        "tollgate-cached" | "tollgate-pinned" => {
+            let gcra = Gcra::new(&allow_all).map_err(|e| e.to_string())?;
+            let clock = CachedClock::new(Duration::from_millis(1)).map_err(|e| e.to_string())?;
+            let limiter: KeyedLimiter<u64, CachedClock> =
+                KeyedLimiter::build(gcra, clock, n, DefaultHashBuilder::default());
+            for k in &keys {
+                let _ = limiter.check(k);
+            }
+            if op == "tollgate-pinned" {
+                let pinned = limiter.pin();
+                measured(ops, &seq, |k| pinned.check(k));
+            } else {
+                measured(ops, &seq, |k| limiter.check(k));
+            }
         }
         "governor-keyed" => {
             let limiter = governor::RateLimiter::keyed(gov_quota);

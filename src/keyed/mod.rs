@@ -273,10 +273,22 @@ where
     /// For loops that check many keys back to back: a game server's tick, a batch of orders, a
     /// drained queue of messages.
     ///
-    /// While a handle is alive, keys evicted by [`sweep`](Self::sweep) (by any thread) are
-    /// unlinked at once but their memory is not freed: drop the handle at the end of each batch,
-    /// and never keep one in a thread that may go idle. Decisions are exactly those of
-    /// [`check_n`](Self::check_n); the handle is `!Send` (it pins *this* thread).
+    /// While a handle is alive, nothing the map retires (by any thread) is freed: keys evicted
+    /// by [`sweep`](Self::sweep), [`retain_recent`](Self::retain_recent) or an inline sweep,
+    /// and the old table after the map grows. They are unlinked at once and freed by this
+    /// thread when the handle drops, so a handle held for long while keys churn holds memory
+    /// without bound ([`max_keys`](Self::max_keys) bounds the live keys, not these): drop it at
+    /// the end of each batch, and never keep one in a thread that may go idle. Decisions are
+    /// exactly those of [`check_n`](Self::check_n); the handle is neither `Send` nor `Sync`
+    /// (it pins *this* thread):
+    ///
+    /// ```compile_fail
+    /// use tollgate::{KeyedLimiter, Quota};
+    /// fn send<T: Send>(_: T) {}
+    /// let limiter: KeyedLimiter<u64> = KeyedLimiter::new(Quota::per_second(2).unwrap());
+    /// send(limiter.pin()); // error: the handle cannot leave its thread
+    /// ```
+    ///
     ///
     /// ```
     /// use tollgate::{KeyedLimiter, Quota};
