@@ -157,6 +157,48 @@ fn bench_with_deny_ratio_and_zipf_reports_a_share() {
     positive(&doc, "/references/cached_clock_read_ns");
 }
 
+/// `--pin`: tollgate's keyed checks go through `KeyedLimiter::pin`; decisions are unchanged
+/// (the calibrated deny share is reached), and the report says how it was measured.
+#[test]
+fn bench_pinned_checks_report_their_mode_and_deny_share() {
+    let json = temp_path("pin.json");
+    let out = tollgate(&[
+        "bench",
+        "--pin",
+        "--duration",
+        "50ms",
+        "--keys",
+        "direct,100",
+        "--threads",
+        "1,2",
+        "--algorithm",
+        "gcra,log",
+        "--deny-ratio",
+        "0.5",
+        "--no-memory",
+        "--json",
+        json.to_str().unwrap_or_default(),
+    ]);
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    let doc = read_json(&json);
+    all_numbers_finite_nonnegative(&doc, "$");
+    let notes = doc["notes"].as_array().cloned().unwrap_or_default();
+    assert!(notes.iter().any(|n| n.as_str().unwrap_or_default().starts_with("--pin")), "{notes:?}");
+    let cells = doc["cells"].as_array().cloned().unwrap_or_default();
+    // direct and 100 keys × 1 and 2 threads: gcra with governor (2 each), log alone (1 each).
+    assert_eq!(cells.len(), 12);
+    let mut denying = 0;
+    for cell in cells.iter().filter(|c| c["library"] == "tollgate") {
+        let share = cell["denied_share"].as_f64().unwrap_or(-1.0);
+        assert!((0.0..1.0).contains(&share), "{cell}");
+        denying += usize::from(share > 0.0);
+        positive(cell, "/ops_per_sec");
+    }
+    // The quota is calibrated to the measured speed; a noisy machine may slow a cell below it,
+    // but not every one.
+    assert!(denying > 0, "no tollgate cell denied anything: {cells:?}");
+}
+
 fn simulate_json(args: &[&str]) -> Value {
     let json = temp_path(&format!("sim-{}.json", args.join("_").replace(['/', ':'], "-")));
     let mut all = vec!["simulate"];

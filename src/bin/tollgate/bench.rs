@@ -25,6 +25,8 @@ pub(crate) struct Plan {
     pub(crate) duration: Duration,
     pub(crate) compare: Compare,
     pub(crate) memory: bool,
+    /// tollgate's keyed checks go through `KeyedLimiter::pin`, re-pinned every batch.
+    pub(crate) pin: bool,
 }
 
 /// Latency percentiles of the sampled checks, in ns.
@@ -160,6 +162,13 @@ pub(crate) fn run(plan: &Plan) -> Result<Report, CliError> {
             "governor implements only GCRA: the windowed algorithms have no governor comparison".to_string(),
         );
     }
+    if plan.pin {
+        notes.push(format!(
+            "--pin: tollgate's keyed checks run through KeyedLimiter::pin(), one handle per {} checks \
+             per thread (governor has no equivalent)",
+            measure::BATCH
+        ));
+    }
     if plan.threads.iter().any(|&t| t > num_cpus()) {
         notes.push(format!("some cells use more threads than the {} CPUs available", num_cpus()));
     }
@@ -192,8 +201,9 @@ pub(crate) fn run(plan: &Plan) -> Result<Report, CliError> {
                     let quota = if plan.deny_ratio > 0.0 {
                         progress
                             .set_message(format!("calibrating deny ratio: {algo} {keys} keys {threads} thr"));
-                        let probe = with_tollgate(algo, clock, keys, base_quota, &key_list, run(warmup))
-                            .map_err(CliError::Usage)?;
+                        let probe =
+                            with_tollgate(algo, clock, keys, plan.pin, base_quota, &key_list, run(warmup))
+                                .map_err(CliError::Usage)?;
                         calibrated_quota(plan.deny_ratio, probe.ops_per_sec, &probs)?
                     } else {
                         base_quota
@@ -225,7 +235,7 @@ pub(crate) fn run(plan: &Plan) -> Result<Report, CliError> {
                         "tollgate {algo} {} clock, {keys} keys, {threads} thr",
                         clock.name()
                     ));
-                    let m = with_tollgate(algo, clock, keys, quota, &key_list, run(plan.duration))
+                    let m = with_tollgate(algo, clock, keys, plan.pin, quota, &key_list, run(plan.duration))
                         .map_err(CliError::Usage)?;
                     let mut tollgate_cell = make_cell("tollgate", &m);
                     progress.inc(1);

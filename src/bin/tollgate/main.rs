@@ -101,6 +101,10 @@ struct BenchArgs {
     /// Run governor on the identical workload (GCRA only: governor has no other algorithm).
     #[arg(long, default_value = "governor", value_parser = spec::parse_compare)]
     compare: Compare,
+    /// Check tollgate's keyed limiters through `KeyedLimiter::pin()`, one handle per batch of
+    /// 1024 checks per thread (skips papaya's per-check guard entry and exit).
+    #[arg(long)]
+    pin: bool,
     /// Skip the bytes-per-key measurement (it runs child processes).
     #[arg(long)]
     no_memory: bool,
@@ -159,6 +163,7 @@ fn bench(args: BenchArgs) -> Result<(), CliError> {
         duration: args.duration,
         compare: args.compare,
         memory: !args.no_memory,
+        pin: args.pin,
     };
     let report = bench::run(&plan)?;
     print!("{}", report::table(&report));

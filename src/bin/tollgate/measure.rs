@@ -11,10 +11,10 @@ use hdrhistogram::Histogram;
 use tollgate::{CachedClock, Clock, DefaultHashBuilder, QuantaClock};
 
 use crate::spec::Distribution;
-use crate::subjects::{Subject, Visitor, UPKEEP};
+use crate::subjects::{Checker, Subject, Visitor, UPKEEP};
 
 /// Checks between two looks at the stop flag.
-const BATCH: u64 = 1024;
+pub(crate) const BATCH: u64 = 1024;
 /// One check in this many is timed (two clock reads): ~0.2 ns/op of overhead on throughput.
 pub(crate) const SAMPLE_EVERY: u64 = 128;
 /// Length of every lookup sequence (a power of two).
@@ -60,6 +60,7 @@ pub(crate) fn measure<S: Subject>(
                     barrier.wait();
                     let start = clock.now();
                     loop {
+                        let subject = subject.batch();
                         for _ in 0..BATCH / SAMPLE_EVERY {
                             for _ in 0..SAMPLE_EVERY - 1 {
                                 allowed += u64::from(subject.check(seq[i & mask]));

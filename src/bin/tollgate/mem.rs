@@ -47,7 +47,9 @@ pub(crate) fn probe(library: &str, algorithm: &str, n: usize) -> Result<f64, Str
     let quota = subjects::allow_all_quota(algo)?;
     let before = rss_bytes()?;
     let after = match library {
-        "tollgate" => subjects::with_tollgate(algo, ClockKind::Quanta, Keys::Keyed(n), quota, &keys, RssNow)?,
+        "tollgate" => {
+            subjects::with_tollgate(algo, ClockKind::Quanta, Keys::Keyed(n), false, quota, &keys, RssNow)?
+        }
         "governor" => subjects::with_governor(ClockKind::Quanta, Keys::Keyed(n), quota, &keys, RssNow)?,
         other => return Err(format!("unknown library {other:?}")),
     }?;

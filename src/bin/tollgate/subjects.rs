@@ -10,15 +10,39 @@ use governor::middleware::NoOpMiddleware;
 use governor::state::keyed::DashMapStateStore;
 use governor::state::{InMemoryState, NotKeyed};
 use tollgate::{
-    Algorithm, CachedClock, Clock, DefaultHashBuilder, KeyedLimiter, Limiter, QuantaClock, Quota, QuotaError,
+    Algorithm, CachedClock, Clock, DefaultHashBuilder, KeyedLimiter, Limiter, PinnedLimiter, QuantaClock,
+    Quota, QuotaError,
 };
 
 use crate::algos::with_algorithm;
 use crate::spec::{AlgoKind, ClockKind, Keys};
 
-/// One rate limiter under test: `check(key)` is one unit check, `true` when admitted.
+/// One rate limiter under test. Each measuring thread takes a [`Batch`](Subject::Batch) every
+/// 1024 checks and checks through it: the subject itself for most, a handle pinned for the
+/// batch for `--pin` (`KeyedLimiter::pin`).
 pub(crate) trait Subject: Sync {
+    type Batch<'a>: Checker
+    where
+        Self: 'a;
+    fn batch(&self) -> Self::Batch<'_>;
+}
+
+/// `check(key)` is one unit check, `true` when admitted.
+pub(crate) trait Checker {
     fn check(&self, key: u64) -> bool;
+}
+
+/// A subject checked directly (no per-batch state): it is its own batch.
+macro_rules! unbatched {
+    ($($t:tt)*) => {
+        impl $($t)* {
+            type Batch<'a> = &'a Self where Self: 'a;
+            #[inline]
+            fn batch(&self) -> &Self {
+                self
+            }
+        }
+    };
 }
 
 /// Something done with a freshly built and populated subject (measuring it, or sizing it).
@@ -32,7 +56,9 @@ pub(crate) const UPKEEP: Duration = Duration::from_millis(1);
 
 struct TgDirect<C: Clock, A: Algorithm>(Limiter<C, A>);
 
-impl<C: Clock, A: Algorithm> Subject for TgDirect<C, A> {
+unbatched!(<C: Clock, A: Algorithm> Subject for TgDirect<C, A>);
+
+impl<C: Clock, A: Algorithm> Checker for &TgDirect<C, A> {
     #[inline]
     fn check(&self, _key: u64) -> bool {
         self.0.check().is_allowed()
@@ -41,10 +67,33 @@ impl<C: Clock, A: Algorithm> Subject for TgDirect<C, A> {
 
 struct TgKeyed<C: Clock, A: Algorithm>(KeyedLimiter<u64, C, DefaultHashBuilder, A>);
 
-impl<C: Clock, A: Algorithm> Subject for TgKeyed<C, A> {
+unbatched!(<C: Clock, A: Algorithm> Subject for TgKeyed<C, A>);
+
+impl<C: Clock, A: Algorithm> Checker for &TgKeyed<C, A> {
     #[inline]
     fn check(&self, key: u64) -> bool {
         matches!(self.0.check(&key), Ok(d) if d.is_allowed())
+    }
+}
+
+/// tollgate keyed, checked through a handle pinned once per batch (`--pin`).
+struct TgPinned<C: Clock, A: Algorithm>(KeyedLimiter<u64, C, DefaultHashBuilder, A>);
+
+impl<C: Clock, A: Algorithm> Subject for TgPinned<C, A> {
+    type Batch<'a>
+        = PinnedLimiter<'a, u64, C, DefaultHashBuilder, A>
+    where
+        Self: 'a;
+    #[inline]
+    fn batch(&self) -> Self::Batch<'_> {
+        self.0.pin()
+    }
+}
+
+impl<C: Clock, A: Algorithm> Checker for PinnedLimiter<'_, u64, C, DefaultHashBuilder, A> {
+    #[inline]
+    fn check(&self, key: u64) -> bool {
+        matches!(PinnedLimiter::check(self, &key), Ok(d) if d.is_allowed())
     }
 }
 
@@ -54,7 +103,9 @@ struct GovDirect<C: governor::clock::Clock>(
     governor::RateLimiter<NotKeyed, InMemoryState, C, NoOpMiddleware<GovInstant<C>>>,
 );
 
-impl<C: governor::clock::Clock + Sync> Subject for GovDirect<C> {
+unbatched!(<C: governor::clock::Clock + Sync> Subject for GovDirect<C>);
+
+impl<C: governor::clock::Clock + Sync> Checker for &GovDirect<C> {
     #[inline]
     fn check(&self, _key: u64) -> bool {
         self.0.check().is_ok()
@@ -65,7 +116,9 @@ struct GovKeyed<C: governor::clock::Clock>(
     governor::RateLimiter<u64, DashMapStateStore<u64>, C, NoOpMiddleware<GovInstant<C>>>,
 );
 
-impl<C: governor::clock::Clock + Sync> Subject for GovKeyed<C> {
+unbatched!(<C: governor::clock::Clock + Sync> Subject for GovKeyed<C>);
+
+impl<C: governor::clock::Clock + Sync> Checker for &GovKeyed<C> {
     #[inline]
     fn check(&self, key: u64) -> bool {
         self.0.check_key(&key).is_ok()
@@ -85,11 +138,12 @@ fn governor_upkeep_clock() -> Result<QuantaUpkeepClock, String> {
 }
 
 /// Builds tollgate's limiter for the cell, populates its keys (one check each), and hands it
-/// to `visitor`.
+/// to `visitor`. `pin`: keyed checks go through `KeyedLimiter::pin`, once per batch.
 pub(crate) fn with_tollgate<V: Visitor>(
     algo: AlgoKind,
     clock: ClockKind,
     keys: Keys,
+    pin: bool,
     quota: Quota,
     key_list: &[u64],
     visitor: V,
@@ -97,8 +151,8 @@ pub(crate) fn with_tollgate<V: Visitor>(
     with_algorithm!(algo, A => {
         let params = <A as Algorithm>::new(&quota).map_err(|e| format!("{algo}: {e}"))?;
         Ok(match clock {
-            ClockKind::Quanta => tollgate_build(params, QuantaClock::new(), keys, key_list, visitor),
-            ClockKind::Cached => tollgate_build(params, tollgate_cached_clock()?, keys, key_list, visitor),
+            ClockKind::Quanta => tollgate_build(params, QuantaClock::new(), keys, pin, key_list, visitor),
+            ClockKind::Cached => tollgate_build(params, tollgate_cached_clock()?, keys, pin, key_list, visitor),
         })
     }, missing => Err(format!("algorithm {algo} is not available in this build")))
 }
@@ -107,6 +161,7 @@ fn tollgate_build<A: Algorithm, C: Clock, V: Visitor>(
     params: A,
     clock: C,
     keys: Keys,
+    pin: bool,
     key_list: &[u64],
     visitor: V,
 ) -> V::Out {
@@ -117,7 +172,11 @@ fn tollgate_build<A: Algorithm, C: Clock, V: Visitor>(
             for key in key_list {
                 let _ = limiter.check(key);
             }
-            visitor.visit(&TgKeyed(limiter))
+            if pin {
+                visitor.visit(&TgPinned(limiter))
+            } else {
+                visitor.visit(&TgKeyed(limiter))
+            }
         }
     }
 }
