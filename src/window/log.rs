@@ -99,7 +99,7 @@ impl fmt::Debug for SlidingLogCell {
 }
 
 /// What judging a head value found.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Judged {
     Admit {
         stamp: Nanos,
@@ -286,8 +286,52 @@ impl SlidingLog {
         self.stamp_of(cell, self.back(h, 1)).ok().flatten()
     }
 
+    /// Judges a check of `cost` cells against the state `head` (reads slots, writes nothing).
     #[inline]
     fn judge(&self, cell: &SlidingLogCell, head: u64, now: Nanos, cost: u64) -> Judged {
+        if cost == 1 && self.owns(cell) {
+            return self.judge_unit(cell, Self::at(head), now);
+        }
+        self.judge_any(cell, head, now, cost)
+    }
+
+    /// `judge_any` for a unit cost (most checks), reading each slot it needs once: the one it
+    /// overwrites (one lap back, on a full ring) and the newest. Those two decide the two
+    /// common states without a search: a key whose newest claim expired (all positions free)
+    /// and a key at its limit (the overwritten claim is still in the window: none free). The
+    /// general path reads the newest slot twice and the overwritten one twice at the limit;
+    /// both paths return the same `Judged` (tested: `unit_path_judges_as_the_general_one`).
+    #[inline]
+    fn judge_unit(&self, cell: &SlidingLogCell, h: At, now: Nanos) -> Judged {
+        let used = self.used(h);
+        if used == 0 {
+            // A fresh ring: nothing to overwrite, nothing in the window.
+            return self.verdict(h, now, 1, None, None, self.limit);
+        }
+        let live = |read: Result<Option<Nanos>, ()>| match read {
+            Ok(Some(t)) => t.saturating_add(self.window) > now,
+            Ok(None) => false,
+            Err(()) => true, // still being written: its stamp is about now
+        };
+        let overwritten =
+            if h.lap > 0 { Some(self.stamp_of(cell, At { lap: h.lap - 1, index: h.index })) } else { None };
+        let blocked_until = match overwritten {
+            Some(Err(())) => return Judged::Pending,
+            Some(Ok(Some(t))) if t.saturating_add(self.window) > now => Some(t.saturating_add(self.window)),
+            _ => None,
+        };
+        let newest = self.stamp_of(cell, self.back(h, 1));
+        let free = match overwritten {
+            _ if !live(newest) => self.limit,
+            // On a full ring the overwritten claim is the oldest one (`back(h, limit)`).
+            Some(oldest) if live(oldest) => 0,
+            _ => self.free_positions(cell, h, now),
+        };
+        self.verdict(h, now, 1, blocked_until, newest.ok().flatten(), free)
+    }
+
+    /// `judge` for any cost (and a ring built for another limit).
+    fn judge_any(&self, cell: &SlidingLogCell, head: u64, now: Nanos, cost: u64) -> Judged {
         let h = Self::at(head);
         if cost > self.limit {
             // Never fits (callers check the capacity first; this keeps `forward` in range).
@@ -321,9 +365,25 @@ impl SlidingLog {
             previous = self.forward(previous, 1);
         }
         let newest = self.newest(cell, h);
+        let free = self.free_positions(cell, h, now);
+        self.verdict(h, now, cost, blocked_until, newest, free)
+    }
+
+    /// The decision from what a judge read: `blocked_until`, the latest expiry among the
+    /// claims this one would overwrite that are still in the window; `newest`, the newest
+    /// stamp; `free`, the positions free at `now`.
+    #[inline]
+    fn verdict(
+        &self,
+        h: At,
+        now: Nanos,
+        cost: u64,
+        blocked_until: Option<Nanos>,
+        newest: Option<Nanos>,
+        free: u64,
+    ) -> Judged {
         let busy_until =
             |stamp: Option<Nanos>| stamp.map_or(0, |t| t.saturating_add(self.window).saturating_sub(now));
-        let free = self.free_positions(cell, h, now);
         match blocked_until {
             None => {
                 let stamp = newest.map_or(now, |t| t.max(now));
@@ -338,6 +398,7 @@ impl SlidingLog {
         }
     }
 
+    #[inline]
     fn claim(&self, cell: &SlidingLogCell, now: Nanos, cost: u64) -> Result<(Decision, Receipt), Retired> {
         let mut pending = 0;
         loop {
@@ -512,7 +573,7 @@ impl Algorithm for SlidingLog {
 /// A ring position `lap · limit + index` (`index < limit`). A cell built for another limit is
 /// never read through one (`SlidingLog::owns`): checks on it deny, it is never evicted or
 /// refunded on this log's word, and `slot` still cannot index out of bounds.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct At {
     lap: u64,
     index: u64,
@@ -626,6 +687,78 @@ mod tests {
             now += 10;
         }
         assert!(c.head.load(std::sync::atomic::Ordering::Relaxed) < cell::TOMBSTONE);
+    }
+
+    /// The unit-cost fast path decides exactly as the general one, in every state a ring can
+    /// be in: fresh, filling, full, partly expired, at its limit, refunded, reset, unsorted
+    /// (a clock that went back), and with a claim won but not yet written (pending).
+    #[test]
+    fn unit_path_judges_as_the_general_one() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let mut paths = [0u32; 5]; // fresh, all free, none free, searched, pending
+        for limit in [1, 2, 3, 7, 16, 100] {
+            let l = log(limit, 1_000);
+            let c = l.new_cell();
+            let mut now = 10_000u64;
+            let mut pending: Option<At> = None;
+            for round in 0..4_000 {
+                match if round == 0 { 15 } else { next(16) } {
+                    0 => now = now.saturating_sub(next(2_000)),
+                    1 => l.reset(&c),
+                    2 => {
+                        // A claim that won its CAS and has not written its stamp yet.
+                        let head = c.head.load(std::sync::atomic::Ordering::Relaxed);
+                        let h = SlidingLog::at(head);
+                        let next_head = SlidingLog::head_of(l.forward(h, 1));
+                        c.head.store(next_head, std::sync::atomic::Ordering::Relaxed);
+                        pending = Some(h);
+                    }
+                    3 => {
+                        if let Ok((_, receipt)) = l.check_with_receipt(&c, now, 1 + next(limit)) {
+                            let _ = l.refund(&c, now, 1, receipt);
+                        }
+                    }
+                    _ => {
+                        now += next(600);
+                        let _ = l.check(&c, now, 1 + next(limit.min(3)));
+                    }
+                }
+                let head = c.head.load(std::sync::atomic::Ordering::Relaxed);
+                if round == 0 {
+                    let fresh = l.new_cell();
+                    assert_eq!(l.judge_unit(&fresh, SlidingLog::at(0), now), l.judge_any(&fresh, 0, now, 1));
+                    paths[0] += 1;
+                }
+                for probe in [now, now + next(1_500), now.saturating_sub(next(500))] {
+                    let unit = l.judge_unit(&c, SlidingLog::at(head), probe);
+                    assert_eq!(
+                        unit,
+                        l.judge_any(&c, head, probe, 1),
+                        "limit {limit} head {head:#x} now {probe}"
+                    );
+                    let h = SlidingLog::at(head);
+                    let path = match unit {
+                        _ if l.used(h) == 0 => 0,
+                        Judged::Pending => 4,
+                        Judged::Admit { decision, .. } if decision.remaining() == limit - 1 => 1,
+                        Judged::Deny(decision) if decision.remaining() == 0 => 2,
+                        _ => 3,
+                    };
+                    paths[path] += 1;
+                }
+                if let Some(a) = pending.take() {
+                    // The pending claim writes its stamp.
+                    cell::store_slot(l.slot(&c, a), l.slot_value(a, now));
+                }
+            }
+        }
+        assert!(paths.iter().all(|&n| n > 0), "paths taken: {paths:?}");
     }
 
     #[test]
