@@ -186,6 +186,21 @@ impl FixedWindow {
 
     #[inline]
     pub(crate) fn outcome(&self, state: u64, now: Nanos, cost: u64) -> Outcome {
+        // The common check: the stored window is still current and the cells fit. The count
+        // is the word's low bits and `total ≤ limit ≤ mask(count_bits)`, so the new word is
+        // `state + cost`. The value the CAS stores then depends on the loaded word through one
+        // add; the window arithmetic (a multiplication) only steers a predicted branch instead
+        // of sitting between the load and the CAS, where a direct limiter's checks queue up
+        // behind each other. Same decision and word as the general path below.
+        let (index, count) = self.unpack(state);
+        let next = index.saturating_mul(self.window).saturating_add(self.window);
+        let total = count.saturating_add(cost);
+        if now.saturating_add(self.offset) < next && total <= self.limit {
+            let until_end = next.saturating_sub(self.offset).saturating_sub(now);
+            let reset_after = if total == 0 { 0 } else { until_end };
+            let decision = Decision::allowed(self.limit, self.limit - total, reset_after);
+            return Outcome { decision, stored: (cost > 0).then_some(state + cost) };
+        }
         let (index, count) = self.current(state, now);
         // `now + offset` and `(index + 1)·W` stay below 2⁶³: now ≤ HORIZON < 2⁶², offset < W,
         // and index ≤ ⌊(HORIZON + offset) / W⌋. Saturating anyway (fuzzed with raw inputs).
