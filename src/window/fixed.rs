@@ -199,7 +199,8 @@ impl FixedWindow {
             let until_end = next.saturating_sub(self.offset).saturating_sub(now);
             let reset_after = if total == 0 { 0 } else { until_end };
             let decision = Decision::allowed(self.limit, self.limit - total, reset_after);
-            return Outcome { decision, stored: (cost > 0).then_some(state + cost) };
+            // `& MAX_STATE`: as `pack` does, for a raw word from `step`'s callers.
+            return Outcome { decision, stored: (cost > 0).then_some((state + cost) & cell::MAX_STATE) };
         }
         let (index, count) = self.current(state, now);
         // `now + offset` and `(index + 1)·W` stay below 2⁶³: now ≤ HORIZON < 2⁶², offset < W,
@@ -304,6 +305,20 @@ mod tests {
     fn window(limit: u64, period: Nanos) -> FixedWindow {
         let quota = Quota::new(limit, std::time::Duration::from_nanos(period)).unwrap();
         FixedWindow::from_quota(quota).unwrap()
+    }
+
+    /// The stored-window fast path stores the word `pack` would, for any raw word `step` is
+    /// given (bit 63 included) and for the words a fresh key or a clock behind the window
+    /// leaves.
+    #[test]
+    fn fast_path_stores_what_pack_would() {
+        let w = window(5, 1_000_000_000);
+        let raw = (1u64 << 63) | 2;
+        assert_eq!(w.step(raw, 1_000, 1).1, Some(w.pack(w.unpack(raw).0, 3)));
+        for (index, count, now) in [(0, 0, 0), (0, 4, 999_999_999), (7, 2, 7_500_000_000), (9, 1, 10)] {
+            let state = w.pack(index, count);
+            assert_eq!(w.step(state, now, 1).1, Some(w.pack(index, count + 1)), "{index} {count} {now}");
+        }
     }
 
     #[test]

@@ -59,9 +59,12 @@ const PENDING_RETRIES: u32 = 64;
 ///
 /// Stamps are `max(now, newest stamp)`, so the ring stays sorted and a clock that went back
 /// never records a stamp that would expire early; expiry is judged at the real `now`
-/// (stricter). `remaining` is found by binary search over the sorted ring; after a refund or a
-/// reset expired stamps in the middle of the ring it may under-report (never over-report) until
-/// those positions are reused.
+/// (stricter). `remaining` is found by binary search over the sorted ring. A refund expires
+/// stamps in the middle of the ring, which then is no longer sorted: until those positions are
+/// reused, an admission's `remaining` may be off in either direction (admissions themselves
+/// stay exact, judged on the slots they overwrite). A denial never reports more than the
+/// positions it found free ahead of the head before the first claim still in the window (so a
+/// denied unit cost reports 0).
 ///
 /// ```
 /// use std::time::Duration;
@@ -99,7 +102,8 @@ impl fmt::Debug for SlidingLogCell {
 }
 
 /// What judging a head value found.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug)]
+#[cfg_attr(test, derive(PartialEq, Eq))]
 enum Judged {
     Admit {
         stamp: Nanos,
@@ -233,7 +237,15 @@ impl SlidingLog {
 
     #[inline]
     fn expired(&self, cell: &SlidingLogCell, a: At, now: Nanos) -> bool {
-        match self.stamp_of(cell, a) {
+        self.expired_read(self.stamp_of(cell, a), now)
+    }
+
+    /// Whether a claim read by `stamp_of` is out of the window at `now`: expired stamps and
+    /// refunded or reset claims are; a claim still being written (`Err`) is not (its stamp
+    /// will be about `now`).
+    #[inline]
+    fn expired_read(&self, read: Result<Option<Nanos>, ()>, now: Nanos) -> bool {
+        match read {
             Ok(Some(t)) => t.saturating_add(self.window) <= now,
             Ok(None) => true,
             Err(()) => false,
@@ -244,9 +256,9 @@ impl SlidingLog {
     /// window. Stamps are sorted, so those are the newest `k`. Two cases cost a slot read or
     /// two: a key far below its limit (`k = 0`: the newest claim expired), and a key at its
     /// limit (the oldest claim still in the window, so every position is held: the steady state
-    /// of a client being limited, and every denial of a unit cost; that slot was just read by
-    /// `judge`). Otherwise the boundary is found by galloping from the newest claim (1, 2, 4, …
-    /// back) and then bisecting: O(log k) reads.
+    /// of a client being limited). A unit-cost check settles both itself (`judge_unit`) and
+    /// comes here only for the rest, where the boundary is found by galloping from the newest
+    /// claim (1, 2, 4, … back) and then bisecting: O(log k) reads.
     #[inline]
     fn free_positions(&self, cell: &SlidingLogCell, h: At, now: Nanos) -> u64 {
         let used = self.used(h);
@@ -295,12 +307,14 @@ impl SlidingLog {
         self.judge_any(cell, head, now, cost)
     }
 
-    /// `judge_any` for a unit cost (most checks), reading each slot it needs once: the one it
-    /// overwrites (one lap back, on a full ring) and the newest. Those two decide the two
-    /// common states without a search: a key whose newest claim expired (all positions free)
-    /// and a key at its limit (the overwritten claim is still in the window: none free). The
+    /// `judge_any` for a unit cost (most checks). It reads the slot it would overwrite (one lap
+    /// back, on a full ring) and the newest, once each; those two settle the two common states
+    /// without a search: a key whose newest claim expired (all positions free) and a key at
+    /// its limit (the overwritten claim is still in the window: none free). Only a key part
+    /// way through its window searches (`free_positions`, which reads the newest again). The
     /// general path reads the newest slot twice and the overwritten one twice at the limit;
-    /// both paths return the same `Judged` (tested: `unit_path_judges_as_the_general_one`).
+    /// both return the same `Judged` (tests: `unit_path_judges_as_the_general_one`,
+    /// `unit_path_judges_as_the_general_one_on_arbitrary_rings`).
     #[inline]
     fn judge_unit(&self, cell: &SlidingLogCell, h: At, now: Nanos) -> Judged {
         let used = self.used(h);
@@ -308,24 +322,23 @@ impl SlidingLog {
             // A fresh ring: nothing to overwrite, nothing in the window.
             return self.verdict(h, now, 1, None, None, self.limit);
         }
-        let live = |read: Result<Option<Nanos>, ()>| match read {
-            Ok(Some(t)) => t.saturating_add(self.window) > now,
-            Ok(None) => false,
-            Err(()) => true, // still being written: its stamp is about now
-        };
-        let overwritten =
-            if h.lap > 0 { Some(self.stamp_of(cell, At { lap: h.lap - 1, index: h.index })) } else { None };
-        let blocked_until = match overwritten {
-            Some(Err(())) => return Judged::Pending,
-            Some(Ok(Some(t))) if t.saturating_add(self.window) > now => Some(t.saturating_add(self.window)),
-            _ => None,
+        // On a full ring the claim this one overwrites is the oldest (`back(h, limit)`).
+        let blocked_until = if h.lap > 0 {
+            match self.stamp_of(cell, At { lap: h.lap - 1, index: h.index }) {
+                Err(()) => return Judged::Pending,
+                Ok(Some(t)) if t.saturating_add(self.window) > now => Some(t.saturating_add(self.window)),
+                Ok(_) => None,
+            }
+        } else {
+            None
         };
         let newest = self.stamp_of(cell, self.back(h, 1));
-        let free = match overwritten {
-            _ if !live(newest) => self.limit,
-            // On a full ring the overwritten claim is the oldest one (`back(h, limit)`).
-            Some(oldest) if live(oldest) => 0,
-            _ => self.free_positions(cell, h, now),
+        let free = if blocked_until.is_some() {
+            0 // the next position is held (a denial reports at most the positions ahead of it)
+        } else if self.expired_read(newest, now) {
+            self.limit
+        } else {
+            self.free_positions(cell, h, now)
         };
         self.verdict(h, now, 1, blocked_until, newest.ok().flatten(), free)
     }
@@ -351,13 +364,17 @@ impl SlidingLog {
         // else position 0 (reached at k = limit − h).
         let mut previous =
             if h.lap > 0 { At { lap: h.lap - 1, index: h.index } } else { At { lap: 0, index: 0 } };
-        for _ in skip..cost {
+        // Positions free ahead of the head before the first claim still in the window: what
+        // a denial may report as `remaining` at most (it is exact for a sorted ring).
+        let mut leading = cost;
+        for k in skip..cost {
             match self.stamp_of(cell, previous) {
                 Err(()) => return Judged::Pending,
                 Ok(None) => {}
                 Ok(Some(t)) => {
                     let until = t.saturating_add(self.window);
                     if until > now {
+                        leading = leading.min(k);
                         blocked_until = Some(blocked_until.map_or(until, |b| b.max(until)));
                     }
                 }
@@ -366,6 +383,7 @@ impl SlidingLog {
         }
         let newest = self.newest(cell, h);
         let free = self.free_positions(cell, h, now);
+        let free = if blocked_until.is_some() { free.min(leading) } else { free };
         self.verdict(h, now, cost, blocked_until, newest, free)
     }
 
@@ -573,7 +591,8 @@ impl Algorithm for SlidingLog {
 /// A ring position `lap · limit + index` (`index < limit`). A cell built for another limit is
 /// never read through one (`SlidingLog::owns`): checks on it deny, it is never evicted or
 /// refunded on this log's word, and `slot` still cannot index out of bounds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug)]
+#[cfg_attr(test, derive(PartialEq, Eq))]
 struct At {
     lap: u64,
     index: u64,
@@ -689,18 +708,22 @@ mod tests {
         assert!(c.head.load(std::sync::atomic::Ordering::Relaxed) < cell::TOMBSTONE);
     }
 
+    /// A small deterministic generator: `next(n)` is in `0..n`.
+    fn xorshift(mut seed: u64) -> impl FnMut(u64) -> u64 {
+        move |n| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        }
+    }
+
     /// The unit-cost fast path decides exactly as the general one, in every state a ring can
     /// be in: fresh, filling, full, partly expired, at its limit, refunded, reset, unsorted
     /// (a clock that went back), and with a claim won but not yet written (pending).
     #[test]
     fn unit_path_judges_as_the_general_one() {
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move |n: u64| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed % n
-        };
+        let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
         let mut paths = [0u32; 5]; // fresh, all free, none free, searched, pending
         for limit in [1, 2, 3, 7, 16, 100] {
             let l = log(limit, 1_000);
@@ -759,6 +782,72 @@ mod tests {
             }
         }
         assert!(paths.iter().all(|&n| n > 0), "paths taken: {paths:?}");
+    }
+
+    /// The same comparison on rings written directly, reachable or not: folded laps, claims
+    /// one lap back still unwritten (pending) for every limit, refunded and reset slots, and
+    /// unsorted stamps anywhere in the ring.
+    #[test]
+    fn unit_path_judges_as_the_general_one_on_arbitrary_rings() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut next = xorshift(0x1234_5678_9abc_def1);
+        for limit in [1u64, 2, 3, 4, 5, 8, 17, 64, 4096] {
+            let l = log(limit, 1_000);
+            let c = l.new_cell();
+            let mut seen = [0u32; 4]; // admit, deny, deny with positions free, pending
+            for _ in 0..20_000 / limit.min(64) {
+                let lap = match next(6) {
+                    0 => 0,
+                    1 => 1 + next(3),
+                    2 => 4 + next(4),
+                    3 => LAP_FOLD - 1 - next(2),
+                    _ => next(1 << 40),
+                };
+                let h = At { lap, index: next(limit) };
+                let now = 5_000 + next(3_000);
+                for j in 1..=limit {
+                    let a = l.back(h, j);
+                    let tag = if next(10) == 0 { next(4) } else { a.lap & 3 };
+                    let field = match next(12) {
+                        0 => 0,
+                        1 => 1,
+                        _ => 2 + now - 2_500 + next(3_000),
+                    };
+                    l.slot(&c, a).store((tag << LAP_SHIFT) | field, Relaxed);
+                }
+                let head = SlidingLog::head_of(h);
+                let unit = l.judge_unit(&c, SlidingLog::at(head), now);
+                assert_eq!(unit, l.judge_any(&c, head, now, 1), "limit {limit} h {h:?} now {now}");
+                seen[match unit {
+                    Judged::Admit { .. } => 0,
+                    Judged::Deny(d) if d.remaining() == 0 => 1,
+                    Judged::Deny(_) => 2,
+                    Judged::Pending => 3,
+                }] += 1;
+            }
+            // A denied unit cost has no free position ahead of the head to report.
+            assert_eq!(seen[2], 0, "limit {limit}: {seen:?}");
+            assert!(seen[0] > 0 && seen[1] > 0 && seen[3] > 0, "limit {limit}: {seen:?}");
+        }
+    }
+
+    /// After a refund of the newest claim the ring is unsorted; a denial must still not report
+    /// positions it cannot use.
+    #[test]
+    fn a_denial_after_a_refund_reports_no_remaining() {
+        let l = log(2, 1_000);
+        let c = l.new_cell();
+        assert!(l.check(&c, 0, 1).unwrap().is_allowed());
+        let (d, receipt) = l.check_with_receipt(&c, 10, 1).unwrap();
+        assert!(d.is_allowed());
+        assert!(l.refund(&c, 10, 1, receipt));
+        let d = l.check(&c, 20, 1).unwrap();
+        assert!(!d.is_allowed());
+        assert_eq!((d.remaining(), d.retry_after_nanos()), (0, Some(980)));
+        // A cost of 2: the first position it would overwrite holds the claim at 0.
+        let d = l.peek(&c, 20, 2);
+        assert!(!d.is_allowed());
+        assert_eq!(d.remaining(), 0);
     }
 
     #[test]
