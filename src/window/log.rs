@@ -720,7 +720,8 @@ mod tests {
 
     /// The unit-cost fast path decides exactly as the general one, in every state a ring can
     /// be in: fresh, filling, full, partly expired, at its limit, refunded, reset, unsorted
-    /// (a clock that went back), and with a claim won but not yet written (pending).
+    /// (after a refund; a clock that went back keeps the ring sorted), and with a claim won but
+    /// not yet written (pending).
     #[test]
     fn unit_path_judges_as_the_general_one() {
         let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
