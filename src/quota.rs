@@ -49,8 +49,9 @@ pub enum QuotaError {
         /// Which quantity overflowed.
         what: &'static str,
     },
-    /// A value is valid for GCRA but too large for the chosen algorithm's packed state
-    /// (e.g. a fixed-window limit above 2²⁴−1, a sliding log above its ring cap).
+    /// A value too large: a rate faster than one cell per nanosecond (the clock's resolution;
+    /// `"2000000000/s"`), or one valid for GCRA but too large for the chosen algorithm's packed
+    /// state (e.g. a fixed-window limit above 2²⁴−1, a sliding log above its ring cap).
     TooLarge {
         /// Which quantity.
         what: &'static str,
@@ -65,6 +66,15 @@ pub enum QuotaError {
     Incompatible {
         /// What must match.
         reason: &'static str,
+    },
+    /// A window algorithm was given a quota with a separate burst (`burst ≠ count`): a window
+    /// limits `count` per `period` and has no bucket to burst from (see the
+    /// [`window`](crate::window) module docs). Use `count/period` alone, or GCRA.
+    UnsupportedBurst {
+        /// The quota's count per period (what a window would limit).
+        count: u64,
+        /// The burst it also asked for.
+        burst: u64,
     },
     /// A rate string could not be parsed.
     Parse {
@@ -90,6 +100,11 @@ impl fmt::Display for QuotaError {
             QuotaError::Incompatible { reason } => {
                 write!(f, "quota override incompatible with the limiter's algorithm: {reason}")
             }
+            QuotaError::UnsupportedBurst { count, burst } => write!(
+                f,
+                "a window limits {count} per period and cannot also allow a burst of {burst} \
+                 (drop ;burst=, or use GCRA)"
+            ),
             QuotaError::Parse { input, reason } => {
                 write!(
                     f,
@@ -236,6 +251,15 @@ impl Quota {
         if period > MAX_TOLERANCE {
             return Err(QuotaError::Overflow { what: "period" });
         }
+        if count > period {
+            // Faster than one cell per nanosecond: `T` would round up to 1 ns and the limiter
+            // would deliver less than the rate it reports. The clock cannot resolve it anyway.
+            return Err(QuotaError::TooLarge {
+                what: "rate (cells per period in ns)",
+                value: count,
+                max: period,
+            });
+        }
         // Round up: never admit faster than `count` per `period`.
         let emission_interval = period.div_ceil(count);
         let tolerance = burst
@@ -279,8 +303,17 @@ impl Quota {
 
 /// Parses `"<count>/<period>[;burst=<b>]"`: `"100/s"`, `"10/m"`, `"1000/h"`, `"5/d"`,
 /// `"20/1500ms"`, `"100/30s"`, `"7/250us"`. Units: `ns`, `us`/`µs`, `ms`, `s`/`sec`/`second(s)`,
-/// `m`/`min`/`minute(s)`, `h`/`hr`/`hour(s)`, `d`/`day(s)`. Whitespace around the parts is
-/// tolerated; signs, exponents, fractions and input longer than [`MAX_RATE_STRING`] are not.
+/// `m`/`min`/`minute(s)`, `h`/`hr`/`hour(s)`, `d`/`day(s)`, in any case (`"10/S"`, `"5/Min"`;
+/// `µs` with either micro sign). Whitespace around the parts is tolerated; signs, exponents,
+/// fractions and input longer than [`MAX_RATE_STRING`] are not.
+///
+/// ```
+/// use tollgate::{Quota, QuotaError};
+/// assert_eq!("10/S".parse::<Quota>(), "10/s".parse());
+/// assert_eq!("7/250\u{3bc}s".parse::<Quota>(), "7/250us".parse());
+/// // Faster than one cell per nanosecond: the clock cannot resolve it.
+/// assert!(matches!("2000000000/s".parse::<Quota>(), Err(QuotaError::TooLarge { .. })));
+/// ```
 impl FromStr for Quota {
     type Err = QuotaError;
 
@@ -308,9 +341,12 @@ impl FromStr for Quota {
         let split = period.find(|c: char| !c.is_ascii_digit()).unwrap_or(period.len());
         let (amount, unit) = period.split_at(split);
         let amount = if amount.is_empty() { 1 } else { parse_count(amount).map_err(err)? };
-        let unit_ns = match unit.trim() {
+        // Units are case-insensitive ("10/S", "5/Min"); both micro signs are accepted (U+00B5,
+        // what a keyboard's µ gives, and the Greek letter U+03BC that some editors substitute).
+        let unit = unit.trim().to_ascii_lowercase();
+        let unit_ns = match unit.as_str() {
             "ns" | "nanosecond" | "nanoseconds" => 1,
-            "us" | "µs" | "microsecond" | "microseconds" => NS_PER_US,
+            "us" | "\u{b5}s" | "\u{3bc}s" | "microsecond" | "microseconds" => NS_PER_US,
             "ms" | "millisecond" | "milliseconds" => NS_PER_MS,
             "s" | "sec" | "secs" | "second" | "seconds" => NS_PER_SEC,
             "m" | "min" | "mins" | "minute" | "minutes" => NS_PER_MIN,
@@ -387,6 +423,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn rates_faster_than_one_per_nanosecond_are_refused() {
+        assert!(Quota::per_second(1_000_000_000).is_ok()); // T = 1 ns exactly
+        for bad in ["1000000001/s", "2000000000/s", "3/2ns", "2/ns"] {
+            assert!(matches!(bad.parse::<Quota>(), Err(QuotaError::TooLarge { .. })), "{bad}");
+        }
+        assert!(matches!(Quota::new(3, Duration::from_nanos(2)), Err(QuotaError::TooLarge { .. })));
+    }
+
+    #[test]
     fn parses_every_documented_form() {
         let cases = [
             ("100/s", 100, NS_PER_SEC),
@@ -400,6 +445,11 @@ mod tests {
             ("3/2hours", 3, 2 * NS_PER_HOUR),
             ("1/7days", 1, 7 * NS_PER_DAY),
             ("9/250us", 9, 250 * NS_PER_US),
+            ("10/S", 10, NS_PER_SEC),
+            ("10/Min", 10, NS_PER_MIN),
+            ("10/MS", 10, NS_PER_MS),
+            ("9/250\u{b5}s", 9, 250 * NS_PER_US),
+            ("9/250\u{3bc}s", 9, 250 * NS_PER_US),
         ];
         for (s, count, period) in cases {
             let q: Quota = s.parse().unwrap_or_else(|e| panic!("{s}: {e}"));
@@ -456,8 +506,6 @@ mod tests {
         let q = Quota::per_second(3).unwrap();
         assert_eq!(q.emission_interval_nanos(), 333_333_334);
         assert!(q.emission_interval_nanos() * 3 >= NS_PER_SEC);
-        // Faster than 1/ns rounds to T = 1 ns: fewer admitted than asked, never more.
-        let q = Quota::per_second(2_000_000_000).unwrap();
-        assert_eq!(q.emission_interval_nanos(), 1);
+        // Faster than 1/ns is refused (rates_faster_than_one_per_nanosecond_are_refused).
     }
 }

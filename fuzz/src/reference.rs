@@ -35,7 +35,8 @@ impl RefQuota {
     /// reject it (a zero, or a tolerance beyond [`REF_MAX_TOLERANCE`]).
     pub fn new(count: u64, period_ns: u64, burst: u64) -> Option<RefQuota> {
         let (count, period, burst) = (u128::from(count), u128::from(period_ns), u128::from(burst));
-        if count == 0 || period == 0 || burst == 0 || period > REF_MAX_TOLERANCE {
+        // Faster than one cell per ns is refused: T could not be represented exactly.
+        if count == 0 || period == 0 || burst == 0 || period > REF_MAX_TOLERANCE || count > period {
             return None;
         }
         let emission_interval = period.div_ceil(count);

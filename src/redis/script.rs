@@ -206,7 +206,7 @@ mod tests {
         let q: Quota = "1/ns".parse().unwrap();
         let p = Params::new(RedisAlgorithm::Gcra, q).unwrap();
         assert_eq!((p.a, p.b), (1, 1));
-        let q = "1000000000/ns".parse::<Quota>().unwrap().with_burst(1 << 52).unwrap();
+        let q = "1/ns".parse::<Quota>().unwrap().with_burst(1 << 52).unwrap();
         assert!(matches!(Params::new(RedisAlgorithm::Gcra, q), Err(QuotaError::TooLarge { .. })));
         let p = Params::new(RedisAlgorithm::FixedWindow, "10/1500ms".parse().unwrap()).unwrap();
         assert_eq!((p.a, p.b, p.capacity), (1_500_000, 10, 10));

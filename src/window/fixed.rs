@@ -9,7 +9,7 @@ use crate::sync::AtomicU64;
 
 use super::{div_by, index_bits, mask, reciprocal, Outcome};
 
-/// Fixed-window counter: at most `limit = quota.burst()` cells in each window of length
+/// Fixed-window counter: at most `limit = quota.count()` cells in each window of length
 /// `W = quota.period()`; the count restarts at each window edge.
 ///
 /// # The word (bit by bit)
@@ -24,7 +24,8 @@ use super::{div_by, index_bits, mask, reciprocal, Outcome};
 /// [`HORIZON`](crate::quota::HORIZON) fits exactly (no wrap-around): `index_bits =
 /// bits(⌊HORIZON / W⌋ + 1)` and `count_bits = 63 − index_bits`. Limits that do not fit are
 /// [`QuotaError::TooLarge`]: for `W` = 1 s the largest limit is 2³¹ − 1, for 1 ms 2²¹ − 1,
-/// for 1 µs 2¹¹ − 1 ([`FixedWindow::max_limit`]). A fresh key (word 0) is window 0, count 0.
+/// for 1 µs 2¹¹ − 1 ([`FixedWindow::max_limit`]), each more than the one cell per ns that a
+/// quota of that length can ask for. A fresh key (word 0) is window 0, count 0.
 ///
 /// A check in a newer window CAS-replaces `(old, c)` by `(new, cost)`; within a window it is a
 /// CAS increment that never passes the limit (no `fetch_add` overshoot). A clock that went
@@ -78,19 +79,19 @@ impl FixedWindow {
         mask(63 - index_bits(window_nanos))
     }
 
-    /// Fixed-window parameters for `quota` (window `quota.period()`, limit `quota.burst()`),
+    /// Fixed-window parameters for `quota` (window `quota.period()`, limit `quota.count()`),
     /// aligned to the clock's anchor. Same as [`Algorithm::new`].
     ///
     /// ```
     /// use tollgate::{FixedWindow, Quota, QuotaError};
     /// assert!(FixedWindow::from_quota(Quota::per_second(1000).unwrap()).is_ok());
-    /// let too_many = Quota::per_second(1 << 31).unwrap();
-    /// assert!(matches!(FixedWindow::from_quota(too_many), Err(QuotaError::TooLarge { .. })));
+    /// let bucket = Quota::per_second(10).unwrap().with_burst(30).unwrap();
+    /// assert!(matches!(FixedWindow::from_quota(bucket), Err(QuotaError::UnsupportedBurst { .. })));
     /// ```
     pub fn from_quota(quota: Quota) -> Result<FixedWindow, QuotaError> {
         let window = quota.period_nanos();
         let count_bits = 63 - index_bits(window);
-        let limit = quota.burst();
+        let limit = super::window_limit(&quota)?;
         let max = mask(count_bits);
         if limit > max {
             return Err(QuotaError::TooLarge { what: "fixed-window limit", value: limit, max });
@@ -263,6 +264,11 @@ impl Algorithm for FixedWindow {
 
     fn new(quota: &Quota) -> Result<Self, QuotaError> {
         FixedWindow::from_quota(*quota)
+    }
+
+    /// Keeps this window's alignment ([`with_offset`](FixedWindow::with_offset)).
+    fn derive(&self, quota: &Quota) -> Result<Self, QuotaError> {
+        FixedWindow::from_quota(*quota).map(|w| w.with_offset(self.offset))
     }
 
     fn compatible(&self, other: &FixedWindow) -> bool {

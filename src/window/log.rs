@@ -30,7 +30,7 @@ const LAP_FOLD: u64 = 1 << 50;
 const PENDING_RETRIES: u32 = 64;
 
 /// Sliding log: exact "at most `limit` cells in any window of length `W`", with
-/// `limit = quota.burst()` (at most [`MAX_LOG_LIMIT`]) and `W = quota.period()`.
+/// `limit = quota.count()` (at most [`MAX_LOG_LIMIT`]) and `W = quota.period()`.
 ///
 /// # Memory
 ///
@@ -128,7 +128,7 @@ impl SlidingLog {
     /// ));
     /// ```
     pub fn from_quota(quota: Quota) -> Result<SlidingLog, QuotaError> {
-        let limit = quota.burst();
+        let limit = super::window_limit(&quota)?;
         if limit > MAX_LOG_LIMIT {
             return Err(QuotaError::TooLarge { what: "sliding-log limit", value: limit, max: MAX_LOG_LIMIT });
         }
@@ -602,8 +602,11 @@ struct At {
 mod tests {
     use super::*;
 
+    /// A log of `limit` per `period` ns. Some tests use windows shorter than `limit` ns, which a
+    /// quota refuses (faster than one cell per ns) but the algorithm itself handles alike.
     fn log(limit: u64, period: Nanos) -> SlidingLog {
-        SlidingLog::from_quota(Quota::new(limit, std::time::Duration::from_nanos(period)).unwrap()).unwrap()
+        let quota = Quota::new(limit, std::time::Duration::from_nanos(period.max(limit))).unwrap();
+        SlidingLog { window: period, ..SlidingLog::from_quota(quota).unwrap() }
     }
 
     #[test]

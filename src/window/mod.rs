@@ -10,9 +10,13 @@
 //! # Quota mapping
 //!
 //! Built with `Algorithm::new(&quota)`: the **window length is `quota.period()`** and the
-//! **limit per window is `quota.burst()`**. `Quota::new(count, period)` and `Quota::per_*`
-//! set `burst = count`, so `Quota::per_minute(100)` is "100 per minute window". (GCRA reads the
-//! same quota as a bucket of `burst` cells refilled at `count / period`.)
+//! **limit per window is `quota.count()`**, so `Quota::per_minute(100)` (or `"100/m"`) is "100
+//! per minute window". A quota with a separate burst (`"10/s;burst=30"`,
+//! [`Quota::with_burst`](crate::Quota::with_burst), [`Quota::token_bucket`](crate::Quota::token_bucket))
+//! describes a bucket, which only GCRA expresses: the window algorithms refuse it with
+//! [`QuotaError::UnsupportedBurst`](crate::QuotaError::UnsupportedBurst) rather than admit 3×
+//! the stated rate (a limit of 30 per window) or silently drop the burst. (GCRA reads the
+//! quota as a bucket of `burst` cells refilled at `count / period`.)
 //!
 //! # Token bucket and leaky bucket
 //!
@@ -61,7 +65,19 @@ pub use sliding::{SlidingWindow, SlidingWindowCell};
 
 use crate::clock::Nanos;
 use crate::decision::Decision;
-use crate::quota::HORIZON;
+use crate::quota::{Quota, QuotaError, HORIZON};
+
+/// A window algorithm's limit for `quota`: its count per period. A quota with a separate burst
+/// (`"10/s;burst=30"`, [`Quota::with_burst`], [`Quota::token_bucket`]) describes a bucket, which
+/// a window cannot express: limiting 30 per 1 s window would admit three times the stated rate,
+/// and 10 would ignore the burst. Either would be a silent wrong answer, so it is refused.
+pub(crate) fn window_limit(quota: &Quota) -> Result<u64, QuotaError> {
+    if quota.burst() == quota.count() {
+        Ok(quota.count())
+    } else {
+        Err(QuotaError::UnsupportedBurst { count: quota.count(), burst: quota.burst() })
+    }
+}
 
 /// The outcome of one pure window step: the decision, and the word to store if it changed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

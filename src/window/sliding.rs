@@ -16,7 +16,7 @@ use super::{div_by, index_bits, mask, reciprocal, Outcome};
 /// estimate = prev · (W − elapsed) / W + cur          (elapsed = now − start of current window)
 /// ```
 ///
-/// admitting `cost` iff `estimate + cost ≤ limit` (`limit = quota.burst()`). The math is
+/// admitting `cost` iff `estimate + cost ≤ limit` (`limit = quota.count()`). The math is
 /// integers only: admit iff `prev·(W − elapsed) + (cur + cost)·W ≤ limit·W`, i.e.
 /// `cur + cost + ⌈prev·(W − elapsed) / W⌉ ≤ limit` (u128 where the product could pass 2⁶⁴).
 ///
@@ -89,7 +89,7 @@ impl SlidingWindow {
         mask((63 - index_bits(window_nanos)) / 2)
     }
 
-    /// Parameters for `quota` (window `quota.period()`, limit `quota.burst()`). Same as
+    /// Parameters for `quota` (window `quota.period()`, limit `quota.count()`). Same as
     /// [`Algorithm::new`].
     ///
     /// ```
@@ -100,7 +100,7 @@ impl SlidingWindow {
     pub fn from_quota(quota: Quota) -> Result<SlidingWindow, QuotaError> {
         let window = quota.period_nanos();
         let count_bits = (63 - index_bits(window)) / 2;
-        let limit = quota.burst();
+        let limit = super::window_limit(&quota)?;
         let max = mask(count_bits);
         if limit > max {
             return Err(QuotaError::TooLarge { what: "sliding-window limit", value: limit, max });
