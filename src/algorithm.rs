@@ -30,6 +30,23 @@ pub trait Algorithm: Clone + fmt::Debug + Send + Sync + 'static {
     /// Parameters for `quota`, or why this algorithm cannot represent it.
     fn new(quota: &Quota) -> Result<Self, QuotaError>;
 
+    /// Parameters for `quota` that keep what `self` was configured with beyond its quota (a
+    /// fixed window's wall-clock alignment): what [`KeyedLimiter::set_quota`](crate::KeyedLimiter::set_quota)
+    /// builds a key's override with. The default is [`new`](Self::new); a
+    /// [`Composite`](crate::window::Composite), which has a quota per sub-limit, refuses
+    /// ([`QuotaError::Incompatible`]: override it with
+    /// [`KeyedLimiter::set_algorithm`](crate::KeyedLimiter::set_algorithm)).
+    ///
+    /// ```
+    /// use tollgate::{Algorithm, FixedWindow, Quota};
+    /// let minute = FixedWindow::new(&"10/m".parse().unwrap()).unwrap().with_offset(20_000_000_000);
+    /// let vip = minute.derive(&"100/m".parse().unwrap()).unwrap();
+    /// assert_eq!((vip.offset(), vip.quota().burst()), (20_000_000_000, 100));
+    /// ```
+    fn derive(&self, quota: &Quota) -> Result<Self, QuotaError> {
+        Self::new(quota)
+    }
+
     /// Whether a cell built for `self` can be read with `other`'s parameters (same packed
     /// layout). [`KeyedLimiter::set_quota`](crate::KeyedLimiter::set_quota) accepts only
     /// compatible overrides, since a key's existing state carries over. GCRA: always.
@@ -101,13 +118,18 @@ pub trait Algorithm: Clone + fmt::Debug + Send + Sync + 'static {
     /// Composite eviction, sweeper side: if the cell is idle at `now`, stashes its state in
     /// `stash` and holds it with `hold` (a value from the sweep). Returns whether it did. Called
     /// by one sweeper at a time per cell. The default never holds: a composite with such a
-    /// sub-limit is never evicted.
+    /// sub-limit (a nested composite) is never evicted.
     ///
     /// ```
-    /// use tollgate::{Algorithm, SlidingLog, Quota};
+    /// use tollgate::{Algorithm, Composite, Gcra, Quota, SlidingLog};
     /// use std::sync::atomic::AtomicU64;
+    /// let hold = 1 << 63 | 1 << 62;
     /// let log = SlidingLog::new(&Quota::per_second(2).unwrap()).unwrap();
-    /// assert!(!log.try_hold(&log.new_cell(), 0, 1 << 63 | 1 << 62, &AtomicU64::new(0)));
+    /// let cell = log.new_cell();
+    /// assert!(log.try_hold(&cell, 0, hold, &AtomicU64::new(0))); // an idle ring is held
+    /// let gcra = Gcra::new(&Quota::per_second(2).unwrap()).unwrap();
+    /// let nested = Composite::of(gcra.clone(), gcra);
+    /// assert!(!nested.try_hold(&nested.new_cell(), 0, hold, &AtomicU64::new(0)));
     /// ```
     fn try_hold(&self, cell: &Self::Cell, now: Nanos, hold: u64, stash: &AtomicU64) -> bool {
         let _ = (cell, now, hold, stash);

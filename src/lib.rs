@@ -39,9 +39,9 @@ pub use algorithm::{Algorithm, Gcra, GcraCell};
 pub use cell::{Retired, WordState};
 pub use clock::{CachedClock, Clock, ClockError, ManualClock, Nanos, QuantaClock};
 pub use decision::{CheckError, Decision, InsufficientCapacity, Origin};
-#[cfg(not(tollgate_loom))]
-pub use keyed::SweeperHandle;
 pub use keyed::{DefaultHashBuilder, FullTablePolicy, KeyedLimiter, PinnedLimiter, INLINE_SWEEP_COOLDOWN};
+#[cfg(not(tollgate_loom))]
+pub use keyed::{SweeperHandle, MIN_SWEEP_INTERVAL};
 pub use limiter::{AsyncRateLimiter, Limiter, RateLimiter};
 pub use quota::{Quota, QuotaError};
 // Re-exports added by each area go below this line, one `pub use` per area.

@@ -51,3 +51,66 @@ fn window_overrides_must_keep_the_window_length() {
     limiter.set_quota(&1, q("8/s")).unwrap();
     assert_eq!((0..20).filter(|_| limiter.check(&1).unwrap().is_allowed()).count(), 8);
 }
+
+/// A wall-clock-aligned fixed window keeps its alignment in a key's override (it used to be
+/// rebuilt unaligned and refused as incompatible, even for the same quota).
+#[test]
+fn aligned_fixed_window_overrides_keep_the_alignment() {
+    let clock = ManualClock::new();
+    let minute = FixedWindow::new(&q("10/m")).unwrap().with_offset(20_800_000_000);
+    let limiter: KeyedLimiter<String, _, _, FixedWindow> =
+        KeyedLimiter::build(minute, clock.clone(), 0, DefaultHashBuilder::default());
+    limiter.set_quota("same", q("10/m")).unwrap();
+    limiter.set_quota("vip", q("100/m")).unwrap();
+    assert_eq!(limiter.check_n("vip", 50).unwrap().limit(), 100);
+    // The window still ends where the default's does: 60 s − 20.8 s after the anchor.
+    let d = limiter.check("vip").unwrap();
+    assert_eq!(d.reset_after(), Duration::from_millis(39_200));
+    assert_eq!(limiter.check("other").unwrap().reset_after(), Duration::from_millis(39_200));
+    // Another alignment is another state layout.
+    let other = FixedWindow::new(&q("100/m")).unwrap();
+    assert!(matches!(limiter.set_algorithm("vip", other), Err(QuotaError::Incompatible { .. })));
+}
+
+/// One quota cannot say which of a composite's limits it replaces: `set_quota` refuses (it used
+/// to replace both, turning a per-second limit into the hourly one); `set_algorithm` gives a key
+/// its own sub-limits.
+#[test]
+fn composite_overrides_take_both_limits() {
+    use tollgate::window::Composite;
+    use tollgate::Gcra;
+    let clock = ManualClock::new();
+    let limits =
+        |hourly: &str| Composite::of(Gcra::new(&q("10/s")).unwrap(), FixedWindow::new(&q(hourly)).unwrap());
+    let limiter: KeyedLimiter<String, _, _, _> =
+        KeyedLimiter::build(limits("20/h"), clock.clone(), 0, DefaultHashBuilder::default());
+    assert!(matches!(limiter.set_quota("partner", q("5000/h")), Err(QuotaError::Incompatible { .. })));
+    limiter.set_algorithm("partner", limits("5000/h")).unwrap();
+    // The per-second burst still binds the partner: 10 at one instant, not 5000.
+    let admitted = (0..100).filter(|_| limiter.check("partner").unwrap().is_allowed()).count();
+    assert_eq!(admitted, 10);
+    // And the hourly limit is the partner's own: past the default's 20 within the hour.
+    let mut total = admitted;
+    for _ in 0..10 {
+        clock.advance(Duration::from_secs(1));
+        total += (0..10).filter(|_| limiter.check("partner").unwrap().is_allowed()).count();
+    }
+    assert_eq!(total, 110);
+    // A composite with another window length is refused.
+    assert!(matches!(limiter.set_algorithm("partner", limits("20/m")), Err(QuotaError::Incompatible { .. })));
+}
+
+/// `for_each_key` reports each key under its own quota, as `peek` does.
+#[test]
+fn for_each_key_reports_overridden_quotas() {
+    let limiter: KeyedLimiter<String, _> = KeyedLimiter::with_clock(q("1/s"), ManualClock::new());
+    limiter.set_quota("vip", q("100/s")).unwrap();
+    let _ = limiter.check("vip");
+    let _ = limiter.check("free");
+    let mut seen = Vec::new();
+    limiter.for_each_key(|k, d| seen.push((k.clone(), d.limit(), d.remaining(), d.is_allowed())));
+    seen.sort();
+    assert_eq!(seen, [("free".to_string(), 1, 0, false), ("vip".to_string(), 100, 98, true)]);
+    let peeked = limiter.peek("vip");
+    assert_eq!((peeked.limit(), peeked.remaining()), (100, 98));
+}

@@ -113,20 +113,51 @@ fn composite_key_stays_while_its_longer_limit_is_busy() {
     assert_eq!(limiter.check_n(&7, 10).unwrap().remaining(), 0);
 }
 
-/// A composite holding a sliding log is never evicted (the log has no hold protocol): the key
-/// stays, and keeps its exact state.
+/// A composite holding a sliding log is evicted once both are idle (the log is held by its head
+/// word once its whole ring has expired), and kept while the log's ring still counts.
 #[test]
-fn composite_with_a_log_is_kept() {
+fn composite_with_a_log_is_evicted_when_idle() {
     let clock = ManualClock::new();
     let gcra = Gcra::new(&Quota::per_second(2).unwrap()).unwrap();
-    let log = SlidingLog::from_quota(Quota::per_second(2).unwrap()).unwrap();
+    let log = SlidingLog::from_quota(Quota::per_minute(3).unwrap()).unwrap();
     let limiter: KeyedLimiter<u64, ManualClock, DefaultHashBuilder, Composite<Gcra, SlidingLog>> =
         KeyedLimiter::build(Composite::of(gcra, log), clock.clone(), 0, DefaultHashBuilder::default());
-    assert!(limiter.check(&1).unwrap().is_allowed());
-    clock.advance(Duration::from_secs(5));
+    assert!(limiter.check_n(&1, 2).unwrap().is_allowed());
+    clock.advance(Duration::from_secs(5)); // GCRA idle, the log still holds 2 of 3 for 55 s
     assert_eq!(limiter.sweep(), 0);
-    assert_eq!(limiter.len(), 1);
-    assert_eq!(limiter.check_n(&1, 2).unwrap().remaining(), 0);
+    assert_eq!(limiter.check(&1).unwrap().remaining(), 0); // the kept state, exactly
+    assert!(!limiter.check(&1).unwrap().is_allowed());
+    clock.set(65 * SECOND); // every stamp expired
+    assert_eq!(limiter.sweep(), 1);
+    assert!(limiter.is_empty());
+    assert_eq!(limiter.check_n(&1, 2).unwrap().remaining(), 0); // fresh: GCRA's burst of 2
+}
+
+/// With a log in the composite, the lossless-eviction stress holds too (a sweeper thread
+/// running against three checkers).
+#[test]
+fn composite_with_a_log_eviction_is_lossless() {
+    let gcra = Gcra::new(&Quota::per_second(20).unwrap()).unwrap();
+    let log = SlidingLog::from_quota(Quota::per_second(20).unwrap()).unwrap();
+    run(Composite::of(gcra, log), 20, 20, 8);
+}
+
+/// A full table of composite keys regains room once they go idle.
+#[test]
+fn a_full_table_of_composite_keys_with_a_log_regains_room() {
+    let clock = ManualClock::new();
+    let gcra = Gcra::new(&Quota::per_second(1).unwrap()).unwrap();
+    let log = SlidingLog::from_quota(Quota::per_hour(1).unwrap()).unwrap();
+    let limiter: KeyedLimiter<u64, ManualClock, DefaultHashBuilder, Composite<Gcra, SlidingLog>> =
+        KeyedLimiter::build(Composite::of(gcra, log), clock.clone(), 0, DefaultHashBuilder::default())
+            .max_keys(3);
+    for key in 0..3 {
+        assert!(limiter.check(&key).unwrap().is_allowed());
+    }
+    assert!(limiter.check(&3).is_err(), "full");
+    clock.set(3_600 * SECOND);
+    assert!(limiter.check(&3).unwrap().is_allowed(), "the inline sweep made room");
+    assert!(limiter.len() <= 3);
 }
 
 #[test]

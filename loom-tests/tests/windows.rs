@@ -146,28 +146,45 @@ fn fixed_window_sweeper_vs_checker() {
     });
 }
 
-/// A composite key of two GCRA limits, `a` = 1/s and `b` = 1 per 2 s (burst 1 each), spent at
-/// time 0: `a` is idle from 1 s, `b` from 2 s.
-fn spent_composite(clock: &ManualClock) -> Arc<KeyedLimiter<u8, ManualClock, DefaultHashBuilder, Both>> {
+/// A composite key of `a` = GCRA 1/s and `b` = one cell per 2 s (GCRA, or a sliding log of
+/// limit 1: its ring is the word the sweep must judge through the head), spent at time 0: `a`
+/// is idle from 1 s, `b` from 2 s.
+fn spent_composite<B: Algorithm>(
+    clock: &ManualClock,
+    b: B,
+) -> Arc<KeyedLimiter<u8, ManualClock, DefaultHashBuilder, Both<B>>> {
     let a = Gcra::new(&Quota::per_second(1).expect("quota")).expect("fits");
-    let b = Gcra::new(&Quota::new(1, Duration::from_secs(2)).expect("quota")).expect("fits");
     let limiter = KeyedLimiter::build(Composite::of(a, b), clock.clone(), 0, DefaultHashBuilder::default());
     assert!(limiter.check(&1).expect("no key limit").is_allowed());
     Arc::new(limiter)
 }
 
-type Both = Composite<Gcra, Gcra>;
+type Both<B> = Composite<Gcra, B>;
+
+fn every_two_seconds() -> Quota {
+    Quota::new(1, Duration::from_secs(2)).expect("quota")
+}
+
+/// The `b` limits the composite models run with.
+fn gcra_b() -> Gcra {
+    Gcra::new(&every_two_seconds()).expect("fits")
+}
+
+fn log_b() -> SlidingLog {
+    SlidingLog::new(&every_two_seconds()).expect("fits")
+}
 
 /// The spent composite key at `at`: one thread moves the clock to `sweep_at` and sweeps while
 /// `checkers` threads (the main one included) check the key. Returns the limiter, how many
 /// checks were admitted, and how many keys the sweep evicted.
-fn race_composite(
+fn race_composite<B: Algorithm>(
+    b: B,
     at: u64,
     sweep_at: u64,
     checkers: usize,
-) -> (Arc<KeyedLimiter<u8, ManualClock, DefaultHashBuilder, Both>>, usize, usize) {
+) -> (Arc<KeyedLimiter<u8, ManualClock, DefaultHashBuilder, Both<B>>>, usize, usize) {
     let clock = ManualClock::new();
-    let limiter = spent_composite(&clock);
+    let limiter = spent_composite(&clock, b);
     clock.set(at);
     let (sweeper, sweep_clock) = (Arc::clone(&limiter), clock.clone());
     let s = thread::spawn(move || {
@@ -192,10 +209,9 @@ fn race_composite(
 /// thread sweeps while two check. The sweep's holds are restored by checkers or turned into a
 /// retirement, and either way exactly one check is admitted (none lost, none extra from a fresh
 /// cell), and the key is then spent in both limits.
-#[test]
-fn composite_sweeper_vs_checkers_both_idle() {
-    model(|| {
-        let (limiter, admitted, _) = race_composite(2 * SECOND, 2 * SECOND, 2);
+fn sweeper_vs_checkers_both_idle<B: Algorithm>(b: fn() -> B) {
+    model(move || {
+        let (limiter, admitted, _) = race_composite(b(), 2 * SECOND, 2 * SECOND, 2);
         assert_eq!(admitted, 1);
         let d = limiter.check(&1).expect("no key limit");
         assert!(!d.is_allowed(), "the key must be spent: {d:?}");
@@ -203,19 +219,38 @@ fn composite_sweeper_vs_checkers_both_idle() {
     });
 }
 
+#[test]
+fn composite_sweeper_vs_checkers_both_idle() {
+    sweeper_vs_checkers_both_idle(gcra_b);
+}
+
+#[test]
+fn composite_with_log_sweeper_vs_checkers_both_idle() {
+    sweeper_vs_checkers_both_idle(log_b);
+}
+
 /// Composite eviction with `b` still busy at 1 s (`a` idle): the sweep holds `a`, finds `b`
 /// busy and restores `a`, racing two checks that `b` denies (their takes from `a` refunded).
 /// The key must not be evicted (that would forget `b`'s state and admit a check), no check is
 /// admitted, and at 2 s exactly one more is.
-#[test]
-fn composite_sweeper_vs_checkers_second_busy() {
-    model(|| {
-        let (limiter, admitted, evicted) = race_composite(SECOND, SECOND, 2);
+fn sweeper_vs_checkers_second_busy<B: Algorithm>(b: fn() -> B) {
+    model(move || {
+        let (limiter, admitted, evicted) = race_composite(b(), SECOND, SECOND, 2);
         assert_eq!((admitted, evicted), (0, 0), "b's state was lost");
         limiter.clock().set(2 * SECOND);
         assert!(limiter.check(&1).expect("no key limit").is_allowed());
         assert!(!limiter.check(&1).expect("no key limit").is_allowed());
     });
+}
+
+#[test]
+fn composite_sweeper_vs_checkers_second_busy() {
+    sweeper_vs_checkers_second_busy(gcra_b);
+}
+
+#[test]
+fn composite_with_log_sweeper_vs_checkers_second_busy() {
+    sweeper_vs_checkers_second_busy(log_b);
 }
 
 /// Composite eviction against checks whose clock read predates the sweep's: at 2 s one or two
@@ -224,14 +259,23 @@ fn composite_sweeper_vs_checkers_second_busy() {
 /// against it (or busy), never retire the key under an admission. Exactly one check is admitted
 /// and a check at 3 s is denied (`b`: next cell at 4 s). With two checkers, a check that
 /// restores a HOLD on `b` must never do so for a sweep that can still retire the key.
-#[test]
-fn composite_sweep_after_the_clock_moves_under_checks() {
+fn sweep_after_the_clock_moves_under_checks<B: Algorithm>(b: fn() -> B) {
     for checkers in [1, 2] {
         model(move || {
-            let (limiter, admitted, _) = race_composite(2 * SECOND, 3 * SECOND, checkers);
+            let (limiter, admitted, _) = race_composite(b(), 2 * SECOND, 3 * SECOND, checkers);
             assert_eq!(admitted, 1);
             let d = limiter.check(&1).expect("no key limit");
             assert!(!d.is_allowed(), "over-admission after the sweep: {d:?}");
         });
     }
+}
+
+#[test]
+fn composite_sweep_after_the_clock_moves_under_checks() {
+    sweep_after_the_clock_moves_under_checks(gcra_b);
+}
+
+#[test]
+fn composite_with_log_sweep_after_the_clock_moves_under_checks() {
+    sweep_after_the_clock_moves_under_checks(log_b);
 }

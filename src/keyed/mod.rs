@@ -573,7 +573,10 @@ where
     /// Overrides the quota for one key; the next check of that key uses it. The key's state
     /// (e.g. its TAT) carries over, so for windowed algorithms the override must keep the state
     /// layout ([`Algorithm::compatible`]: same window length for fixed/sliding windows, same
-    /// limit for the sliding log), else [`QuotaError::Incompatible`].
+    /// limit for the sliding log), else [`QuotaError::Incompatible`]. The override is built by
+    /// [`Algorithm::derive`] from the default's parameters (a fixed window keeps its alignment);
+    /// a [`Composite`](crate::window::Composite) has a quota per sub-limit, so it takes
+    /// [`set_algorithm`](Self::set_algorithm) instead.
     ///
     /// ```
     /// use tollgate::{KeyedLimiter, Quota};
@@ -587,10 +590,36 @@ where
         K: Borrow<Q>,
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
-        let algorithm = A::new(&quota)?;
+        self.set_algorithm(key, self.algorithm.derive(&quota)?)
+    }
+
+    /// Overrides the algorithm's parameters for one key (any that are
+    /// [`compatible`](Algorithm::compatible) with the default's, else
+    /// [`QuotaError::Incompatible`]); the next check of that key uses them. This is how a key of
+    /// a [`Composite`](crate::window::Composite) limiter gets its own sub-limits.
+    ///
+    /// ```
+    /// use tollgate::window::{Composite, FixedWindow};
+    /// use tollgate::{Algorithm, Gcra, KeyedLimiter, ManualClock, Quota};
+    /// let q = |s: &str| s.parse::<Quota>().unwrap();
+    /// let limits = |hourly: &str| {
+    ///     Composite::of(Gcra::new(&q("10/s")).unwrap(), FixedWindow::new(&q(hourly)).unwrap())
+    /// };
+    /// let limiter: KeyedLimiter<String, _, _, _> =
+    ///     KeyedLimiter::build(limits("1000/h"), ManualClock::new(), 0, Default::default());
+    /// // A partner keeps the per-second limit and gets a larger hourly one.
+    /// limiter.set_algorithm("partner", limits("5000/h")).unwrap();
+    /// assert_eq!(limiter.check_n("partner", 10).unwrap().limit(), 10); // GCRA still binds
+    /// assert!(!limiter.check("partner").unwrap().is_allowed());
+    /// ```
+    pub fn set_algorithm<Q>(&self, key: &Q, algorithm: A) -> Result<(), QuotaError>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
         if !self.algorithm.compatible(&algorithm) {
             return Err(QuotaError::Incompatible {
-                reason: "windows must keep their length (fixed/sliding) and logs their limit",
+                reason: "windows must keep their length and alignment (fixed/sliding) and logs their limit",
             });
         }
         // Relaxed: once set the flag stays set; the override itself is published by the map.
@@ -751,10 +780,16 @@ where
     /// ```
     pub fn for_each_key(&self, mut f: impl FnMut(&K, Decision)) {
         let now = now_of(&self.clock);
+        // Relaxed: see check_n.
+        let has_overrides = self.has_overrides.load(Ordering::Relaxed);
         self.cells.for_each(|k, cell| {
-            if !A::is_retired(cell) {
-                f(k, self.algorithm.peek(cell, now, 1));
+            if A::is_retired(cell) {
+                return;
             }
+            // Under the key's own quota, as `peek` reports it.
+            let overridden =
+                if has_overrides { self.overrides.get(k, |a| a.map(|a| a.peek(cell, now, 1))) } else { None };
+            f(k, overridden.unwrap_or_else(|| self.algorithm.peek(cell, now, 1)));
         });
     }
 }
@@ -767,9 +802,10 @@ where
     S: BuildHasher + Clone + Send + Sync + 'static,
     A: Algorithm,
 {
-    /// Starts a background thread that calls [`sweep`](Self::sweep) every `interval`. It holds
-    /// only a weak reference (it stops when the limiter is dropped) and stops when the returned
-    /// handle is dropped.
+    /// Starts a background thread that calls [`sweep`](Self::sweep) every `interval` (at least
+    /// [`MIN_SWEEP_INTERVAL`]: a sweep visits every key, so back to back it would spin a core).
+    /// It holds only a weak reference (it stops when the limiter is dropped) and stops when the
+    /// returned handle is dropped.
     ///
     /// ```
     /// use std::sync::Arc;
@@ -866,6 +902,14 @@ impl<K, C: Clock, S, A: Algorithm> fmt::Debug for PinnedLimiter<'_, K, C, S, A> 
     }
 }
 
+/// The shortest interval between two background sweeps; shorter ones are raised to it.
+///
+/// ```
+/// assert_eq!(tollgate::MIN_SWEEP_INTERVAL, std::time::Duration::from_millis(1));
+/// ```
+#[cfg(not(tollgate_loom))]
+pub const MIN_SWEEP_INTERVAL: Duration = Duration::from_millis(1);
+
 /// The thread behind [`KeyedLimiter::spawn_sweeper`] (and the admin API's limiters, which wrap
 /// theirs): calls `sweep` on `target` every `interval` while `target` is alive and the handle
 /// is not dropped.
@@ -875,6 +919,8 @@ pub(crate) fn spawn_sweep_thread<T: Send + Sync + 'static>(
     interval: Duration,
     sweep: fn(&T),
 ) -> SweeperHandle {
+    // A sweep visits every key: back to back (a zero interval) it would spin a core.
+    let interval = interval.max(MIN_SWEEP_INTERVAL);
     let (stop, stopped) = std::sync::mpsc::channel::<()>();
     let thread = std::thread::Builder::new()
         .name("tollgate-sweeper".into())

@@ -30,12 +30,15 @@ use crate::sync::AtomicU64;
 ///
 /// `a` should be a leaf algorithm (its refund must be supported); `b` may itself be a composite.
 ///
-/// **Eviction:** an idle composite key is evicted like any other, all or nothing, when both
-/// sub-limits are single-word algorithms (GCRA, [`FixedWindow`](super::FixedWindow),
-/// [`SlidingWindow`](super::SlidingWindow)); a composite containing a
-/// [`SlidingLog`](super::SlidingLog) or another composite is never evicted (bound such tables
-/// with [`KeyedLimiter::max_keys`](crate::KeyedLimiter::max_keys)). The protocol, lock-free for
-/// checkers (they never wait for the sweeper), takes one CAS per word:
+/// **Eviction:** an idle composite key is evicted like any other, all or nothing, when each
+/// sub-limit is a leaf algorithm (GCRA, [`FixedWindow`](super::FixedWindow),
+/// [`SlidingWindow`](super::SlidingWindow), [`SlidingLog`](super::SlidingLog): the log is held
+/// by its head word, once its whole ring has expired). A composite nested in a composite is
+/// never evicted: its table only grows, so bound it with
+/// [`KeyedLimiter::max_keys`](crate::KeyedLimiter::max_keys) under
+/// [`FullTablePolicy::Reject`](crate::FullTablePolicy::Reject), and expect new keys to be
+/// refused once it is full. The protocol, lock-free for checkers (they never wait for the
+/// sweeper), takes one CAS per word:
 ///
 /// 1. the sweeper *holds* `a` (idle state → stashed, word → HOLD), then `b` the same way; if
 ///    `b` is busy it restores `a` and keeps the key;
@@ -50,7 +53,8 @@ use crate::sync::AtomicU64;
 /// Thus every admission consumes `b` either before the sweep's hold of `b` — which then saw it
 /// idle, so the admission had expired — or after its restore: a retired key never loses a live
 /// admission. Each sweep's HOLD carries a unique tag, so a stale restore fails. Checked by the
-/// loom model `composite_sweeper_vs_checker` (loom-tests/tests/windows.rs).
+/// loom models `composite_sweeper_vs_checkers_*` and `composite_sweep_after_the_clock_moves_*`
+/// (loom-tests/tests/windows.rs), for GCRA + GCRA and GCRA + sliding log.
 ///
 /// ```
 /// use std::time::Duration;
@@ -138,10 +142,19 @@ impl<A: Algorithm, B: Algorithm> Composite<A, B> {
 impl<A: Algorithm, B: Algorithm> Algorithm for Composite<A, B> {
     type Cell = CompositeCell<A, B>;
 
-    /// Both sub-limits with the same quota (what [`KeyedLimiter::set_quota`](crate::KeyedLimiter::set_quota)
-    /// builds); use [`Composite::of`] or [`Composite::from_quotas`] for different limits.
+    /// Both sub-limits with the same quota; use [`Composite::of`] or [`Composite::from_quotas`]
+    /// for different limits.
     fn new(quota: &Quota) -> Result<Self, QuotaError> {
         Composite::from_quotas(quota, quota)
+    }
+
+    /// Refused: one quota cannot say which sub-limit it replaces (and replacing both would,
+    /// say, turn a per-second burst limit into the hourly one). Override a key's composite
+    /// with [`KeyedLimiter::set_algorithm`](crate::KeyedLimiter::set_algorithm).
+    fn derive(&self, _quota: &Quota) -> Result<Self, QuotaError> {
+        Err(QuotaError::Incompatible {
+            reason: "a composite has a quota per sub-limit: override it with set_algorithm",
+        })
     }
 
     fn compatible(&self, other: &Composite<A, B>) -> bool {
@@ -257,14 +270,14 @@ impl<A: Algorithm, B: Algorithm> Composite<A, B> {
     fn check_once(&self, cell: &CompositeCell<A, B>, now: Nanos, cost: u64) -> Result<Decision, Retired> {
         let (first, receipt) = self.a.check_with_receipt(&cell.a, now, cost)?;
         if !first.is_allowed() {
-            return Ok(first.most_restrictive(self.b.peek(&cell.b, now, cost)));
+            return Ok(first.most_restrictive(standing(&self.b, &cell.b, now, cost)));
         }
         loop {
             return match self.b.check(&cell.b, now, cost) {
                 Ok(second) if second.is_allowed() => Ok(first.most_restrictive(second)),
                 Ok(second) => {
                     self.a.refund(&cell.a, now, cost, receipt);
-                    Ok(self.a.peek(&cell.a, now, cost).most_restrictive(second))
+                    Ok(standing(&self.a, &cell.a, now, cost).most_restrictive(second))
                 }
                 // A HOLD on `b` (or on `a`, placed after our take had expired): restore, and
                 // check `b` again with our take from `a` still in place (a refund now would
@@ -275,6 +288,21 @@ impl<A: Algorithm, B: Algorithm> Composite<A, B> {
                 },
             };
         }
+    }
+}
+
+/// How the sub-limit that did not deny a composite's check stands, for the denial's decision:
+/// what it would decide for `cost` if that is a denial too (its `retry_after` counts), else what
+/// it holds now. An admitting peek reports what would be left *after* taking `cost`, which this
+/// check did not take: merged as is, it would name this sub-limit as the tightest with `cost`
+/// too few cells left.
+#[inline]
+fn standing<X: Algorithm>(algorithm: &X, cell: &X::Cell, now: Nanos, cost: u64) -> Decision {
+    let would = algorithm.peek(cell, now, cost);
+    if would.is_allowed() && cost > 0 {
+        algorithm.peek(cell, now, 0)
+    } else {
+        would
     }
 }
 
@@ -295,6 +323,33 @@ mod tests {
         assert!(!d.is_allowed());
         assert_eq!(d.remaining(), 0);
         assert_eq!(c.first().peek(&cell.a, 0, 0).remaining(), 3);
+    }
+
+    /// A weighted denial reports the sub-limit that denied, with what it holds: the other one's
+    /// `remaining` is not cut by the cost this check never took (review finding).
+    #[test]
+    fn a_weighted_denial_reports_the_denying_limit() {
+        let q = |s: &str| s.parse::<Quota>().unwrap();
+        // The second limit denies (the first is refunded), then the first one denies.
+        let c = Composite::of(FixedWindow::new(&q("8/s")).unwrap(), Gcra::new(&q("5/s")).unwrap());
+        let cell = c.new_cell();
+        assert!(c.check(&cell, 0, 2).unwrap().is_allowed()); // fixed: 6 left, GCRA: 3 left
+        let d = c.check(&cell, 0, 4).unwrap();
+        assert!(!d.is_allowed());
+        assert_eq!((d.limit(), d.remaining()), (5, 3));
+        assert_eq!(c.first().peek(&cell.a, 0, 0).remaining(), 6); // refunded
+        let c = Composite::of(Gcra::new(&q("5/s")).unwrap(), FixedWindow::new(&q("8/s")).unwrap());
+        let cell = c.new_cell();
+        assert!(c.check(&cell, 0, 2).unwrap().is_allowed());
+        let d = c.check(&cell, 0, 4).unwrap();
+        assert!(!d.is_allowed());
+        assert_eq!((d.limit(), d.remaining()), (5, 3));
+        assert!(d.retry_after().is_some());
+        // Three unit checks still pass, as reported.
+        for _ in 0..3 {
+            assert!(c.check(&cell, 0, 1).unwrap().is_allowed());
+        }
+        assert!(!c.check(&cell, 0, 1).unwrap().is_allowed());
     }
 
     #[test]

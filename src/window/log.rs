@@ -3,7 +3,7 @@
 use std::fmt;
 
 use crate::algorithm::{Algorithm, Receipt};
-use crate::cell::{self, Retired, Step};
+use crate::cell::{self, Retired, Step, WordState};
 use crate::clock::Nanos;
 use crate::decision::Decision;
 use crate::quota::{Quota, QuotaError};
@@ -552,6 +552,31 @@ impl Algorithm for SlidingLog {
 
     fn take_over_slot(cell: &SlidingLogCell) -> bool {
         cell::take_over_slot(&cell.head)
+    }
+
+    /// The head word is the log's control word: a claim needs its CAS, so a HOLD there stops
+    /// claims exactly as a tombstone does (they see `Retired` and the composite restores).
+    #[inline]
+    fn word_state(cell: &SlidingLogCell) -> WordState {
+        cell::word_state(&cell.head)
+    }
+
+    /// Holds the head when every claim in the ring is written and expired at `now`, as
+    /// [`try_retire`](Algorithm::try_retire) judges it. Between that judgment and the hold CAS
+    /// only the head could make the ring busy again (a claim must move it first, and then the
+    /// CAS fails and the ring is judged again); a reset or refund only expires stamps, which
+    /// already are. The stash keeps the head and no claim can write the ring while it is held,
+    /// so a restore gives back a state that decides exactly as the held one.
+    fn try_hold(&self, cell: &SlidingLogCell, now: Nanos, hold: u64, stash: &AtomicU64) -> bool {
+        cell::hold(&cell.head, stash, hold, |head| self.is_idle(cell, head, now))
+    }
+
+    fn release_hold(cell: &SlidingLogCell, held: u64, stash: &AtomicU64) -> bool {
+        cell::release_hold(&cell.head, stash, held)
+    }
+
+    fn confirm_hold(cell: &SlidingLogCell, held: u64) -> bool {
+        cell::confirm_hold(&cell.head, held)
     }
 
     fn free_slot(cell: &SlidingLogCell, free: &mut dyn FnMut()) -> bool {
