@@ -45,7 +45,10 @@ pub fn unix_nanos_at_anchor<C: Clock + ?Sized>(clock: &C) -> Option<Nanos> {
 ///
 /// Implementations must be cheap (this is on the hot path) and may go backwards by small amounts;
 /// the algorithms treat `now < stored` as `now == stored` for admission, so a clock stepping back
-/// never admits more and never panics.
+/// never panics, and never admits more than a clock held at the latest time the key's state
+/// recorded would. The one gap is time a key's state does not record: the sliding log keeps no
+/// trace of a *denied* check, so after a step back below such a check's time a claim is stamped
+/// earlier than that time, and may free up to one step back's worth early.
 ///
 /// ```
 /// use tollgate::{Clock, ManualClock};

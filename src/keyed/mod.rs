@@ -107,6 +107,11 @@ impl<A: Algorithm> Op<A> for WithReceipt {
 /// * [`max_keys`](Self::max_keys) bounds memory under a flood of new keys.
 /// * [`set_quota`](Self::set_quota) overrides the quota of one key.
 ///
+/// Checks take the key borrowed (`&Q` with `K: Borrow<Q>`) and need `Q: ToOwned<Owned = K>` to
+/// insert a new key: `&str` for `String`, `&[u8]` for `Vec<u8>`, `&u64` for `u64`. Keys such
+/// as `Arc<str>` or `Box<str>` are not what `str::to_owned` returns, so they are checked with
+/// `&Arc<str>` (an owned key at hand), not with `&str`; prefer `String` keys for `&str` checks.
+///
 /// ```
 /// use tollgate::{KeyedLimiter, Quota};
 ///
@@ -600,13 +605,13 @@ where
     ///
     /// ```
     /// use tollgate::window::{Composite, FixedWindow};
-    /// use tollgate::{Algorithm, Gcra, KeyedLimiter, ManualClock, Quota};
+    /// use tollgate::{Algorithm, DefaultHashBuilder, Gcra, KeyedLimiter, ManualClock, Quota};
     /// let q = |s: &str| s.parse::<Quota>().unwrap();
     /// let limits = |hourly: &str| {
     ///     Composite::of(Gcra::new(&q("10/s")).unwrap(), FixedWindow::new(&q(hourly)).unwrap())
     /// };
-    /// let limiter: KeyedLimiter<String, _, _, _> =
-    ///     KeyedLimiter::build(limits("1000/h"), ManualClock::new(), 0, Default::default());
+    /// let limiter: KeyedLimiter<String, ManualClock, DefaultHashBuilder, _> =
+    ///     KeyedLimiter::build(limits("1000/h"), ManualClock::new(), 0, DefaultHashBuilder::default());
     /// // A partner keeps the per-second limit and gets a larger hourly one.
     /// limiter.set_algorithm("partner", limits("5000/h")).unwrap();
     /// assert_eq!(limiter.check_n("partner", 10).unwrap().limit(), 10); // GCRA still binds

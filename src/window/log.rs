@@ -9,8 +9,8 @@ use crate::decision::Decision;
 use crate::quota::{Quota, QuotaError};
 use crate::sync::{spin_hint, AtomicU64};
 
-/// The largest limit a [`SlidingLog`] accepts: its ring costs `8 · limit` bytes per key
-/// (32 KiB at this cap). Larger limits are [`QuotaError::TooLarge`]; use a
+/// The largest limit a [`SlidingLog`] accepts: its ring alone costs `8 · limit` bytes per key
+/// (32 KiB at this cap; the whole per-key cost is [`SlidingLog::bytes_per_key`]). Larger limits are [`QuotaError::TooLarge`]; use a
 /// [`SlidingWindow`](super::SlidingWindow) for them.
 pub const MAX_LOG_LIMIT: u64 = 4096;
 
@@ -34,8 +34,11 @@ const PENDING_RETRIES: u32 = 64;
 ///
 /// # Memory
 ///
-/// Per key: a ring of `limit` `u64` slots plus a head word: `8 · limit + 8` bytes of state
-/// (see [`SlidingLog::bytes_per_key`]), allocated when the key is first seen.
+/// Per key, allocated when the key is first seen: the cell (the head word and the ring's
+/// pointer and length, 24 bytes, inside the key table's entry beside the key) and the ring, a
+/// second allocation of `limit` `u64` slots: `8 · limit + 24` bytes of state
+/// ([`SlidingLog::bytes_per_key`]). The key table adds its own per-key cost on top (the key,
+/// a table slot, the allocator's headers of both allocations).
 ///
 /// # State and claim protocol (DESIGN.md §4)
 ///
@@ -135,7 +138,8 @@ impl SlidingLog {
         Ok(SlidingLog { quota, window: quota.period_nanos(), limit })
     }
 
-    /// Bytes of limiter state per key (the ring and the head; excludes the map entry).
+    /// Bytes of limiter state per key: the cell (head word, ring pointer and length) and the
+    /// ring, `8 · limit + 24`; excludes the key table's own cost (key, slot, allocator headers).
     ///
     /// ```
     /// use tollgate::{Quota, SlidingLog};

@@ -14,7 +14,7 @@
 //! per minute window". A quota with a separate burst (`"10/s;burst=30"`,
 //! [`Quota::with_burst`](crate::Quota::with_burst), [`Quota::token_bucket`](crate::Quota::token_bucket))
 //! describes a bucket, which only GCRA expresses: the window algorithms refuse it with
-//! [`QuotaError::UnsupportedBurst`](crate::QuotaError::UnsupportedBurst) rather than admit 3×
+//! [`QuotaError::UnsupportedBurst`] rather than admit 3×
 //! the stated rate (a limit of 30 per window) or silently drop the burst. (GCRA reads the
 //! quota as a bucket of `burst` cells refilled at `count / period`.)
 //!
@@ -32,8 +32,8 @@
 //! | algorithm | state per key | exact? | boundary burst |
 //! |---|---|---|---|
 //! | [`FixedWindow`] | one `u64` | per aligned window | up to `2·limit` across an edge |
-//! | [`SlidingWindow`] | one `u64` | approximate (see [`approximation_error`]) | ≈ `limit` |
-//! | [`SlidingLog`] | `8·limit + 32` bytes | exact: never more than `limit` in any `W` | none |
+//! | [`SlidingWindow`] | one `u64` | approximate (see [`approximation_error`]) | up to `2·limit` in a `W` spanning an edge, when the previous window's traffic was bunched at its end (about `limit` when it was spread) |
+//! | [`SlidingLog`] | `8·limit + 24` bytes ([`SlidingLog::bytes_per_key`]) | exact: never more than `limit` in any `W` | none |
 //!
 //! ```
 //! use std::time::Duration;
