@@ -354,3 +354,79 @@ fn unix_socket_url_and_bounded_deny_cache() {
         assert_eq!((d.is_allowed(), d.limit(), d.remaining(), d.origin()), (true, 3, 1, Origin::Remote));
     });
 }
+
+/// A denial whose reply arrives after `reset` (sent before the reset's `DEL`, answered after the
+/// reset began) must not be cached: Redis holds nothing for the key any more, so the next check
+/// goes to Redis and passes. `join!` polls the check first, so its command is queued on the
+/// multiplexed connection ahead of the `DEL`, and Redis runs them in that order.
+#[test]
+fn reset_during_a_denial_in_flight_leaves_no_cache_entry() {
+    let server = RedisServer::start();
+    rt().block_on(async {
+        for algorithm in [RedisAlgorithm::Gcra, RedisAlgorithm::FixedWindow] {
+            let redis = RedisLimiter::builder(server.url(), Quota::per_hour(1).unwrap())
+                .algorithm(algorithm)
+                .timeout(Duration::from_secs(5))
+                .clock(ManualClock::new())
+                .connect()
+                .await
+                .unwrap();
+            let key: &[u8] = b"victim";
+            assert!(redis.check(key, 1).await.unwrap().is_allowed());
+            let (denied, reset) = tokio::join!(redis.check(key, 1), redis.reset(key));
+            reset.unwrap();
+            let denied = denied.unwrap();
+            assert_eq!((denied.is_allowed(), denied.origin()), (false, Origin::Remote), "{algorithm:?}");
+            let exists: i64 = server.query(redis::cmd("EXISTS").arg(redis.redis_key(key)));
+            assert_eq!(exists, 0);
+            assert_eq!(redis.deny_cache_len(), 0, "{algorithm:?}: stale deny-cache entry");
+            let d = redis.check(key, 1).await.unwrap();
+            assert_eq!(
+                (d.is_allowed(), d.remaining(), d.origin()),
+                (true, 0, Origin::Remote),
+                "{algorithm:?}"
+            );
+        }
+    });
+}
+
+/// The same for a quota change while a denial judged under the old quota is in flight: the
+/// denial is reported but not cached, so the next check is judged by Redis under the new quota.
+#[test]
+fn quota_change_during_a_denial_in_flight_leaves_no_cache_entry() {
+    let server = RedisServer::start();
+    rt().block_on(async {
+        let redis = RedisLimiter::builder(server.url(), Quota::per_hour(1).unwrap())
+            .algorithm(RedisAlgorithm::FixedWindow)
+            .timeout(Duration::from_secs(5))
+            .clock(ManualClock::new())
+            .connect()
+            .await
+            .unwrap();
+        for (key, grant) in [(b"raised".as_slice(), true), (b"cleared".as_slice(), false)] {
+            if !grant {
+                redis.set_quota(key, Quota::per_hour(1).unwrap()).unwrap();
+            }
+            assert!(redis.check(key, 1).await.unwrap().is_allowed());
+            // The check reads the quota and queues its command on its first poll, before the
+            // second future changes the quota; its reply comes later.
+            let (denied, ()) = tokio::join!(redis.check(key, 1), async {
+                if grant {
+                    redis.set_quota(key, Quota::per_hour(10).unwrap()).unwrap();
+                } else {
+                    redis.clear_quota(key);
+                }
+            });
+            let denied = denied.unwrap();
+            assert_eq!((denied.is_allowed(), denied.limit()), (false, 1));
+            assert_eq!(redis.deny_cache_len(), 0, "{}: stale deny-cache entry", String::from_utf8_lossy(key));
+            if grant {
+                let d = redis.check(key, 1).await.unwrap();
+                assert_eq!(
+                    (d.is_allowed(), d.limit(), d.remaining(), d.origin()),
+                    (true, 10, 8, Origin::Remote)
+                );
+            }
+        }
+    });
+}

@@ -10,12 +10,26 @@
 //! The map is bounded: when it holds `capacity` entries, an insertion first drops expired entries
 //! (one caller at a time) and, if that freed nothing, the new denial is simply not cached.
 //! Concurrent inserters may overshoot the bound by at most their number.
+//!
+//! **Invalidation.** [`reset`](super::RedisLimiter::reset) and the quota overrides drop a key's
+//! entry, but a denial already in flight (sent before the invalidation, answered after it) would
+//! put a stale entry back and deny the key locally for up to its `retry_after`, although Redis
+//! no longer holds that state. So every invalidation bumps a generation counter, a check reads
+//! the counter before it sends (see [`DenyCache::generation`]), and an insertion stands only if
+//! no invalidation happened since: [`DenyCache::insert`] re-reads the counter after inserting and
+//! withdraws its entry if the counter moved. The counter is global, not per key, so an
+//! invalidation of one key also stops the caching of denials of other keys then in flight; they
+//! are simply asked of Redis again (invalidations are rare administrative calls).
+//!
+//! Memory: each entry is the key's bytes (boxed) plus an [`Entry`] (48 bytes) and papaya's
+//! per-entry overhead (a heap node and a table slot, roughly 40–60 bytes), so budget about
+//! `capacity × (key length + 100)` bytes.
 
 use std::fmt;
 
 use crate::clock::Nanos;
 use crate::decision::{Decision, Origin};
-use crate::sync::{AtomicBool, Ordering};
+use crate::sync::{AtomicBool, AtomicU64, Ordering};
 
 /// What is known about a denied key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -87,6 +101,8 @@ pub(crate) struct DenyCache {
     capacity: usize,
     /// One pruning caller at a time; the others skip caching instead of waiting.
     pruning: AtomicBool,
+    /// Invalidations so far (see the module docs); only ever incremented, by one.
+    generation: AtomicU64,
 }
 
 impl fmt::Debug for DenyCache {
@@ -105,7 +121,17 @@ impl DenyCache {
                 .build(),
             capacity,
             pruning: AtomicBool::new(false),
+            generation: AtomicU64::new(0),
         }
+    }
+
+    /// The invalidation generation, to be read before a check reads its quota and sends its
+    /// command, and handed back to [`insert`](Self::insert) with the denial.
+    pub(crate) fn generation(&self) -> u64 {
+        // Acquire: pairs with the AcqRel increment in `invalidate`. A check that sees the bump
+        // also sees what the invalidator published before it (a new quota override), so it sends
+        // under the new quota; a check that does not see it is caught by `insert`'s re-read.
+        self.generation.load(Ordering::Acquire)
     }
 
     /// The cached denial for `key`, if any still applies to a check of `cost` at `now`.
@@ -127,9 +153,14 @@ impl DenyCache {
         }
     }
 
-    /// Remembers a denial.
-    pub(crate) fn insert(&self, key: &[u8], entry: Entry, now: Nanos) {
+    /// Remembers a denial of a check that read [`generation`](Self::generation) `seen` before it
+    /// was sent; nothing is remembered if an invalidation happened since.
+    pub(crate) fn insert(&self, key: &[u8], entry: Entry, now: Nanos, seen: u64) {
         if self.capacity == 0 {
+            return;
+        }
+        // Relaxed: an early exit only; the re-read after the insertion is what decides.
+        if self.generation.load(Ordering::Relaxed) != seen {
             return;
         }
         let map = self.map.pin();
@@ -147,13 +178,31 @@ impl DenyCache {
             }
         }
         map.insert(key.into(), entry);
+        // An invalidation may have run between the check above and the insertion. This re-read
+        // and `invalidate` are each "write, then read-modify-write the counter" and "RMW the
+        // counter, then remove". An RMW (not a load) so both sit in the counter's single
+        // modification order. AcqRel, for either order:
+        // - ours first: `invalidate`'s Acquire RMW reads ours (or a later RMW in its release
+        //   sequence), so our insertion happens-before its removal, which then removes it;
+        // - theirs first: we read the bumped value and withdraw the entry ourselves.
+        if self.generation.fetch_add(0, Ordering::AcqRel) != seen {
+            // Only our own entry: a newer denial's entry is judged by its own check.
+            let _ = map.remove_if(key, |_, current| *current == entry);
+        }
     }
 
-    /// Forgets `key` (after a reset through this limiter).
-    pub(crate) fn remove(&self, key: &[u8]) {
-        if self.capacity != 0 {
-            self.map.pin().remove(key);
+    /// Forgets `key`'s entry and stops denials then in flight from being cached (after a reset
+    /// or a quota change through this limiter; call it once the change is in effect: after the
+    /// `DEL` was answered, after the override was stored).
+    pub(crate) fn invalidate(&self, key: &[u8]) {
+        if self.capacity == 0 {
+            return;
         }
+        // AcqRel: Release publishes what the caller changed before (a quota override) to checks
+        // that Acquire-read the new generation; Acquire pairs with `insert`'s AcqRel RMW (see
+        // there), so an insertion ordered before this bump is visible to the removal below.
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.map.pin().remove(key);
     }
 
     /// Entries currently held.
@@ -183,20 +232,39 @@ mod tests {
     fn bounded_and_pruned() {
         let cache = DenyCache::new(2);
         let until = |until| Entry::Until { until, cost: 1, limit: 5, remaining: 0, reset_at: until };
-        cache.insert(b"a", until(10), 0);
-        cache.insert(b"b", until(20), 0);
-        cache.insert(b"c", until(30), 0);
+        cache.insert(b"a", until(10), 0, 0);
+        cache.insert(b"b", until(20), 0, 0);
+        cache.insert(b"c", until(30), 0, 0);
         assert_eq!(cache.len(), 2);
         assert!(cache.lookup(b"c", 0, 1).is_none());
         // At 15 "a" has expired: inserting "c" prunes it.
-        cache.insert(b"c", until(30), 15);
+        cache.insert(b"c", until(30), 15, 0);
         assert_eq!(cache.len(), 2);
         let d = cache.lookup(b"c", 15, 1).unwrap();
         assert_eq!((d.origin(), d.retry_after_nanos()), (Origin::DenyCache, Some(15)));
         assert!(cache.lookup(b"c", 15, 0).is_none(), "smaller costs go to Redis");
         assert!(cache.lookup(b"b", 20, 1).is_none());
         assert_eq!(cache.len(), 1, "expired entry dropped on lookup");
-        cache.remove(b"c");
+        cache.invalidate(b"c");
         assert_eq!(cache.len(), 0);
+    }
+
+    #[test]
+    fn invalidation_fences_denials_in_flight() {
+        let cache = DenyCache::new(8);
+        let until = |until| Entry::Until { until, cost: 1, limit: 5, remaining: 0, reset_at: until };
+        let seen = cache.generation();
+        cache.insert(b"a", until(10), 0, seen);
+        assert!(cache.lookup(b"a", 0, 1).is_some());
+        // A check sent before this invalidation is answered after it: its denial is dropped.
+        let in_flight = cache.generation();
+        cache.invalidate(b"a");
+        assert!(cache.lookup(b"a", 0, 1).is_none());
+        cache.insert(b"a", until(10), 0, in_flight);
+        cache.insert(b"b", until(10), 0, in_flight);
+        assert_eq!(cache.len(), 0);
+        // Checks sent after it are cached again.
+        cache.insert(b"a", until(10), 0, cache.generation());
+        assert_eq!(cache.len(), 1);
     }
 }

@@ -448,6 +448,8 @@ struct Prepared {
     params: Params,
     /// A local clock reading taken before the command was sent.
     sent_at: Nanos,
+    /// The deny cache's invalidation generation, read before `params` (see [`DenyCache::insert`]).
+    generation: u64,
 }
 
 impl<C: Clock> RedisLimiter<C> {
@@ -494,6 +496,8 @@ impl<C: Clock> RedisLimiter<C> {
 
     async fn check_inner(&self, key: &[u8], cost: u32, now_us: Option<u64>) -> Result<Decision, CheckError> {
         let cost = u64::from(cost);
+        // Before the quota is read and the command sent: see `DenyCache::generation`.
+        let generation = self.cache.generation();
         let params = self.params_for(key);
         if cost > params.capacity {
             return Err(CheckError::InsufficientCapacity { cost, capacity: params.capacity });
@@ -505,7 +509,7 @@ impl<C: Clock> RedisLimiter<C> {
             }
         }
         let mode = if cost == 0 { Mode::Peek } else { Mode::Check };
-        let prepared = Prepared { params, sent_at };
+        let prepared = Prepared { params, sent_at, generation };
         let result = self.bounded(self.eval(key, &params, mode, cost, now_us)).await;
         self.finish(key, cost, &prepared, result, now_us.is_none())
     }
@@ -552,7 +556,7 @@ impl<C: Clock> RedisLimiter<C> {
                 reset_at: sent_at.saturating_add(decision.reset_after_nanos()),
             },
         };
-        self.cache.insert(key, entry, sent_at);
+        self.cache.insert(key, entry, sent_at, prepared.generation);
     }
 
     fn on_failure(
@@ -629,7 +633,9 @@ impl<C: Clock> RedisLimiter<C> {
     }
 
     /// Forgets `key`'s state in Redis (its next check sees a fresh key) and in this process' deny
-    /// cache. Other processes' deny caches keep their entries until those expire.
+    /// cache, once the `DEL` is answered (or failed). A check of `key` in flight meanwhile may still
+    /// report a denial, but that denial is not cached here. Other processes' deny caches keep
+    /// their entries until those expire.
     ///
     /// ```no_run
     /// # async fn demo(limiter: tollgate::redis::RedisLimiter) -> Result<(), tollgate::CheckError> {
@@ -637,11 +643,13 @@ impl<C: Clock> RedisLimiter<C> {
     /// # Ok(()) }
     /// ```
     pub async fn reset(&self, key: &[u8]) -> Result<(), CheckError> {
-        self.cache.remove(key);
         let mut cmd = redis::cmd("DEL");
         cmd.arg(KeyArg { head: &self.head, key });
         let mut conn = self.conn.clone();
         let result = self.bounded(async { cmd.query_async::<i64>(&mut conn).await.map_err(backend) }).await;
+        // After the DEL: a denial whose command Redis ran before the DEL is answered before the
+        // DEL is, so its check read the generation before this bump and is not cached.
+        self.cache.invalidate(key);
         if let (Err(_), FailurePolicy::Fallback(local)) = (&result, &self.policy) {
             local.reset_key(key)?;
         }
@@ -666,6 +674,8 @@ impl<C: Clock> RedisLimiter<C> {
     ) -> Vec<Result<Decision, CheckError>> {
         let cost = u64::from(cost);
         let mode = if cost == 0 { Mode::Peek } else { Mode::Check };
+        // Before the quotas are read and the commands sent: see `DenyCache::generation`.
+        let generation = self.cache.generation();
         // One reading for the batch: it precedes every command's send, as the cache needs.
         let sent_at = now_of(&self.clock);
         let mut results: Vec<Option<Result<Decision, CheckError>>> = Vec::with_capacity(keys.len());
@@ -697,7 +707,7 @@ impl<C: Clock> RedisLimiter<C> {
                 Err(error) => vec![Err(error); pending.len()],
             };
             for (&(index, params), reply) in pending.iter().zip(replies.drain(..)) {
-                let prepared = Prepared { params, sent_at };
+                let prepared = Prepared { params, sent_at, generation };
                 results[index] = Some(self.finish(keys[index].as_ref(), cost, &prepared, reply, true));
             }
         }
@@ -795,15 +805,23 @@ impl<C: Clock> RedisLimiter<C> {
     pub fn set_quota(&self, key: &[u8], quota: Quota) -> Result<(), QuotaError> {
         let params = Params::new(self.params.algorithm, quota)?;
         self.overrides.pin().insert(key.into(), params);
-        // A cached denial was judged under the old quota.
-        self.cache.remove(key);
+        // A cached denial, or one in flight, was judged under the old quota.
+        self.cache.invalidate(key);
         Ok(())
     }
 
     /// Removes `key`'s quota override.
+    ///
+    /// ```no_run
+    /// # fn demo(limiter: tollgate::redis::RedisLimiter) {
+    /// limiter.clear_quota(b"partner");
+    /// assert_eq!(limiter.quota_of(b"partner"), limiter.quota());
+    /// # }
+    /// ```
     pub fn clear_quota(&self, key: &[u8]) {
         self.overrides.pin().remove(key);
-        self.cache.remove(key);
+        // As in `set_quota`.
+        self.cache.invalidate(key);
     }
 
     /// The quota in force for `key`.
