@@ -212,3 +212,36 @@ fn unreachable_server_at_setup_is_a_typed_error() {
         ));
     });
 }
+
+/// Under `Fallback`, a cost-0 check reports the fallback's current state like its own
+/// `check_key(key, 0)` (always allowed, nothing consumed), for `check` and `check_many`; `peek`
+/// stays a unit peek (denied once the key is exhausted).
+#[test]
+fn fallback_cost_zero_reports_and_peek_stays_a_peek() {
+    use tollgate::RateLimiter;
+    let mut server = RedisServer::start();
+    rt().block_on(async {
+        let local: Arc<KeyedLimiter<Vec<u8>, ManualClock>> =
+            Arc::new(KeyedLimiter::with_clock(Quota::per_hour(2).unwrap(), ManualClock::new()));
+        let redis = limiter(&server, FailurePolicy::Fallback(local.clone())).await;
+        let d = redis.check(b"z", 0).await.unwrap();
+        assert_eq!((d.is_allowed(), d.remaining(), d.origin()), (true, 1000, Origin::Remote));
+        server.kill();
+        let summary = |d: Decision| (d.is_allowed(), d.remaining(), d.origin());
+        let d = tokio::time::timeout(HANG, redis.check(b"z", 0)).await.unwrap().unwrap();
+        assert_eq!(summary(d), (true, 2, Origin::Fallback));
+        let d = tokio::time::timeout(HANG, redis.peek(b"z")).await.unwrap().unwrap();
+        assert_eq!(summary(d), (true, 1, Origin::Fallback), "a unit peek: 1 would remain");
+        // Exhaust the key in the fallback: cost 0 is still allowed, a peek is denied.
+        assert!(local.check_key(b"z".as_slice(), 2).unwrap().is_allowed());
+        let d = tokio::time::timeout(HANG, redis.check(b"z", 0)).await.unwrap().unwrap();
+        assert_eq!(summary(d), (true, 0, Origin::Fallback));
+        let d = tokio::time::timeout(HANG, redis.peek(b"z")).await.unwrap().unwrap();
+        assert_eq!(summary(d), (false, 0, Origin::Fallback));
+        let many = tokio::time::timeout(HANG, redis.check_many(&["z", "fresh"], 0)).await.unwrap();
+        let many: Vec<_> = many.into_iter().map(|r| summary(r.unwrap())).collect();
+        assert_eq!(many, [(true, 0, Origin::Fallback), (true, 2, Origin::Fallback)]);
+        // Nothing was consumed by the cost-0 checks and peeks.
+        assert_eq!(local.peek_key(b"fresh".as_slice()).unwrap().remaining(), 1);
+    });
+}

@@ -533,7 +533,7 @@ impl<C: Clock> RedisLimiter<C> {
                 }
                 Ok(decision.with_origin(Origin::Remote))
             }
-            Err(error) => self.on_failure(key, cost, prepared.params, error),
+            Err(error) => self.on_failure(key, Mode::Check, cost, prepared.params, error),
         }
     }
 
@@ -559,9 +559,14 @@ impl<C: Clock> RedisLimiter<C> {
         self.cache.insert(key, entry, sent_at, prepared.generation);
     }
 
+    /// What the [`FailurePolicy`] returns for a failed call. `mode` is what the caller asked for:
+    /// a [`peek`](Self::peek) (`Mode::Peek`) or a check of `cost` (`Mode::Check`, `cost` 0
+    /// included: it reports the state, always allowed, as the fallback's own `check_key(key, 0)`
+    /// does), not the script mode, which turns a cost-0 check into a peek.
     fn on_failure(
         &self,
         key: &[u8],
+        mode: Mode,
         cost: u64,
         params: Params,
         error: CheckError,
@@ -574,8 +579,12 @@ impl<C: Clock> RedisLimiter<C> {
                 Ok(Decision::denied(limit, 0, 0, 1_000_000_000).with_origin(Origin::Fallback))
             }
             FailurePolicy::Fallback(local) => {
+                // Checks take a u32 cost, so this never saturates.
                 let cost = u32::try_from(cost).unwrap_or(u32::MAX);
-                let decision = if cost == 0 { local.peek_key(key) } else { local.check_key(key, cost) };
+                let decision = match mode {
+                    Mode::Peek => local.peek_key(key),
+                    Mode::Check => local.check_key(key, cost),
+                };
                 decision.map(|d| d.with_origin(Origin::Fallback))
             }
         }
@@ -628,7 +637,7 @@ impl<C: Clock> RedisLimiter<C> {
         match result.and_then(|reply| params.decode(&reply).map_err(|reason| CheckError::Backend { reason }))
         {
             Ok(decision) => Ok(decision.with_origin(Origin::Remote)),
-            Err(error) => self.on_failure(key, 0, params, error),
+            Err(error) => self.on_failure(key, Mode::Peek, 1, params, error),
         }
     }
 
