@@ -245,3 +245,39 @@ fn fallback_cost_zero_reports_and_peek_stays_a_peek() {
         assert_eq!(local.peek_key(b"fresh".as_slice()).unwrap().remaining(), 1);
     });
 }
+
+/// Under `Fallback` with a smaller local share, a cost within the Redis burst but above the
+/// share's is denied ("not now", with the Redis quota's limit and period), not
+/// `InsufficientCapacity` ("never"); costs above the Redis burst still are.
+#[test]
+fn fallback_share_smaller_than_the_cost_denies() {
+    let mut server = RedisServer::start();
+    rt().block_on(async {
+        let share: Arc<KeyedLimiter<Vec<u8>, ManualClock>> =
+            Arc::new(KeyedLimiter::with_clock(Quota::per_second(10).unwrap(), ManualClock::new()));
+        let redis = RedisLimiter::builder(server.url(), Quota::per_second(100).unwrap())
+            .timeout(TIMEOUT)
+            .failure_policy(FailurePolicy::Fallback(share))
+            .connect()
+            .await
+            .unwrap();
+        assert!(redis.check(b"k", 50).await.unwrap().is_allowed());
+        server.kill();
+        let d = tokio::time::timeout(HANG, redis.check(b"k", 50)).await.unwrap().unwrap();
+        assert_eq!(
+            (d.is_allowed(), d.limit(), d.remaining(), d.origin(), d.retry_after()),
+            (false, 100, 0, Origin::Fallback, Some(Duration::from_secs(1)))
+        );
+        // The share is fresh: nothing was consumed, its reset_after is 0.
+        assert_eq!(d.reset_after_nanos(), 0);
+        let d = tokio::time::timeout(HANG, redis.check(b"k", 10)).await.unwrap().unwrap();
+        assert_eq!((d.is_allowed(), d.origin(), d.remaining()), (true, Origin::Fallback, 0));
+        let d = tokio::time::timeout(HANG, redis.check(b"k", 11)).await.unwrap().unwrap();
+        assert_eq!((d.is_allowed(), d.limit()), (false, 100));
+        assert!(d.reset_after_nanos() > 0, "the share is in use: {d:?}");
+        assert_eq!(
+            redis.check(b"k", 101).await,
+            Err(CheckError::InsufficientCapacity { cost: 101, capacity: 100 })
+        );
+    });
+}

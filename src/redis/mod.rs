@@ -108,6 +108,12 @@ pub enum FailurePolicy {
     FailClosed,
     /// Ask this in-process limiter instead (keyed by the key's bytes); its decision is marked
     /// [`Origin::Fallback`]. Give it a share of the global quota.
+    ///
+    /// A cost that fits the Redis quota but exceeds the local share's burst cannot pass while
+    /// Redis is away, yet it is not [`CheckError::InsufficientCapacity`] (which means "never"):
+    /// it is denied with [`Origin::Fallback`], the Redis quota's limit, `remaining` 0, the local
+    /// share's `reset_after` (its time until full), and a `retry_after` of the Redis quota's period (a guess at when
+    /// Redis may answer again; the local share alone never admits it).
     Fallback(Arc<dyn RateLimiter<[u8]>>),
 }
 
@@ -585,7 +591,17 @@ impl<C: Clock> RedisLimiter<C> {
                     Mode::Peek => local.peek_key(key),
                     Mode::Check => local.check_key(key, cost),
                 };
-                decision.map(|d| d.with_origin(Origin::Fallback))
+                match decision {
+                    // The cost fits the Redis quota (checked before sending) but not the local
+                    // share: "not now", not "never". See `FailurePolicy::Fallback`.
+                    Err(CheckError::InsufficientCapacity { .. }) => {
+                        // A cost-0 check reports the share's state (time until full), consuming nothing.
+                        let reset_after = local.check_key(key, 0).map_or(0, |d| d.reset_after_nanos());
+                        let retry_after = params.quota.period_nanos().max(1);
+                        Ok(Decision::denied(limit, 0, reset_after, retry_after).with_origin(Origin::Fallback))
+                    }
+                    other => other.map(|d| d.with_origin(Origin::Fallback)),
+                }
             }
         }
     }
