@@ -281,3 +281,54 @@ fn fallback_share_smaller_than_the_cost_denies() {
         );
     });
 }
+
+/// A server that stops answering (`CLIENT PAUSE … ALL`: connections stay up, commands wait) makes
+/// every call a `CheckError::Timeout` after the limiter's timeout, never a redis-rs "timed out"
+/// `Backend` error; once the pause ends the same
+/// limiter is answered by Redis again.
+#[test]
+fn a_silent_server_is_a_timeout_and_the_limiter_recovers() {
+    let server = RedisServer::start();
+    rt().block_on(async {
+        let redis = limiter(&server, FailurePolicy::ReturnError).await;
+        assert_eq!(redis.check(b"k", 1).await.unwrap().origin(), Origin::Remote);
+        // Long enough for every call below (each bounded by TIMEOUT), short enough for the test.
+        let _: String = server.query(redis::cmd("CLIENT").arg("PAUSE").arg(2_500).arg("ALL"));
+        let timeout = Err(CheckError::Timeout { after: TIMEOUT });
+        for _ in 0..3 {
+            assert_eq!(tokio::time::timeout(HANG, redis.check(b"k", 1)).await.unwrap(), timeout);
+        }
+        assert_eq!(tokio::time::timeout(HANG, redis.peek(b"k")).await.unwrap(), timeout);
+        assert_eq!(
+            tokio::time::timeout(HANG, redis.reset(b"k")).await.unwrap(),
+            Err(CheckError::Timeout { after: TIMEOUT })
+        );
+        let many = tokio::time::timeout(HANG, redis.check_many(&["a", "b"], 1)).await.unwrap();
+        assert_eq!(many, vec![timeout.clone(), timeout]);
+        // After the pause: answered by Redis again (the limiter was not rebuilt).
+        let pauses = pauses_until_remote(&redis).await;
+        assert!(pauses <= 150, "took {pauses} pauses of 20 ms");
+    });
+}
+
+/// A server that accepts connections but never answers (a listener nobody serves: the kernel
+/// completes the handshake) is a `SetupError::Timeout` at `connect`, not a redis-rs "timed out"
+/// `Connect` error.
+#[test]
+fn a_silent_server_at_setup_is_a_timeout() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("redis://{}/", silent.local_addr().unwrap());
+    rt().block_on(async {
+        for _ in 0..3 {
+            let setup = tokio::time::timeout(
+                HANG,
+                RedisLimiter::builder(url.clone(), Quota::per_hour(1).unwrap()).timeout(TIMEOUT).connect(),
+            )
+            .await
+            .unwrap()
+            .map(drop);
+            assert_eq!(setup, Err(tollgate::redis::SetupError::Timeout { after: TIMEOUT }));
+        }
+    });
+    drop(silent);
+}

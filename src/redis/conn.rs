@@ -113,8 +113,23 @@ fn url_error(e: redis::RedisError) -> SetupError {
     SetupError::Url { reason: e.to_string() }
 }
 
-fn connect_error(e: redis::RedisError) -> SetupError {
-    SetupError::Connect { reason: e.to_string() }
+/// A failed first connection; redis-rs' timeouts (a backstop, see [`redis_timeout`]) are
+/// reported as the limiter's.
+fn connect_error(e: redis::RedisError, timeout: Duration) -> SetupError {
+    if e.is_timeout() {
+        SetupError::Timeout { after: timeout }
+    } else {
+        SetupError::Connect { reason: e.to_string() }
+    }
+}
+
+/// redis-rs' own connection and response timeouts: twice the limiter's. The limiter bounds every
+/// call and the first connection itself (so that a late call is always
+/// [`CheckError::Timeout`](crate::CheckError::Timeout), never a redis-rs "timed out" error
+/// racing it); redis-rs' timeouts only bound what runs outside a call, such as reconnection
+/// attempts in the background.
+fn redis_timeout(timeout: Duration) -> Duration {
+    timeout.saturating_mul(2)
 }
 
 /// A clear error for `rediss://` without the TLS feature (redis-rs' own is less direct).
@@ -153,11 +168,12 @@ async fn connect_single(
 ) -> Result<Connection, SetupError> {
     let client = client(url, tls)?;
     let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(timeout))
-        .set_response_timeout(Some(timeout))
+        .set_connection_timeout(Some(redis_timeout(timeout)))
+        .set_response_timeout(Some(redis_timeout(timeout)))
         .set_min_delay(Duration::from_millis(5).min(reconnect_max_delay))
         .set_max_delay(reconnect_max_delay);
-    let conn = ConnectionManager::new_with_config(client, config).await.map_err(connect_error)?;
+    let conn =
+        ConnectionManager::new_with_config(client, config).await.map_err(|e| connect_error(e, timeout))?;
     Ok(Connection::Single(conn))
 }
 
@@ -173,8 +189,8 @@ async fn connect_cluster(
     }
     let max_wait = u64::try_from(reconnect_max_delay.as_millis()).unwrap_or(u64::MAX).max(1);
     let builder = redis::cluster::ClusterClientBuilder::new(nodes.iter().map(String::as_str))
-        .connection_timeout(timeout)
-        .response_timeout(timeout)
+        .connection_timeout(redis_timeout(timeout))
+        .response_timeout(redis_timeout(timeout))
         .min_retry_wait(1)
         .max_retry_wait(max_wait)
         .tcp_settings(tcp_settings());
@@ -186,7 +202,7 @@ async fn connect_cluster(
     #[cfg(not(feature = "redis-tls"))]
     let _ = tls;
     let client = builder.build().map_err(url_error)?;
-    let conn = client.get_async_connection().await.map_err(connect_error)?;
+    let conn = client.get_async_connection().await.map_err(|e| connect_error(e, timeout))?;
     Ok(Connection::Cluster(conn))
 }
 

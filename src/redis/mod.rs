@@ -242,7 +242,19 @@ impl<C: Clock> RedisLimiterBuilder<C> {
         self
     }
 
-    /// Bounds every call, connection attempts included (default [`DEFAULT_TIMEOUT`]).
+    /// Bounds every call, connection attempts included (default [`DEFAULT_TIMEOUT`]). A call
+    /// that does not complete in time is a [`CheckError::Timeout`], which the [`FailurePolicy`]
+    /// then handles; a first connection that does not is a [`SetupError::Timeout`]. redis-rs' own
+    /// response and connection timeouts are set to twice this, so the limiter's always fires
+    /// first and a slow server is never reported as a [`CheckError::Backend`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tollgate::redis::RedisLimiter;
+    /// let builder = RedisLimiter::builder("redis://127.0.0.1/", tollgate::Quota::per_second(1).unwrap())
+    ///     .timeout(Duration::from_millis(20));
+    /// # drop(builder);
+    /// ```
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
@@ -606,6 +618,17 @@ impl<C: Clock> RedisLimiter<C> {
         }
     }
 
+    /// A redis-rs error as the caller sees it: [`CheckError::Timeout`] for a timeout (redis-rs'
+    /// own timeouts are set longer than the limiter's, so this is a backstop), else
+    /// [`CheckError::Backend`].
+    fn backend(&self, e: redis::RedisError) -> CheckError {
+        if e.is_timeout() {
+            CheckError::Timeout { after: self.timeout }
+        } else {
+            CheckError::Backend { reason: e.to_string() }
+        }
+    }
+
     /// Runs `fut` under the limiter's timeout.
     async fn bounded<T>(
         &self,
@@ -634,9 +657,9 @@ impl<C: Clock> RedisLimiter<C> {
         match cmd.query_async::<redis::Value>(&mut conn).await {
             Err(e) if is_noscript(&e) => {
                 let cmd = params.command(key, mode, cost, now_us, ScriptRef::Source);
-                cmd.query_async(&mut conn).await.map_err(backend)
+                cmd.query_async(&mut conn).await.map_err(|e| self.backend(e))
             }
-            other => other.map_err(backend),
+            other => other.map_err(|e| self.backend(e)),
         }
     }
 
@@ -671,7 +694,9 @@ impl<C: Clock> RedisLimiter<C> {
         let mut cmd = redis::cmd("DEL");
         cmd.arg(KeyArg { head: &self.head, key });
         let mut conn = self.conn.clone();
-        let result = self.bounded(async { cmd.query_async::<i64>(&mut conn).await.map_err(backend) }).await;
+        let result = self
+            .bounded(async { cmd.query_async::<i64>(&mut conn).await.map_err(|e| self.backend(e)) })
+            .await;
         // After the DEL: a denial whose command Redis ran before the DEL is answered before the
         // DEL is, so its check read the generation before this bump and is not cached.
         self.cache.invalidate(key);
@@ -763,7 +788,7 @@ impl<C: Clock> RedisLimiter<C> {
         let mut conn = self.conn.clone();
         let pipe = pipeline(ScriptRef::Sha, &mut pending.iter());
         let replies: Vec<redis::RedisResult<redis::Value>> =
-            pipe.query_async(&mut conn).await.map_err(backend)?;
+            pipe.query_async(&mut conn).await.map_err(|e| self.backend(e))?;
         if replies.len() != pending.len() {
             return Err(CheckError::Backend {
                 reason: format!("{} replies for {} commands", replies.len(), pending.len()),
@@ -776,13 +801,13 @@ impl<C: Clock> RedisLimiter<C> {
             .map(|(i, _)| i)
             .collect();
         let mut replies: Vec<Result<redis::Value, CheckError>> =
-            replies.into_iter().map(|r| r.map_err(backend)).collect();
+            replies.into_iter().map(|r| r.map_err(|e| self.backend(e))).collect();
         if !missing.is_empty() {
             let retry = pipeline(ScriptRef::Source, &mut missing.iter().map(|&i| &pending[i]));
             let again: Vec<redis::RedisResult<redis::Value>> =
-                retry.query_async(&mut conn).await.map_err(backend)?;
+                retry.query_async(&mut conn).await.map_err(|e| self.backend(e))?;
             for (&i, reply) in missing.iter().zip(again) {
-                replies[i] = reply.map_err(backend);
+                replies[i] = reply.map_err(|e| self.backend(e));
             }
         }
         Ok(replies)
@@ -924,10 +949,6 @@ where
 
 fn is_noscript(e: &redis::RedisError) -> bool {
     e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
-}
-
-fn backend(e: redis::RedisError) -> CheckError {
-    CheckError::Backend { reason: e.to_string() }
 }
 
 impl<C: Clock> AsyncRateLimiter<[u8]> for RedisLimiter<C> {
