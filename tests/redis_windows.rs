@@ -198,3 +198,35 @@ fn concurrent_admission_is_exact() {
         assert_eq!(admitted, 200, "{algorithm:?}");
     }
 }
+
+/// The Redis sliding log is capped like the in-process one (4096): a larger limit is a typed
+/// setup error, and a check of the full limit is admitted and stored as that many members.
+#[test]
+fn sliding_log_limit_is_capped_at_the_in_process_cap() {
+    use tollgate::redis::{SetupError, MAX_LOG_LIMIT};
+    use tollgate::QuotaError;
+    assert_eq!(MAX_LOG_LIMIT, 4096);
+    let server = RedisServer::start();
+    rt().block_on(async {
+        let too_large = RedisLimiter::builder(server.url(), Quota::per_minute(MAX_LOG_LIMIT + 1).unwrap())
+            .algorithm(RedisAlgorithm::SlidingLog)
+            .connect()
+            .await;
+        assert!(
+            matches!(too_large, Err(SetupError::Quota(QuotaError::TooLarge { value: 4097, max: 4096, .. }))),
+            "{too_large:?}"
+        );
+        let redis = RedisLimiter::builder(server.url(), Quota::per_minute(MAX_LOG_LIMIT).unwrap())
+            .algorithm(RedisAlgorithm::SlidingLog)
+            .timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .unwrap();
+        let d = redis.check(b"big", 4096).await.unwrap();
+        assert_eq!((d.is_allowed(), d.remaining(), d.origin()), (true, 0, Origin::Remote));
+        let card: i64 = server.query(redis::cmd("ZCARD").arg(redis.redis_key(b"big")));
+        assert_eq!(card, 4096);
+        let d = redis.check(b"big", 1).await.unwrap();
+        assert_eq!((d.is_allowed(), d.remaining()), (false, 0));
+    });
+}

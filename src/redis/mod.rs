@@ -80,7 +80,8 @@ pub enum RedisAlgorithm {
     /// (`window index:previous:current`); limit at most [`MAX_WINDOW_LIMIT`].
     SlidingWindow,
     /// Exact sliding log: one sorted set per key holding the newest `limit` admission stamps;
-    /// limit at most [`MAX_LOG_LIMIT`] (about 60–100 bytes of Redis memory per member).
+    /// limit at most [`MAX_LOG_LIMIT`] (4096, as in process; about 113–127 bytes of Redis memory
+    /// per member).
     SlidingLog,
 }
 

@@ -70,9 +70,24 @@ pub const MAX_SCRIPT_VALUE: u64 = 1 << 51;
 /// 2²⁴ (the same bound as the in-process packed counter).
 pub const MAX_WINDOW_LIMIT: u64 = (1 << 24) - 1;
 
-/// Largest limit of a sliding log in Redis (a sorted set of up to `limit` members per key, about
-/// 60–100 bytes each).
-pub const MAX_LOG_LIMIT: u64 = 1 << 16;
+/// Largest limit of a sliding log in Redis: 4096, the in-process cap
+/// ([`window::MAX_LOG_LIMIT`](crate::window::MAX_LOG_LIMIT)); larger quotas are
+/// [`QuotaError::TooLarge`] when building ([`SetupError::Quota`](super::SetupError::Quota)).
+///
+/// The log is a sorted set of up to `limit` members per key, and a check of cost `n` adds `n`
+/// members inside one script, during which Redis serves no one else. Measured on Redis 7.0
+/// (`MEMORY USAGE`): 113–127 bytes per member once the set exceeds 128 members (smaller sets use
+/// the compact listpack encoding), so a full log of 4096 is about 0.5 MB per key. A check of
+/// cost 4096 runs 3–30 ms on the server (`SLOWLOG`, a busy 2-core test machine); keep the
+/// [`timeout`](super::RedisLimiterBuilder::timeout) well above that if checks cost thousands,
+/// since a check that times out may still have taken its cells. The old cap of 65 536 let one
+/// check block Redis for about 270 ms: longer than any sensible timeout, so the caller always
+/// got an error although the cells were taken.
+///
+/// ```
+/// assert_eq!(tollgate::redis::MAX_LOG_LIMIT, tollgate::window::MAX_LOG_LIMIT);
+/// ```
+pub const MAX_LOG_LIMIT: u64 = crate::window::MAX_LOG_LIMIT;
 
 /// Script parameters for one quota under one algorithm.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
