@@ -482,8 +482,10 @@ impl<C: Clock> RedisLimiter<C> {
     /// **Resolution.** Redis keeps time in microseconds, so the scripts run the algorithm in µs:
     /// the emission interval (GCRA) or window is rounded *up* to a whole µs (never admitting more
     /// than promised), and reported durations are whole µs (a sliding-window `retry_after` that
-    /// is fractional in ns is rounded up). For quotas whose times are whole µs, decisions equal
-    /// the in-process ones (differential tests check every field). Quotas whose arithmetic would
+    /// is fractional in ns is rounded up). When the window, or GCRA's emission interval
+    /// (period / count, not just the period: `3/s` is 333 333 334 ns in process, 333 334 µs here),
+    /// is a whole number of µs, decisions equal the in-process ones (differential tests check
+    /// every field). Quotas whose arithmetic would
     /// leave the exact integer range of Lua's doubles are rejected when building (GCRA: burst × T
     /// above [`MAX_SCRIPT_VALUE`] µs ≈ 71 years; windows: see [`RedisAlgorithm`]).
     ///

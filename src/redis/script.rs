@@ -5,9 +5,13 @@
 //! below 2⁵³ (exact in a double). [`Params::new`] converts a [`Quota`]: the emission interval
 //! (GCRA) or window length is rounded **up** to a whole microsecond — never admitting more than
 //! promised — and quotas whose arithmetic would leave the exact range are rejected with
-//! [`QuotaError::TooLarge`]. For quotas whose times are whole microseconds (every rate string
-//! with a unit of `us` or coarser), decisions are identical to the in-process ones; the
-//! differential tests check that.
+//! [`QuotaError::TooLarge`]. Decisions are identical to the in-process ones when the quantity
+//! the script uses is a whole number of microseconds: for the windows, the period (every rate
+//! string with a unit of `us` or coarser); for GCRA, the emission interval T = period / count
+//! *itself*, which a coarse unit does not guarantee. `3/s` has T = 333 333 334 ns in process
+//! (rounded up in ns) but 333 334 µs in Redis (rounded up in µs), so Redis refills slightly
+//! slower and the two can differ near a refill. The differential tests use quotas whose
+//! quantities are whole µs.
 
 use std::sync::LazyLock;
 
