@@ -22,8 +22,8 @@
 //! are simply asked of Redis again (invalidations are rare administrative calls).
 //!
 //! Memory: each entry is the key's bytes (boxed) plus an [`Entry`] (48 bytes) and papaya's
-//! per-entry overhead (a heap node and a table slot, roughly 40–60 bytes), so budget about
-//! `capacity × (key length + 100)` bytes.
+//! per-entry overhead (a heap node with its reclamation header, a table slot and spare slots),
+//! so budget roughly `capacity × (key length + 150)` bytes; an estimate, not a measurement.
 
 use std::fmt;
 

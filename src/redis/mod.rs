@@ -275,7 +275,16 @@ impl<C: Clock> RedisLimiterBuilder<C> {
     }
 
     /// How many denied keys the local deny cache holds (default
-    /// [`DEFAULT_DENY_CACHE_CAPACITY`]; 0 turns it off).
+    /// [`DEFAULT_DENY_CACHE_CAPACITY`]; 0 turns it off). The bound is in keys, not bytes: budget
+    /// roughly the key's length plus 150 bytes per entry (the entry, papaya's node and table
+    /// slot; an estimate, not a measurement), so about 10 MB for the default with 16-byte keys.
+    ///
+    /// ```
+    /// use tollgate::redis::RedisLimiter;
+    /// let builder = RedisLimiter::builder("redis://127.0.0.1/", tollgate::Quota::per_second(1).unwrap())
+    ///     .deny_cache_capacity(10_000);
+    /// # drop(builder);
+    /// ```
     pub fn deny_cache_capacity(mut self, capacity: usize) -> Self {
         self.deny_cache_capacity = capacity;
         self
@@ -771,7 +780,8 @@ impl<C: Clock> RedisLimiter<C> {
     }
 
     /// Runs one pipeline of `EVALSHA`s (single server); entries that hit `NOSCRIPT` (they did
-    /// not run) are re-sent once as `EVAL` with the source, in a second pipeline.
+    /// not run) are re-sent once as `EVAL` with the source, in a second pipeline. If that second
+    /// pipeline fails, only its entries fail: the first pipeline's replies are kept.
     async fn run_pipeline<K: AsRef<[u8]>>(
         &self,
         keys: &[K],
@@ -807,10 +817,26 @@ impl<C: Clock> RedisLimiter<C> {
             replies.into_iter().map(|r| r.map_err(|e| self.backend(e))).collect();
         if !missing.is_empty() {
             let retry = pipeline(ScriptRef::Source, &mut missing.iter().map(|&i| &pending[i]));
-            let again: Vec<redis::RedisResult<redis::Value>> =
-                retry.query_async(&mut conn).await.map_err(|e| self.backend(e))?;
-            for (&i, reply) in missing.iter().zip(again) {
-                replies[i] = reply.map_err(|e| self.backend(e));
+            // The first pipeline's other replies stand (those commands ran, and may have
+            // consumed): a failed retry fails only the entries it re-sent.
+            match retry.query_async::<Vec<redis::RedisResult<redis::Value>>>(&mut conn).await {
+                Ok(again) if again.len() == missing.len() => {
+                    for (&i, reply) in missing.iter().zip(again) {
+                        replies[i] = reply.map_err(|e| self.backend(e));
+                    }
+                }
+                Ok(again) => {
+                    let reason = format!("{} replies for {} commands", again.len(), missing.len());
+                    for &i in &missing {
+                        replies[i] = Err(CheckError::Backend { reason: reason.clone() });
+                    }
+                }
+                Err(e) => {
+                    let error = self.backend(e);
+                    for &i in &missing {
+                        replies[i] = Err(error.clone());
+                    }
+                }
             }
         }
         Ok(replies)
