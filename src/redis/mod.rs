@@ -61,7 +61,8 @@ pub use script::{MAX_LOG_LIMIT, MAX_SCRIPT_VALUE, MAX_WINDOW_LIMIT};
 /// counterpart ([`Gcra`](crate::Gcra), [`FixedWindow`](crate::FixedWindow),
 /// [`SlidingWindow`](crate::SlidingWindow), [`SlidingLog`](crate::SlidingLog)) and reads the quota
 /// the same way: GCRA as a bucket of `burst` cells refilled one per emission interval; windows as
-/// `burst` cells per window of `period`. Windows are aligned to the Unix epoch (Redis' clock).
+/// `count` cells per window of `period` (a quota with a separate burst is refused for windows,
+/// [`QuotaError::UnsupportedBurst`]). Windows are aligned to the Unix epoch (Redis' clock).
 ///
 /// ```
 /// use tollgate::redis::RedisAlgorithm;

@@ -127,7 +127,8 @@ impl Params {
                 if window > MAX_SCRIPT_VALUE {
                     return Err(too_large("window in µs (Redis)", window, MAX_SCRIPT_VALUE));
                 }
-                let limit = quota.burst();
+                // As in process: a window limits the count per period and has no burst.
+                let limit = crate::window::window_limit(&quota)?;
                 let max = match algorithm {
                     RedisAlgorithm::SlidingLog => MAX_LOG_LIMIT,
                     _ => MAX_WINDOW_LIMIT,
@@ -229,6 +230,13 @@ mod tests {
         assert!(matches!(Params::new(RedisAlgorithm::Gcra, q), Err(QuotaError::TooLarge { .. })));
         let p = Params::new(RedisAlgorithm::FixedWindow, "10/1500ms".parse().unwrap()).unwrap();
         assert_eq!((p.a, p.b, p.capacity), (1_500_000, 10, 10));
+        let bucket = Quota::per_second(10).unwrap().with_burst(30).unwrap();
+        for algorithm in
+            [RedisAlgorithm::FixedWindow, RedisAlgorithm::SlidingWindow, RedisAlgorithm::SlidingLog]
+        {
+            assert!(matches!(Params::new(algorithm, bucket), Err(QuotaError::UnsupportedBurst { .. })));
+        }
+        assert_eq!(Params::new(RedisAlgorithm::Gcra, bucket).unwrap().capacity, 30);
         let q = Quota::per_second(MAX_LOG_LIMIT + 1).unwrap();
         assert!(Params::new(RedisAlgorithm::SlidingLog, q).is_err());
         assert!(Params::new(RedisAlgorithm::SlidingWindow, q).is_ok());
