@@ -6,6 +6,7 @@
 mod forwarded_check;
 
 use std::fs;
+use std::net::IpAddr;
 use std::path::Path;
 
 #[test]
@@ -35,5 +36,26 @@ fn every_selector_on_a_fixed_input() {
             b"1.2.3.4, 10.0.0.9\nfor=\"[fd00::1]:80\";by=x, for=unknown\n[::ffff:10.0.0.1]:1, junk",
         );
         forwarded_check::check_forwarded(&data);
+    }
+}
+
+#[test]
+fn corpus_files_find_the_real_client() {
+    // Where a client's garbage sits left of what a trusted proxy wrote, the proxy's hop wins.
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/forwarded");
+    for (file, client) in [
+        // `\x80\xff\xfe, 1.2.3.4` from a trusted peer: only the first hop is unparseable.
+        ("xff_non_ascii", "1.2.3.4"),
+        ("xff_non_ascii_middle", "203.0.113.5"),
+        ("fwd_unterminated_appended", "203.0.113.9"),
+        ("fwd_unterminated_v6_appended", "2001:db8::9"),
+        ("fwd_obfuscated_port", "192.0.2.43"),
+        ("fwd_non_ascii", "198.51.100.7"),
+        // A well-formed quoted comma still hides nothing: the trusted hop after `"1.2.3.4,5.6.7.8"`.
+        ("fwd_quoted_comma", "10.0.0.4"),
+    ] {
+        let data = fs::read(dir.join(file)).unwrap();
+        let expected: IpAddr = client.parse().unwrap();
+        assert_eq!(forwarded_check::check_forwarded(&data), Some(expected), "{file}");
     }
 }

@@ -18,12 +18,19 @@ use http::HeaderMap;
 
 /// An address block such as `10.0.0.0/8` or `2001:db8::/32` (a bare address is a /32 or /128).
 ///
+/// An IPv4-mapped IPv6 block (`::ffff:10.0.0.0/104`) is the IPv4 block it maps (`10.0.0.0/8`:
+/// the prefix counts IPv6 bits, 96 of which are the mapping), since addresses are unwrapped
+/// before every comparison. A mapped address with a prefix shorter than 96 would mix IPv4 and
+/// IPv6 and is refused ([`CidrError::MappedPrefixTooShort`]).
+///
 /// ```
 /// use tollgate::http::client_ip::Cidr;
 /// let net: Cidr = "10.0.0.0/8".parse().unwrap();
 /// assert!(net.contains("10.1.2.3".parse().unwrap()));
 /// assert!(!net.contains("11.0.0.1".parse().unwrap()));
 /// assert!("10.0.0.0/33".parse::<Cidr>().is_err());
+/// let mapped: Cidr = "::ffff:10.0.0.0/104".parse().unwrap();
+/// assert_eq!(mapped, "10.0.0.0/8".parse().unwrap());
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Cidr {
@@ -51,6 +58,12 @@ pub enum CidrError {
         /// 32 for IPv4, 128 for IPv6.
         max: u8,
     },
+    /// An IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) with a prefix shorter than 96: the block
+    /// would reach past the mapped range. Write the IPv4 block, or a plain IPv6 one.
+    MappedPrefixTooShort {
+        /// The prefix given (in IPv6 bits).
+        prefix: u8,
+    },
 }
 
 impl fmt::Display for CidrError {
@@ -61,6 +74,10 @@ impl fmt::Display for CidrError {
             CidrError::PrefixTooLong { prefix, max } => {
                 write!(f, "prefix length {prefix} is longer than the address ({max} bits)")
             }
+            CidrError::MappedPrefixTooShort { prefix } => write!(
+                f,
+                "prefix length {prefix} of an IPv4-mapped address is shorter than 96 (the mapping's own bits)"
+            ),
         }
     }
 }
@@ -68,15 +85,28 @@ impl fmt::Display for CidrError {
 impl std::error::Error for CidrError {}
 
 impl Cidr {
-    /// The block of `addr` with a `prefix`-bit mask (IPv4-mapped addresses are unwrapped first).
+    /// The block of `addr` with a `prefix`-bit mask. An IPv4-mapped IPv6 `addr` is unwrapped,
+    /// and its `prefix` (in IPv6 bits, at least 96) becomes `prefix - 96` IPv4 bits.
     ///
     /// ```
-    /// use tollgate::http::client_ip::Cidr;
+    /// use tollgate::http::client_ip::{Cidr, CidrError};
     /// let net = Cidr::new("192.168.7.9".parse().unwrap(), 16).unwrap();
     /// assert_eq!(net.to_string(), "192.168.0.0/16");
+    /// let mapped = Cidr::new("::ffff:192.168.7.9".parse().unwrap(), 112).unwrap();
+    /// assert_eq!(mapped, net);
+    /// let short = Cidr::new("::ffff:192.168.7.9".parse().unwrap(), 64);
+    /// assert_eq!(short, Err(CidrError::MappedPrefixTooShort { prefix: 64 }));
     /// ```
     pub fn new(addr: IpAddr, prefix: u8) -> Result<Cidr, CidrError> {
-        let addr = canonical(addr);
+        let (addr, prefix) = match addr {
+            IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some() && prefix <= 128 => {
+                match prefix.checked_sub(96) {
+                    Some(v4_prefix) => (canonical(addr), v4_prefix),
+                    None => return Err(CidrError::MappedPrefixTooShort { prefix }),
+                }
+            }
+            _ => (addr, prefix),
+        };
         let max = max_prefix(addr);
         if prefix > max {
             return Err(CidrError::PrefixTooLong { prefix: u32::from(prefix), max });
@@ -107,7 +137,8 @@ impl FromStr for Cidr {
             None => (s, None),
         };
         let addr: IpAddr = addr.parse().map_err(|_| CidrError::BadAddress)?;
-        let addr = canonical(addr);
+        // Checked against the address as written (128 bits for a mapped one); `Cidr::new`
+        // unwraps a mapped address and translates its prefix.
         let max = max_prefix(addr);
         let prefix = match prefix {
             None => max,
@@ -254,21 +285,17 @@ impl ClientIpConfig {
         }
         let mut walk = Walk::new(self);
         match self.header {
+            // Raw bytes, split before decoding: a byte that is not visible ASCII (the client's
+            // part of a line a proxy appended to) makes only its own hop unparseable, never the
+            // hops a proxy wrote after it on the same line.
             ProxyHeader::XForwardedFor => {
                 for value in headers.get_all("x-forwarded-for") {
-                    // A value that is not visible ASCII is one unparseable hop.
-                    match value.to_str() {
-                        Ok(v) => parse_x_forwarded_for(v).for_each(|hop| walk.push(hop)),
-                        Err(_) => walk.push(None),
-                    }
+                    parse_x_forwarded_for_bytes(value.as_bytes()).for_each(|hop| walk.push(hop));
                 }
             }
             ProxyHeader::Forwarded => {
                 for value in headers.get_all("forwarded") {
-                    match value.to_str() {
-                        Ok(v) => parse_forwarded(v).for_each(|hop| walk.push(hop)),
-                        Err(_) => walk.push(None),
-                    }
+                    parse_forwarded_bytes(value.as_bytes()).for_each(|hop| walk.push(hop));
                 }
             }
         }
@@ -379,39 +406,67 @@ impl<'a> Walk<'a> {
 /// assert_eq!(hops, vec![Some("1.2.3.4".parse().unwrap()), Some("2001:db8::1".parse().unwrap()), None]);
 /// ```
 pub fn parse_x_forwarded_for(value: &str) -> impl Iterator<Item = Option<IpAddr>> + '_ {
-    value.split(',').map(|hop| parse_node(hop.trim()))
+    parse_x_forwarded_for_bytes(value.as_bytes())
+}
+
+/// [`parse_x_forwarded_for`] on a raw header value: split on `,` first, then each hop decoded
+/// on its own, so bytes that are not UTF-8 make only their own hop `None`.
+fn parse_x_forwarded_for_bytes(value: &[u8]) -> impl Iterator<Item = Option<IpAddr>> + '_ {
+    value
+        .split(|&b| b == b',')
+        .map(|hop| std::str::from_utf8(hop).ok().and_then(|h| parse_node(h.trim(), false)))
 }
 
 /// The `for=` nodes of one RFC 7239 `Forwarded` value, left to right: `Some(ip)` for an address
-/// (`for=192.0.2.60`, `for="[2001:db8:cafe::17]:4711"`), `None` for an element without `for`,
-/// `unknown`, an obfuscated identifier or garbage. Commas and semicolons inside quoted strings
-/// are respected. Never panics, never allocates.
+/// (`for=192.0.2.60`, `for="[2001:db8:cafe::17]:4711"`, also with an obfuscated port such as
+/// `for="192.0.2.43:_x"`), `None` for an element without `for`, `unknown`, an obfuscated
+/// identifier or garbage. Commas and semicolons inside quoted strings are respected; an
+/// element whose quote is never closed ends at the first `,` after that quote, so the elements
+/// a proxy appended after a client's broken one are still seen. Never panics, never allocates.
 ///
 /// ```
 /// use tollgate::http::client_ip::parse_forwarded;
 /// let hops: Vec<_> =
 ///     parse_forwarded(r#"for=192.0.2.60;proto=http, For="[2001:db8:cafe::17]:4711", for=unknown"#).collect();
 /// assert_eq!(hops, vec![Some("192.0.2.60".parse().unwrap()), Some("2001:db8:cafe::17".parse().unwrap()), None]);
+/// // A client's unterminated quote does not swallow the element its proxy appended.
+/// let hops: Vec<_> = parse_forwarded(r#"for=", for=203.0.113.9"#).collect();
+/// assert_eq!(hops, vec![None, Some("203.0.113.9".parse().unwrap())]);
 /// ```
 pub fn parse_forwarded(value: &str) -> impl Iterator<Item = Option<IpAddr>> + '_ {
+    parse_forwarded_bytes(value.as_bytes())
+}
+
+/// [`parse_forwarded`] on a raw header value: elements and pairs are split on bytes (the
+/// separators are ASCII), and each name and value decoded on its own, so bytes that are not
+/// UTF-8 only spoil the pair they are in.
+fn parse_forwarded_bytes(value: &[u8]) -> impl Iterator<Item = Option<IpAddr>> + '_ {
     QuotedSplit { rest: Some(value), sep: b',' }.map(forwarded_element)
 }
 
 /// Splits on `sep` outside double-quoted strings (with `\` escapes inside them).
+///
+/// A quote still open at the end of the input (never well-formed) ends its element at the
+/// first `sep` after the element's *first* opening quote. Proxies append well-formed elements
+/// to what the client sent; such an element has no `\` and an even number of quotes, so it
+/// cannot close the client's quote for good: a scan that entered it inside quotes ends inside
+/// quotes, and the cut then falls in the client's part or on the separator the proxy wrote.
+/// (Cutting after the *last* opening quote instead would let `for="` from the client swallow
+/// an appended `for="[2001:db8::1]:4711"`, whose own closing quote would reopen the string.)
 struct QuotedSplit<'a> {
-    rest: Option<&'a str>,
+    rest: Option<&'a [u8]>,
     sep: u8,
 }
 
 impl<'a> Iterator for QuotedSplit<'a> {
-    type Item = &'a str;
+    type Item = &'a [u8];
 
-    fn next(&mut self) -> Option<&'a str> {
+    fn next(&mut self) -> Option<&'a [u8]> {
         let s = self.rest?;
-        let bytes = s.as_bytes();
         let mut in_quotes = false;
         let mut escaped = false;
-        for (i, &b) in bytes.iter().enumerate() {
+        let mut first_quote = None;
+        for (i, &b) in s.iter().enumerate() {
             if in_quotes {
                 if escaped {
                     escaped = false;
@@ -422,10 +477,17 @@ impl<'a> Iterator for QuotedSplit<'a> {
                 }
             } else if b == b'"' {
                 in_quotes = true;
+                first_quote.get_or_insert(i);
             } else if b == self.sep {
-                // `sep` is ASCII, so `i` and `i + 1` are char boundaries.
                 self.rest = s.get(i + 1..);
                 return s.get(..i);
+            }
+        }
+        if let (true, Some(quote)) = (in_quotes, first_quote) {
+            let cut = s.iter().skip(quote).position(|&b| b == self.sep).map(|at| at + quote);
+            if let Some(cut) = cut {
+                self.rest = s.get(cut + 1..);
+                return s.get(..cut);
             }
         }
         self.rest = None;
@@ -433,35 +495,40 @@ impl<'a> Iterator for QuotedSplit<'a> {
     }
 }
 
-fn forwarded_element(element: &str) -> Option<IpAddr> {
+fn forwarded_element(element: &[u8]) -> Option<IpAddr> {
     let mut found = None;
     for pair in (QuotedSplit { rest: Some(element), sep: b';' }) {
-        let Some((name, value)) = pair.split_once('=') else { continue };
-        if name.trim().eq_ignore_ascii_case("for") {
+        let Some(eq) = pair.iter().position(|&b| b == b'=') else { continue };
+        let (name, value) = (pair.get(..eq)?, pair.get(eq + 1..)?);
+        // A name that is not UTF-8 is not `for`.
+        if std::str::from_utf8(name).is_ok_and(|n| n.trim().eq_ignore_ascii_case("for")) {
             // A repeated `for` makes the element ambiguous: treat it as garbage.
             if found.is_some() {
                 return None;
             }
-            found = Some(value.trim());
+            found = Some(value);
         }
     }
-    let value = found?;
+    let value = std::str::from_utf8(found?).ok()?.trim();
     let value = match value.strip_prefix('"') {
         // Quoted: the node must not contain escapes (no address does).
         Some(inner) => inner.strip_suffix('"').filter(|v| !v.contains(['\\', '"']))?,
         None => value,
     };
-    parse_node(value)
+    parse_node(value, true)
 }
 
 /// One node: `1.2.3.4`, `1.2.3.4:80`, `2001:db8::1`, `[2001:db8::1]`, `[2001:db8::1]:80`.
-fn parse_node(node: &str) -> Option<IpAddr> {
+/// With `obfuscated_ports` (RFC 7239 `Forwarded`), a port may also be an obfuscated one
+/// (`[2001:db8::1]:_p1`, RFC 7239 §6.3: `"_" 1*(ALPHA / DIGIT / "." / "_" / "-")`).
+fn parse_node(node: &str, obfuscated_ports: bool) -> Option<IpAddr> {
     if node.len() > 64 {
         return None; // no address is this long; don't spend time on it
     }
+    let port_ok = |port: &str| is_port(port) || (obfuscated_ports && is_obfuscated_port(port));
     if let Some(rest) = node.strip_prefix('[') {
         let (inside, after) = rest.split_once(']')?;
-        if !(after.is_empty() || after.strip_prefix(':').is_some_and(is_port)) {
+        if !(after.is_empty() || after.strip_prefix(':').is_some_and(port_ok)) {
             return None;
         }
         return inside.parse::<Ipv6Addr>().ok().map(IpAddr::V6);
@@ -471,7 +538,7 @@ fn parse_node(node: &str) -> Option<IpAddr> {
     }
     // `v4:port` (a bare IPv6 has several colons and was handled above).
     let (host, port) = node.rsplit_once(':')?;
-    if !is_port(port) {
+    if !port_ok(port) {
         return None;
     }
     host.parse::<Ipv4Addr>().ok().map(IpAddr::V4)
@@ -479,6 +546,13 @@ fn parse_node(node: &str) -> Option<IpAddr> {
 
 fn is_port(s: &str) -> bool {
     !s.is_empty() && s.len() <= 5 && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// RFC 7239 §6.3 `obfport = "_" 1*(ALPHA / DIGIT / "." / "_" / "-")`.
+fn is_obfuscated_port(s: &str) -> bool {
+    s.strip_prefix('_').is_some_and(|rest| {
+        !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    })
 }
 
 /// `::ffff:a.b.c.d` → `a.b.c.d`; every other address unchanged.
@@ -573,6 +647,92 @@ mod tests {
         assert_eq!(parse_forwarded(r#"for="[::1]:x""#).collect::<Vec<_>>(), vec![None]);
         assert_eq!(parse_forwarded("for=1.2.3.4;for=5.6.7.8").collect::<Vec<_>>(), vec![None]);
         assert_eq!(parse_forwarded("\"").collect::<Vec<_>>(), vec![None]);
+    }
+
+    #[test]
+    fn a_non_ascii_hop_spoils_only_itself() {
+        // nginx's `$proxy_add_x_forwarded_for` appends the real address to the client's line.
+        let cfg = ClientIpConfig::default().trust("127.0.0.1".parse().unwrap());
+        let peer = Some(ip("127.0.0.1"));
+        for line in [&b"\xff, 203.0.113.9"[..], b"1.2.3.4\x80, 203.0.113.9", b"\xc3\xa9,203.0.113.9"] {
+            let mut h = HeaderMap::new();
+            h.insert("x-forwarded-for", http::HeaderValue::from_bytes(line).unwrap());
+            assert_eq!(cfg.client_ip(peer, &h), Some(ip("203.0.113.9")), "{line:?}");
+            let hops: Vec<_> = parse_x_forwarded_for_bytes(line).collect();
+            assert_eq!(hops, vec![None, Some(ip("203.0.113.9"))], "{line:?}");
+        }
+        // The same for RFC 7239, where the bad byte is in another pair or in the `for` value.
+        let cfg = cfg.header(ProxyHeader::Forwarded);
+        for line in [&b"for=\xff, for=203.0.113.9"[..], b"for=1.2.3.4;x=\xfe, for=203.0.113.9"] {
+            let mut h = HeaderMap::new();
+            h.insert("forwarded", http::HeaderValue::from_bytes(line).unwrap());
+            assert_eq!(cfg.client_ip(peer, &h), Some(ip("203.0.113.9")), "{line:?}");
+        }
+        let hops: Vec<_> = parse_forwarded_bytes(b"for=1.2.3.4;by=\xfe, for=\xff").collect();
+        assert_eq!(hops, vec![Some(ip("1.2.3.4")), None]);
+    }
+
+    #[test]
+    fn an_unterminated_quote_does_not_swallow_appended_elements() {
+        let cfg =
+            ClientIpConfig::default().trust("127.0.0.1".parse().unwrap()).header(ProxyHeader::Forwarded);
+        let peer = Some(ip("127.0.0.1"));
+        let client = |line: &str| {
+            let mut h = HeaderMap::new();
+            h.insert("forwarded", line.parse().unwrap());
+            cfg.client_ip(peer, &h)
+        };
+        // What the client sent, then what its proxy appended.
+        for sent in [r#"for=""#, r#"for="1.2.3.4"#, r#"for="a\"#, r#"for="a, b="#, r#"x"y, for=""#, r#"""#] {
+            for (appended, real) in [
+                ("for=203.0.113.9", "203.0.113.9"),
+                (r#"for="[2001:db8::9]:4711""#, "2001:db8::9"),
+                (r#"for="203.0.113.9:_hidden";proto=https"#, "203.0.113.9"),
+            ] {
+                let line = format!("{sent}, {appended}");
+                assert_eq!(client(&line), Some(ip(real)), "{line}");
+                assert_eq!(parse_forwarded(&line).last(), Some(Some(ip(real))), "{line}");
+            }
+        }
+        let hops: Vec<_> = parse_forwarded(r#"for=", for=203.0.113.9"#).collect();
+        assert_eq!(hops, vec![None, Some(ip("203.0.113.9"))]);
+        // Well-formed quoted commas are unchanged.
+        let hops: Vec<_> = parse_forwarded(r#"for="1.2.3.4,5.6.7.8", for=9.9.9.9"#).collect();
+        assert_eq!(hops, vec![None, Some(ip("9.9.9.9"))]);
+    }
+
+    #[test]
+    fn obfuscated_ports_in_forwarded_only() {
+        let hops: Vec<_> =
+            parse_forwarded(r#"for="[2001:db8::1]:_p1", for="192.0.2.43:_x", for=192.0.2.44:_a.b_c-9"#)
+                .collect();
+        assert_eq!(hops, vec![Some(ip("2001:db8::1")), Some(ip("192.0.2.43")), Some(ip("192.0.2.44"))]);
+        for bad in
+            [r#"for="[::1]:_""#, r#"for="1.2.3.4:_a b""#, r#"for="1.2.3.4:_a+""#, r#"for="1.2.3.4:x_""#]
+        {
+            assert_eq!(parse_forwarded(bad).collect::<Vec<_>>(), vec![None], "{bad}");
+        }
+        // X-Forwarded-For has no obfuscated ports.
+        assert_eq!(parse_x_forwarded_for("1.2.3.4:_x").collect::<Vec<_>>(), vec![None]);
+    }
+
+    #[test]
+    fn mapped_cidrs_are_their_ipv4_block() {
+        let net: Cidr = "::ffff:10.0.0.0/104".parse().unwrap();
+        assert_eq!(net, "10.0.0.0/8".parse().unwrap());
+        assert_eq!(net.to_string(), "10.0.0.0/8");
+        assert!(net.contains(ip("10.200.0.1")));
+        assert!(net.contains(ip("::ffff:10.200.0.1")));
+        assert!(!net.contains(ip("11.0.0.1")));
+        assert_eq!("::ffff:10.1.2.3".parse::<Cidr>().unwrap().to_string(), "10.1.2.3/32");
+        assert_eq!("::ffff:0.0.0.0/96".parse::<Cidr>().unwrap().to_string(), "0.0.0.0/0");
+        assert_eq!("::ffff:10.0.0.0/95".parse::<Cidr>(), Err(CidrError::MappedPrefixTooShort { prefix: 95 }));
+        assert_eq!(
+            "::ffff:10.0.0.0/129".parse::<Cidr>(),
+            Err(CidrError::PrefixTooLong { prefix: 129, max: 128 })
+        );
+        let cfg = ClientIpConfig::default().trust(net);
+        assert_eq!(cfg.client_ip(Some(ip("10.0.0.1")), &xff("1.2.3.4")), Some(ip("1.2.3.4")));
     }
 
     #[test]
