@@ -119,7 +119,8 @@ impl<L: RateLimiter<HttpKey> + 'static> HttpLimiter for L {
 }
 
 /// Lists keys of a keyed limiter for the admin API: wrap an in-process
-/// `KeyedLimiter<HttpKey, …>` in this to make its keys visible.
+/// `KeyedLimiter<HttpKey, …>` in this to make its keys visible. Everything else (checks with
+/// receipts and refunds included) behaves as the bare limiter.
 ///
 /// ```
 /// use tollgate::http::{HttpKey, HttpLimiter, Listed};
@@ -129,6 +130,11 @@ impl<L: RateLimiter<HttpKey> + 'static> HttpLimiter for L {
 /// let mut keys = Vec::new();
 /// limiter.for_each_http(&mut |k, _| keys.push(k.to_owned()));
 /// assert_eq!(keys, ["a"]);
+///
+/// // A take is refundable, as with the bare limiter.
+/// let key = HttpKey::new("b");
+/// let (_, receipt) = limiter.check_http_with_receipt(&key, 1);
+/// assert!(limiter.refund_http(&key, 1, receipt));
 /// ```
 #[derive(Debug)]
 pub struct Listed<C: crate::Clock + 'static, S = crate::DefaultHashBuilder, A: crate::Algorithm = crate::Gcra>(
@@ -157,6 +163,20 @@ where
 
     fn for_each_http(&self, f: &mut dyn FnMut(&str, Decision)) {
         self.0.for_each_key(|k, d| f(k.as_str(), d));
+    }
+
+    /// Forwards to the keyed limiter's [`RateLimiter::check_key_with_receipt`], so a rule
+    /// wrapped in `Listed` is refunded like a bare keyed limiter when a later rule refuses.
+    #[inline]
+    fn check_http_with_receipt(&self, key: &HttpKey, cost: u32) -> (Check, Receipt) {
+        match RateLimiter::check_key_with_receipt(&self.0, key, cost) {
+            Ok((decision, receipt)) => (Check::Ready(Ok(decision)), receipt),
+            Err(e) => (Check::Ready(Err(e)), Receipt::NONE),
+        }
+    }
+
+    fn refund_http(&self, key: &HttpKey, cost: u32, receipt: Receipt) -> bool {
+        RateLimiter::refund_key(&self.0, key, cost, receipt)
     }
 }
 
