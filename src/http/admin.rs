@@ -624,7 +624,8 @@ fn build(api: &AdminApi, body: &[u8], current: Option<(Option<String>, &Rule)>) 
             (limiter, Some(algorithm), quota)
         }
     };
-    let burst = effective_quota.burst().max(effective_quota.count());
+    // The most one check can ever take, for every algorithm (GCRA's bucket, a window's limit).
+    let burst = effective_quota.burst();
     let rule = Rule::from_arc(&name, limiter).map_err(SpecError::Name)?.mode(mode).key(key);
     let rule = match algorithm {
         Some(a) => rule.algorithm(a),
