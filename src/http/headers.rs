@@ -63,16 +63,33 @@ pub fn ceil_secs(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
-/// The `RateLimit-Policy` value of a quota: `"name";q=<count>;w=<period in whole seconds, ≥ 1>`.
+/// The `RateLimit-Policy` value of a quota: `"name";q=<quota units>;w=<window in seconds>`.
+///
+/// The header counts whole seconds, so the window `w` is the period rounded up (at least 1)
+/// and `q` is what the quota's rate allows in `w` seconds, rounded down:
+/// `q = floor(count · w / period)`. The policy thus never advertises more than the real rate;
+/// for a whole-second period it is exactly `count` per `period`.
 ///
 /// ```
 /// use tollgate::http::policy_value;
 /// use tollgate::Quota;
 /// assert_eq!(policy_value("api", &Quota::per_minute(100).unwrap()), r#""api";q=100;w=60"#);
+/// // 10 per 100 ms is 100 per second; 20 per 1.5 s is 26.67 per 2 s.
+/// assert_eq!(policy_value("r", &"10/100ms".parse().unwrap()), r#""r";q=100;w=1"#);
+/// assert_eq!(policy_value("r", &"20/1500ms".parse().unwrap()), r#""r";q=26;w=2"#);
 /// ```
 pub fn policy_value(name: &str, quota: &Quota) -> String {
+    let window = ceil_secs(quota.period()).max(1);
+    let period_nanos = quota.period().as_nanos().max(1);
+    let count = u128::from(quota.count());
+    // Overflows only for periods of centuries, where w ≥ period makes `count` itself a
+    // value that never exceeds the real rate.
+    let units = u128::from(window)
+        .checked_mul(1_000_000_000)
+        .and_then(|scale| count.checked_mul(scale))
+        .map_or(count, |n| n / period_nanos);
     let mut s = String::with_capacity(name.len() + 24);
-    let _ = write!(s, "\"{name}\";q={};w={}", quota.count(), ceil_secs(quota.period()).max(1));
+    let _ = write!(s, "\"{name}\";q={units};w={window}");
     s
 }
 
@@ -489,6 +506,29 @@ mod tests {
         assert!(matches!(flood.last(), Some(PolicyRef::Counted(_))));
         assert_eq!(flood.last().map(|p| p.quota), Quota::per_hour(MAX_INTERNED_POLICIES as u64 + 10).ok());
         assert!(matches!(Policy::interned("api", q), PolicyRef::Interned(_)));
+    }
+
+    #[test]
+    fn policy_never_advertises_more_than_the_rate() {
+        let policy = |q: &str| policy_value("r", &q.parse().unwrap());
+        // Whole seconds: exactly count per period, as before.
+        for (q, expected) in [
+            ("100/m", r#""r";q=100;w=60"#),
+            ("5/s", r#""r";q=5;w=1"#),
+            ("7/90s", r#""r";q=7;w=90"#),
+            ("1000/h", r#""r";q=1000;w=3600"#),
+            ("3/2s", r#""r";q=3;w=2"#),
+        ] {
+            assert_eq!(policy(q), expected, "{q}");
+        }
+        // Below a second or between whole seconds: w rounds up, q is the rate over w, rounded down.
+        assert_eq!(policy("10/100ms"), r#""r";q=100;w=1"#);
+        assert_eq!(policy("20/1500ms"), r#""r";q=26;w=2"#);
+        assert_eq!(policy("1/1500ms"), r#""r";q=1;w=2"#);
+        assert_eq!(policy("3/333ms"), r#""r";q=9;w=1"#);
+        // A large count over a tiny period: a million per microsecond.
+        let q = Quota::new(1_000_000, Duration::from_micros(1)).unwrap();
+        assert_eq!(policy_value("r", &q), r#""r";q=1000000000000;w=1"#);
     }
 
     #[test]
