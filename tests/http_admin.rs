@@ -487,3 +487,39 @@ fn swept_factory_evicts_idle_keys_in_the_background() {
         drop(limiter); // joins the sweeper thread
     }
 }
+
+/// A fixed cost is checked against the burst, the most any algorithm admits at once: with
+/// `100/m;burst=5` a cost of 50 would refuse every request, so it is a 400 (and a cost of 5 is
+/// fine), for every algorithm.
+#[tokio::test]
+async fn a_cost_above_the_burst_is_refused_even_when_below_the_count() {
+    let (app, admin, layer) = empty_setup().await;
+    let client = Client::new();
+    for algorithm in ["gcra", "fixed_window", "sliding_window", "sliding_log"] {
+        let body = format!(r#"{{"name":"r","quota":"100/m;burst=5","algorithm":"{algorithm}","cost":50}}"#);
+        let (status, problem) = send(&client, reqwest::Method::POST, format!("{admin}/rules"), &body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{algorithm}: {problem}");
+        assert_eq!(
+            problem["detail"], "\"cost\" 50 is more than the quota's burst 5: every request would be refused",
+            "{algorithm}"
+        );
+        assert!(layer.rules().is_empty(), "{algorithm}");
+    }
+    // Nothing was added: requests pass unlimited.
+    assert_eq!(hit(&client, app.clone()).await, (200, None, None));
+
+    // A cost equal to the burst is admitted once, then refused until cells come back.
+    let body = r#"{"name":"r","quota":"100/m;burst=5","cost":5}"#;
+    let (status, _) = send(&client, reqwest::Method::POST, format!("{admin}/rules"), body).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(hit(&client, app.clone()).await, (200, some("5"), some("0")));
+    assert_eq!(hit(&client, app.clone()).await.0, 429);
+    // Replacing only the quota re-checks the kept cost against the new burst.
+    let (status, problem) =
+        send(&client, reqwest::Method::PUT, format!("{admin}/rules/r"), r#"{"quota":"100/m;burst=4"}"#).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        problem["detail"],
+        "\"cost\" 5 is more than the quota's burst 4: every request would be refused"
+    );
+}
