@@ -9,7 +9,11 @@
 //!   then the rightmost untrusted `X-Forwarded-For` / `Forwarded` hop. IPv6 bucketed by /64.
 //! * **Responses**: 429 with `Retry-After` (whole seconds, rounded up) and an
 //!   `application/problem+json` body; every limited response carries `X-RateLimit-*` and/or the
-//!   IETF draft `RateLimit-Policy` / `RateLimit` headers ([`HeaderStyle`]).
+//!   IETF draft `RateLimit-Policy` / `RateLimit` headers ([`HeaderStyle`]). Two 429s differ: a
+//!   request that costs more than a rule's burst is refused without `Retry-After` (retrying
+//!   never helps); one refused because a rule's key table is full
+//!   ([`CheckError::KeyLimit`](crate::CheckError::KeyLimit)) gets `Retry-After: 1` and no
+//!   rate-limit headers (no decision of that rule exists), and is no auto-ban strike.
 //! * **Auto-ban** ([`AutoBan`]): repeated denials ban the client for a while (403 or 429).
 //! * **Backend failures** follow [`FailurePolicy`]: by default the request proceeds; a 503 only
 //!   when configured to fail closed. Nothing here panics on a request.
@@ -143,26 +147,40 @@ impl RateLimitLayer {
         global.chain(set.routes.iter().map(|(p, r)| (Some(p.clone()), r.clone()))).collect()
     }
 
-    /// Replaces the rule named `name` (wherever it applies) by `rule`; `false` if there is no
-    /// such rule. Requests already past the rule lookup finish under the old one.
+    /// Replaces the rule named `name` (wherever it applies) by `rule`, in one atomic swap;
+    /// `false` if there is no such rule, and also, changing nothing, if `rule` would break what
+    /// [`add_rule`](Self::add_rule) guarantees: its name is another rule's
+    /// ([`RuleError::Exists`]), or at the replaced rule's route another rule already covers
+    /// some of `rule`'s methods ([`RuleError::RouteTaken`]).
+    /// [`replace_rule_at`](Self::replace_rule_at) does the same and says which. Requests
+    /// already past the rule lookup finish under the old one.
     ///
     /// ```
     /// use tollgate::http::{HttpKey, RateLimitLayer, Rule};
     /// use tollgate::{KeyedLimiter, Quota};
-    /// let rule = |n| Rule::new("r", KeyedLimiter::<HttpKey>::new(Quota::per_second(n).unwrap())).unwrap();
-    /// let layer = RateLimitLayer::builder().rule(rule(1)).build();
-    /// assert!(layer.replace_rule("r", rule(5)));
+    /// let rule = |name, n| Rule::new(name, KeyedLimiter::<HttpKey>::new(Quota::per_second(n).unwrap())).unwrap();
+    /// let layer = RateLimitLayer::builder().rule(rule("r", 1)).rule(rule("s", 1)).build();
+    /// assert!(layer.replace_rule("r", rule("r", 5)));
     /// assert_eq!(layer.rules()[0].1.quota().count(), 5);
+    /// // Names stay unique: "s" is taken.
+    /// assert!(!layer.replace_rule("r", rule("s", 9)));
+    /// assert_eq!(layer.rules()[0].1.name(), "r");
     /// ```
     pub fn replace_rule(&self, name: &str, rule: Rule) -> bool {
         let mut replaced = false;
         self.state.rules.rcu(|set| {
+            replaced = set.contains(name)
+                && (*rule.name == *name || !set.contains(&rule.name))
+                && !set
+                    .routes
+                    .iter()
+                    .any(|(p, r)| &*r.name == name && set.route_taken(Some(p), &rule, Some(name)));
             let mut set = RuleSet::clone(set);
-            replaced = false;
-            let all = set.global.iter_mut().chain(set.routes.iter_mut().map(|(_, r)| r));
-            for r in all.filter(|r| &*r.name == name) {
-                *r = rule.clone();
-                replaced = true;
+            if replaced {
+                let all = set.global.iter_mut().chain(set.routes.iter_mut().map(|(_, r)| r));
+                for r in all.filter(|r| &*r.name == name) {
+                    *r = rule.clone();
+                }
             }
             set
         });
@@ -419,9 +437,16 @@ struct Report {
 
 enum Denial {
     Limited(Duration),
+    /// A rule's key table is full ([`CheckError::KeyLimit`]): no decision of that rule to
+    /// report, and not the client's fault (no auto-ban strike).
+    KeyLimit(Duration),
     TooCostly,
     Unavailable,
 }
+
+/// What a 429 for a full key table asks the client to wait: by then an inline sweep has
+/// usually freed room.
+const KEY_LIMIT_RETRY: Duration = Duration::from_secs(1);
 
 #[derive(Default)]
 struct Acc {
@@ -449,7 +474,7 @@ impl Acc {
                 // A full key table is a limit, not a backend failure: a client that can mint
                 // new keys (IPv6 /64s, header values) must not pass unlimited under FailOpen.
                 if rule.mode == Mode::Block {
-                    self.deny.get_or_insert(Denial::Limited(std::time::Duration::from_secs(1)));
+                    self.deny.get_or_insert(Denial::KeyLimit(KEY_LIMIT_RETRY));
                 }
                 return;
             }
@@ -547,6 +572,16 @@ impl Acc {
                 write_retry_after(res.headers_mut(), retry);
                 res
             }
+            // The headers of the rules checked so far describe their allowed decisions (the
+            // full rule has none): sent with this 429 they would say requests remain. A plain
+            // 429 with `Retry-After`, and no strike: new clients are refused while the table is
+            // full through no fault of theirs, and banning them would outlast the congestion.
+            Denial::KeyLimit(retry) => {
+                let mut res = problem(StatusCode::TOO_MANY_REQUESTS, headers::TOO_MANY);
+                write_retry_after(res.headers_mut(), retry);
+                return Some(res);
+            }
+            // No `Retry-After`: waiting never makes the request cheaper.
             Denial::TooCostly => problem(StatusCode::TOO_MANY_REQUESTS, headers::TOO_COSTLY),
             Denial::Unavailable => problem(StatusCode::SERVICE_UNAVAILABLE, headers::UNAVAILABLE),
         };
