@@ -489,3 +489,166 @@ async fn rules_before_a_refusing_remote_rule_are_refunded() {
     assert_eq!(direct.peek().remaining(), 2);
     assert_eq!(direct.check().remaining(), 2);
 }
+
+/// nginx's `$proxy_add_x_forwarded_for` appends the real address to the line the client sent.
+/// A byte that is not ASCII in the client's part must not hide it: if it did, the client would
+/// be keyed as the proxy (here: loopback, skipped, so unlimited).
+#[tokio::test]
+async fn a_non_ascii_client_hop_does_not_hide_the_proxy_written_one() {
+    let clock = ManualClock::new();
+    let l = limiter(&clock, "1/s");
+    let layer = RateLimitLayer::builder()
+        .client_ip(ClientIpConfig::default().trust("127.0.0.1".parse().unwrap()))
+        .skip_if(|req| req.client_ip().is_some_and(|ip| ip.is_loopback()))
+        .rule(rule("ip", &l))
+        .build();
+    let base = serve(app(layer)).await;
+    let client = Client::new();
+    let mut statuses = Vec::new();
+    for sent in [&b"\xff"[..], b"\xc3\xa9", b"1.2.3.4\x80", b"\xff, 6.6.6.6\xfe"] {
+        let mut value = sent.to_vec();
+        value.extend_from_slice(b", 203.0.113.9");
+        let value = reqwest::header::HeaderValue::from_bytes(&value).unwrap();
+        statuses
+            .push(client.get(&base).header("x-forwarded-for", value).send().await.unwrap().status().as_u16());
+    }
+    assert_eq!(statuses, [200, 429, 429, 429]);
+    assert_eq!(keys(&l), ["203.0.113.9"]);
+}
+
+/// The same with RFC 7239: a client's unterminated quote does not swallow the element its proxy
+/// appended (a quoted IPv6 one included, whose own quotes would reopen the string).
+#[tokio::test]
+async fn an_unterminated_forwarded_quote_does_not_hide_the_proxy_written_element() {
+    let clock = ManualClock::new();
+    let l = limiter(&clock, "1/s");
+    let layer = RateLimitLayer::builder()
+        .client_ip(
+            ClientIpConfig::default().trust("127.0.0.1".parse().unwrap()).header(ProxyHeader::Forwarded),
+        )
+        .skip_if(|req| req.client_ip().is_some_and(|ip| ip.is_loopback()))
+        .rule(rule("ip", &l))
+        .build();
+    let base = serve(app(layer)).await;
+    let client = Client::new();
+    let get = |value: &'static str| client.get(&base).header("forwarded", value).send();
+    assert_eq!(get(r#"for=", for=203.0.113.9"#).await.unwrap().status(), StatusCode::OK);
+    assert_eq!(get(r#"for="\, for=203.0.113.9"#).await.unwrap().status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(get(r#"for="203.0.113.9:_obf""#).await.unwrap().status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(get(r#"for=", for="[2001:db8::9]:4711""#).await.unwrap().status(), StatusCode::OK);
+    assert_eq!(get(r#"x", for="[2001:db8::9]:_p1""#).await.unwrap().status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(keys(&l), ["2001:db8::/64", "203.0.113.9"]);
+}
+
+/// `Listed` refunds like a bare keyed limiter: a rule checked before a refusing (remote) rule
+/// keeps nothing of the refused requests.
+#[tokio::test]
+async fn listed_rules_before_a_refusing_rule_are_refunded() {
+    let clock = ManualClock::new();
+    let direct = limiter(&clock, "5/s");
+    let remote =
+        StrKeys::new(KeyedLimiter::<String, ManualClock>::with_clock(Quota::per_second(2).unwrap(), clock));
+    let layer = RateLimitLayer::builder()
+        .rule(rule("direct", &direct).key(KeyBy::Global))
+        .rule(Rule::new("remote", remote).unwrap())
+        .build();
+    let base = serve(app(layer)).await;
+    let client = Client::new();
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        statuses.push(client.get(&base).send().await.unwrap().status().as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 429, 429, 429]);
+    let mut left = Vec::new();
+    direct.for_each_http(&mut |k, d| left.push((k.to_owned(), d.remaining())));
+    // 2 admitted of 5, the 3 refused ones given back: a unit check now would leave 2 (it
+    // would leave 0 had the refused requests been kept).
+    assert_eq!(left, [("*".to_owned(), 2)]);
+}
+
+/// A 429 because a rule's key table is full carries no headers of the rules that allowed the
+/// request (they would say requests remain), gets `Retry-After: 1`, refunds those rules, and is
+/// no auto-ban strike (new clients are refused through no fault of theirs).
+#[tokio::test]
+async fn a_full_key_table_is_a_plain_429_and_no_strike() {
+    let clock = ManualClock::new();
+    let global = limiter(&clock, "10/s");
+    let table = Arc::new(Listed(
+        KeyedLimiter::<HttpKey, ManualClock>::with_clock(Quota::per_second(100).unwrap(), clock.clone())
+            .max_keys(1)
+            .full_table_policy(tollgate::FullTablePolicy::Reject),
+    ));
+    let ban =
+        AutoBan::with_clock(2, Duration::from_secs(10), Duration::from_secs(60), clock.clone()).unwrap();
+    let layer = RateLimitLayer::builder()
+        .rule(rule("global", &global).key(KeyBy::Global))
+        .rule(
+            Rule::from_arc("keys", table.clone() as Arc<dyn HttpLimiter>)
+                .unwrap()
+                .key(KeyBy::header("x-api-key")),
+        )
+        .auto_ban(ban)
+        .build();
+    let base = serve(app(layer.clone())).await;
+    let client = Client::new();
+    let res = client.get(&base).header("x-api-key", "a").send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(header(&res, "x-ratelimit-remaining"), Some("9"));
+    for _ in 0..5 {
+        let res = client.get(&base).header("x-api-key", "b").send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(header(&res, "retry-after"), Some("1"));
+        assert_eq!(header(&res, "content-type"), Some("application/problem+json"));
+        for name in [
+            "x-ratelimit-limit",
+            "x-ratelimit-remaining",
+            "x-ratelimit-reset",
+            "ratelimit",
+            "ratelimit-policy",
+        ] {
+            assert_eq!(header(&res, name), None, "{name}");
+        }
+    }
+    // Never banned: the client's existing key still passes, and no ban was issued.
+    let res = client.get(&base).header("x-api-key", "a").send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    // The global rule kept only the two admitted requests.
+    assert_eq!(header(&res, "x-ratelimit-remaining"), Some("8"));
+    let mut bans = Vec::new();
+    layer.auto_ban().unwrap().for_each_ban(|k, _| bans.push(k.to_owned()));
+    assert!(bans.is_empty(), "{bans:?}");
+    let m = layer.metrics();
+    assert_eq!((m.allowed, m.denied, m.banned, m.bans_issued), (2, 5, 0, 0));
+}
+
+/// `replace_rule` keeps names unique and routes free, as `add_rule` and `replace_rule_at` do.
+#[test]
+fn replace_rule_refuses_a_taken_name_or_route() {
+    let clock = ManualClock::new();
+    let l = limiter(&clock, "1/s");
+    let named = |name: &str| rule(name, &l);
+    let layer = RateLimitLayer::builder()
+        .rule(named("a"))
+        .rule(named("b"))
+        .route("/x", named("get").methods([http::Method::GET]))
+        .route("/x", named("post").methods([http::Method::POST]))
+        .build();
+    let names =
+        |layer: &RateLimitLayer| layer.rules().iter().map(|(_, r)| r.name().to_owned()).collect::<Vec<_>>();
+    // Another rule's name: refused, nothing changes.
+    assert!(!layer.replace_rule("a", named("b")));
+    assert_eq!(names(&layer), ["a", "b", "get", "post"]);
+    // Its own name, or a free one: replaced.
+    assert!(layer.replace_rule("a", named("a")));
+    assert!(layer.replace_rule("a", named("c")));
+    assert_eq!(names(&layer), ["c", "b", "get", "post"]);
+    // At /x, GET belongs to "get": "post" may not take it, but may be replaced for POST.
+    assert!(!layer.replace_rule("post", named("post").methods([http::Method::GET])));
+    assert!(!layer.replace_rule("post", named("post")));
+    assert!(layer.replace_rule("post", named("put").methods([http::Method::PUT])));
+    let rules = layer.rules();
+    assert_eq!(names(&layer), ["c", "b", "get", "put"]);
+    assert_eq!(rules[3].0.as_deref(), Some("/x"));
+    // Unknown: false, as before.
+    assert!(!layer.replace_rule("nope", named("z")));
+}
