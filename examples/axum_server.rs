@@ -9,7 +9,14 @@
 //! * `GET /`: 10 requests/s per client address (burst 10), both header styles.
 //! * `POST /login`: 5 per minute per client address.
 //! * `GET /api/data`: 100 per minute per `X-API-Key` (per client address without one).
-//! * Every route: 1000 requests/s in total.
+//! * Every route: 600 requests per minute per client address, and 1000 requests/s in total.
+//!
+//! **A header key is only as good as its validation.** This demo keys `/api/data` by the raw
+//! `X-API-Key` value, which the client chooses: a client that sends a new value each time gets a
+//! fresh bucket each time and is never held to the 100/min. In a real service, authenticate the
+//! key first (or key by the account it authenticates to) and key unauthenticated requests by
+//! client address. Here the per-client-address rule on every route is what still bounds such a
+//! client (600/min), and the total rule bounds everyone together.
 //! * `GET /healthz`: never limited.
 //!
 //! Environment: `TOLLGATE_ADDR` (default `127.0.0.1:3000`); `TOLLGATE_TRUSTED_PROXIES`, a
@@ -42,9 +49,13 @@ pub fn layer<C: Clock + Clone + 'static>(clock: C, client_ip: ClientIpConfig) ->
         .client_ip(client_ip)
         .header_style(HeaderStyle::Both)
         .skip_path("/healthz")
+        // Per client address on every route: caps what one client gets however many header
+        // keys it mints (see the module docs).
+        .rule(rule("per-client", quota(600, 60)).key(KeyBy::ClientIp))
         .rule(rule("global", quota(1000, 1)).key(KeyBy::Global))
         .route("/", rule("per-ip", quota(10, 1)).key(KeyBy::ClientIp))
         .route("/login", rule("login", quota(5, 60)).key(KeyBy::ClientIp).methods([http::Method::POST]))
+        // Demo only: `X-API-Key` is not validated here, so clients can mint keys (module docs).
         .route("/api/data", rule("api", quota(100, 60)).key(KeyBy::header("x-api-key").or(KeyBy::ClientIp)))
         .build()
 }

@@ -164,3 +164,21 @@ async fn trusted_proxy_uses_rightmost_untrusted_address() {
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(header(&res, "x-ratelimit-remaining"), Some("9"));
 }
+
+#[tokio::test]
+async fn minted_api_keys_are_still_bounded_per_client_address() {
+    // `X-API-Key` is not validated in the demo: each new value is a new bucket of the `api`
+    // rule. The per-client-address rule on every route still holds such a client to 600/min.
+    let (base, _clock) = start(ClientIpConfig::default()).await;
+    let client = Client::new();
+    let url = format!("{base}/api/data");
+    for i in 0..600 {
+        let res = client.get(&url).header("x-api-key", format!("minted-{i}")).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "request {i}");
+    }
+    let res = client.get(&url).header("x-api-key", "minted-600").send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(header(&res, "ratelimit-policy"), Some(r#""per-client";q=600;w=60"#));
+    // One request per 100 ms comes back.
+    assert_eq!(header(&res, "retry-after"), Some("1"));
+}
