@@ -20,7 +20,7 @@ use tollgate::http::client_ip::{
 /// Runs every check on `data`; panics on a violation. Returns the client address found
 /// (`None` for empty input).
 pub fn check_forwarded(data: &[u8]) -> Option<IpAddr> {
-    let Some((&selector, rest)) = data.split_first() else { return None };
+    let (&selector, rest) = data.split_first()?;
     let forwarded = selector & 1 == 1;
     let name = if forwarded { "forwarded" } else { "x-forwarded-for" };
     let mut config = ClientIpConfig::default()

@@ -12,7 +12,7 @@
 //!   IETF draft `RateLimit-Policy` / `RateLimit` headers ([`HeaderStyle`]). Two 429s differ: a
 //!   request that costs more than a rule's burst is refused without `Retry-After` (retrying
 //!   never helps); one refused because a rule's key table is full
-//!   ([`CheckError::KeyLimit`](crate::CheckError::KeyLimit)) gets `Retry-After: 1` and no
+//!   ([`CheckError::KeyLimit`]) gets `Retry-After: 1` and no
 //!   rate-limit headers (no decision of that rule exists), and is no auto-ban strike.
 //! * **Auto-ban** ([`AutoBan`]): repeated denials ban the client for a while (403 or 429).
 //! * **Backend failures** follow [`FailurePolicy`]: by default the request proceeds; a 503 only
