@@ -490,19 +490,27 @@ fn swept_factory_evicts_idle_keys_in_the_background() {
 
 /// A fixed cost is checked against the burst, the most any algorithm admits at once: with
 /// `100/m;burst=5` a cost of 50 would refuse every request, so it is a 400 (and a cost of 5 is
-/// fine), for every algorithm.
+/// fine). The window algorithms refuse a separate burst outright (a window limits its count),
+/// and check the cost against that count.
 #[tokio::test]
 async fn a_cost_above_the_burst_is_refused_even_when_below_the_count() {
     let (app, admin, layer) = empty_setup().await;
     let client = Client::new();
-    for algorithm in ["gcra", "fixed_window", "sliding_window", "sliding_log"] {
-        let body = format!(r#"{{"name":"r","quota":"100/m;burst=5","algorithm":"{algorithm}","cost":50}}"#);
+    for (algorithm, quota, detail) in [
+        ("gcra", "100/m;burst=5", "\"cost\" 50 is more than the quota's burst 5: every request would be refused"),
+        ("fixed_window", "5/m", "\"cost\" 50 is more than the quota's burst 5: every request would be refused"),
+        ("sliding_window", "5/m", "\"cost\" 50 is more than the quota's burst 5: every request would be refused"),
+        ("sliding_log", "5/m", "\"cost\" 50 is more than the quota's burst 5: every request would be refused"),
+        (
+            "fixed_window",
+            "100/m;burst=5",
+            "\"quota\" \"100/m;burst=5\": a window limits 100 per period and cannot also allow a burst of 5 (drop ;burst=, or use GCRA)",
+        ),
+    ] {
+        let body = format!(r#"{{"name":"r","quota":"{quota}","algorithm":"{algorithm}","cost":50}}"#);
         let (status, problem) = send(&client, reqwest::Method::POST, format!("{admin}/rules"), &body).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{algorithm}: {problem}");
-        assert_eq!(
-            problem["detail"], "\"cost\" 50 is more than the quota's burst 5: every request would be refused",
-            "{algorithm}"
-        );
+        assert_eq!(problem["detail"], detail, "{algorithm} {quota}");
         assert!(layer.rules().is_empty(), "{algorithm}");
     }
     // Nothing was added: requests pass unlimited.

@@ -526,9 +526,9 @@ mod tests {
         assert_eq!(policy("20/1500ms"), r#""r";q=26;w=2"#);
         assert_eq!(policy("1/1500ms"), r#""r";q=1;w=2"#);
         assert_eq!(policy("3/333ms"), r#""r";q=9;w=1"#);
-        // A large count over a tiny period: a million per microsecond.
-        let q = Quota::new(1_000_000, Duration::from_micros(1)).unwrap();
-        assert_eq!(policy_value("r", &q), r#""r";q=1000000000000;w=1"#);
+        // The fastest quota there is: one cell per nanosecond.
+        let q = Quota::new(1_000, Duration::from_micros(1)).unwrap();
+        assert_eq!(policy_value("r", &q), r#""r";q=1000000000;w=1"#);
     }
 
     #[test]
