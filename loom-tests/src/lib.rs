@@ -26,6 +26,12 @@
 //!   log's claim protocol, composite refunds, and composite eviction (the sweep's holds on both
 //!   words racing checkers: both idle, second busy, and a check whose clock read predates the
 //!   sweep's, with one and two checkers).
+//! * `deny_cache.rs`: the Redis deny cache's generation fence (`src/redis/cache.rs`): an
+//!   insertion racing an invalidation of the same key (with one and two inserters) leaves an
+//!   entry only if its check read the generation after the invalidation's bump; and a prune at
+//!   capacity racing an insertion never drops a live denial. These models build tollgate with
+//!   feature `redis` (loom builds only, see `Cargo.toml`) and drive the production cache through
+//!   `tollgate::redis::deny_cache_loom`, with papaya replaced by a loom `Mutex` stand-in.
 //!
 //! # Preemption bound
 //!

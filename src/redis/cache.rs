@@ -24,6 +24,10 @@
 //! Memory: each entry is the key's bytes (boxed) plus an [`Entry`] (48 bytes) and papaya's
 //! per-entry overhead (a heap node with its reclamation header, a table slot and spare slots),
 //! so budget roughly `capacity × (key length + 150)` bytes; an estimate, not a measurement.
+//!
+//! **Loom.** Loom cannot see inside papaya, so under `cfg(tollgate_loom)` the map is a loom
+//! `Mutex` stand-in with the same calls (`loom_map`), and `loom_api` lets
+//! `loom-tests/tests/deny_cache.rs` drive the code below, not a copy of it.
 
 use std::fmt;
 
@@ -95,9 +99,17 @@ impl Entry {
     }
 }
 
+/// The cache's map: papaya in production.
+#[cfg(not(tollgate_loom))]
+type Map = papaya::HashMap<Box<[u8]>, Entry, foldhash::fast::RandomState>;
+
+/// Under loom: the loom-visible stand-in, with the same calls (see [`loom_map`]).
+#[cfg(tollgate_loom)]
+type Map = loom_map::Map;
+
 /// Bounded map from user key to its cached denial.
 pub(crate) struct DenyCache {
-    map: papaya::HashMap<Box<[u8]>, Entry, foldhash::fast::RandomState>,
+    map: Map,
     capacity: usize,
     /// One pruning caller at a time; the others skip caching instead of waiting.
     pruning: AtomicBool,
@@ -114,15 +126,14 @@ impl fmt::Debug for DenyCache {
 impl DenyCache {
     /// A cache of at most `capacity` keys (0 disables it).
     pub(crate) fn new(capacity: usize) -> DenyCache {
-        DenyCache {
-            map: papaya::HashMap::builder()
-                .capacity(capacity.min(1 << 16))
-                .hasher(foldhash::fast::RandomState::default())
-                .build(),
-            capacity,
-            pruning: AtomicBool::new(false),
-            generation: AtomicU64::new(0),
-        }
+        #[cfg(not(tollgate_loom))]
+        let map = papaya::HashMap::builder()
+            .capacity(capacity.min(1 << 16))
+            .hasher(foldhash::fast::RandomState::default())
+            .build();
+        #[cfg(tollgate_loom)]
+        let map = loom_map::Map::new();
+        DenyCache { map, capacity, pruning: AtomicBool::new(false), generation: AtomicU64::new(0) }
     }
 
     /// The invalidation generation, to be read before a check reads its quota and sends its
@@ -208,6 +219,146 @@ impl DenyCache {
     /// Entries currently held.
     pub(crate) fn len(&self) -> usize {
         self.map.len()
+    }
+}
+
+/// A loom-visible stand-in for the papaya map, with exactly the calls `DenyCache` makes (`pin`,
+/// `get`, `contains_key`, `insert`, `remove`, `remove_if`, `retain`, `len`), so the code above
+/// compiles unchanged against it.
+///
+/// Each call takes the loom `Mutex` once, so it is one atomic step, as each of papaya's per-key
+/// operations linearizes at one CAS. `retain` locks once per entry and judges it under the lock:
+/// papaya judges an entry, CASes it to a tombstone and, if the entry changed meanwhile, judges
+/// the new value again, so what it removes is always a value it judged. `get` hands out an `Arc`
+/// clone (papaya: a reference that outlives a concurrent removal). `len` is exact here, while
+/// papaya's is a sum of sharded counters; the code above only uses it as a soft bound.
+#[cfg(tollgate_loom)]
+pub(crate) mod loom_map {
+    use std::sync::Arc;
+
+    use super::Entry;
+    use crate::sync::Mutex;
+
+    type Entries = Vec<(Box<[u8]>, Arc<Entry>)>;
+
+    /// The map (a linear list: models hold a handful of keys).
+    pub(crate) struct Map {
+        entries: Mutex<Entries>,
+    }
+
+    impl Map {
+        pub(crate) fn new() -> Map {
+            Map { entries: Mutex::new(Vec::new()) }
+        }
+
+        /// papaya's `pin()`: no guard is needed here.
+        pub(crate) fn pin(&self) -> &Map {
+            self
+        }
+
+        fn position(entries: &Entries, key: &[u8]) -> Option<usize> {
+            entries.iter().position(|(k, _)| **k == *key)
+        }
+
+        pub(crate) fn get(&self, key: &[u8]) -> Option<Arc<Entry>> {
+            let entries = self.entries.lock().unwrap();
+            Self::position(&entries, key).map(|i| Arc::clone(&entries[i].1))
+        }
+
+        pub(crate) fn contains_key(&self, key: &[u8]) -> bool {
+            Self::position(&self.entries.lock().unwrap(), key).is_some()
+        }
+
+        pub(crate) fn insert(&self, key: Box<[u8]>, value: Entry) {
+            let mut entries = self.entries.lock().unwrap();
+            match Self::position(&entries, &key) {
+                Some(i) => entries[i].1 = Arc::new(value),
+                None => entries.push((key, Arc::new(value))),
+            }
+        }
+
+        pub(crate) fn remove(&self, key: &[u8]) {
+            let mut entries = self.entries.lock().unwrap();
+            if let Some(i) = Self::position(&entries, key) {
+                entries.remove(i);
+            }
+        }
+
+        /// Removes `key` if `pred(key, value)`; the result says whether it did (papaya returns
+        /// the removed entry or the one it kept; the cache ignores both).
+        pub(crate) fn remove_if(&self, key: &[u8], mut pred: impl FnMut(&[u8], &Entry) -> bool) -> bool {
+            let mut entries = self.entries.lock().unwrap();
+            match Self::position(&entries, key) {
+                Some(i) if pred(key, &entries[i].1) => {
+                    entries.remove(i);
+                    true
+                }
+                _ => false,
+            }
+        }
+
+        pub(crate) fn retain(&self, mut keep: impl FnMut(&[u8], &Entry) -> bool) {
+            let keys: Vec<Box<[u8]>> = self.entries.lock().unwrap().iter().map(|(k, _)| k.clone()).collect();
+            for key in keys {
+                let _ = self.remove_if(&key, |k, v| !keep(k, v));
+            }
+        }
+
+        pub(crate) fn len(&self) -> usize {
+            self.entries.lock().unwrap().len()
+        }
+    }
+}
+
+/// What the loom models call (`loom-tests/tests/deny_cache.rs`): a forwarding facade over
+/// [`DenyCache`], so the models run the production protocol. Entries are window denials of
+/// cost 1 ([`Entry::Until`]), told apart by their `until`.
+#[cfg(tollgate_loom)]
+#[doc(hidden)]
+pub mod loom_api {
+    use crate::clock::Nanos;
+
+    /// [`DenyCache`](super::DenyCache), for the models.
+    #[derive(Debug)]
+    pub struct DenyCache(super::DenyCache);
+
+    impl DenyCache {
+        /// A cache of at most `capacity` keys.
+        pub fn new(capacity: usize) -> DenyCache {
+            DenyCache(super::DenyCache::new(capacity))
+        }
+
+        /// The generation a check reads before it sends.
+        pub fn generation(&self) -> u64 {
+            self.0.generation()
+        }
+
+        /// Caches a denial of `key` until `until` (cost 1), sent at generation `seen`.
+        pub fn insert(&self, key: &[u8], until: Nanos, now: Nanos, seen: u64) {
+            let entry = super::Entry::Until { until, cost: 1, limit: 1, remaining: 0, reset_at: until };
+            self.0.insert(key, entry, now, seen);
+        }
+
+        /// Forgets `key` and fences denials in flight.
+        pub fn invalidate(&self, key: &[u8]) {
+            self.0.invalidate(key);
+        }
+
+        /// The `until` of the cached denial of `key` that still applies at `now`, if any.
+        pub fn cached_until(&self, key: &[u8], now: Nanos) -> Option<Nanos> {
+            let decision = self.0.lookup(key, now, 1)?;
+            decision.retry_after_nanos().map(|wait| now + wait)
+        }
+
+        /// Entries held.
+        pub fn len(&self) -> usize {
+            self.0.len()
+        }
+
+        /// Whether no entry is held.
+        pub fn is_empty(&self) -> bool {
+            self.0.len() == 0
+        }
     }
 }
 

@@ -39,6 +39,9 @@
 //! [`EVALSHA`]: https://redis.io/docs/latest/commands/evalsha/
 
 mod cache;
+#[cfg(tollgate_loom)]
+#[doc(hidden)]
+pub use cache::loom_api as deny_cache_loom;
 mod conn;
 mod keys;
 mod script;
