@@ -257,6 +257,15 @@ pub(crate) fn confirm_hold(word: &AtomicU64, held: u64) -> bool {
 // only makes its judgment stricter (an older lap reads as "claim still being written", an
 // older stamp as "still in the window"): so slot accesses need no ordering beyond the slot's
 // own coherence, and are `Relaxed`. The head CAS alone decides who owns which slots.
+//
+// The lap tag is the lap mod 4, so "an older lap" holds for values one to three laps stale. A
+// value exactly four (or 4k) laps stale would carry a matching tag and an older stamp, and read
+// as expired: looser, not stricter. Nothing in the language's memory model forbids a Relaxed
+// load from returning it (the slot's store is not ordered before the head value the reader
+// acquired), so this rests on a hardware fact, not on the model: on coherent caches (x86, and
+// ARMv8, which is other-multi-copy-atomic) a load does not return a value that 4·limit later
+// head CASes, each a full round trip on the head's line, have long since overwritten. Loom
+// cannot reach four laps in a model; a wider tag would cost stamp bits.
 
 /// Reads a ring slot.
 #[inline]

@@ -17,7 +17,9 @@
 //! no longer holds that state. So every invalidation bumps a generation counter, a check reads
 //! the counter before it sends (see [`DenyCache::generation`]), and an insertion stands only if
 //! no invalidation happened since: [`DenyCache::insert`] re-reads the counter after inserting and
-//! withdraws its entry if the counter moved. The counter is global, not per key, so an
+//! withdraws its entry if the counter moved. Between its insertion and its withdrawal (a few
+//! instructions) a concurrent lookup may still see that entry: one more denial with
+//! `Origin::DenyCache`, never an admission. The counter is global, not per key, so an
 //! invalidation of one key also stops the caching of denials of other keys then in flight; they
 //! are simply asked of Redis again (invalidations are rare administrative calls).
 //!
