@@ -169,4 +169,7 @@ fn eviction_stress_large() {
     let fixed = FixedWindow::from_quota(Quota::per_second(100).unwrap()).unwrap();
     let gcra = Gcra::new(&Quota::per_second(100).unwrap()).unwrap();
     run(Composite::of(gcra, fixed), 100, 200, 64);
+    let gcra = Gcra::new(&Quota::per_second(100).unwrap()).unwrap();
+    let log = SlidingLog::from_quota(Quota::per_second(100).unwrap()).unwrap();
+    run(Composite::of(gcra, log), 100, 200, 64);
 }
