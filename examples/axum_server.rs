@@ -67,7 +67,7 @@ pub fn router(layer: RateLimitLayer) -> Router {
         .route("/login", post(|| async { "welcome\n" }))
         .route("/api/data", get(|| async { "{\"data\":[1,2,3]}\n" }))
         .route("/healthz", get(|| async { "ok\n" }))
-        .layer(layer)
+        .layer(layer.same_body())
 }
 
 fn quota(count: u64, seconds: u64) -> Quota {

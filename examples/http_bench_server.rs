@@ -10,7 +10,8 @@
 //!
 //! Modes: `plain`, `tollgate-allow` (both header styles: five headers), `tollgate-allow-legacy`
 //! (`X-RateLimit-*`: three), `tollgate-allow-ietf` (`RateLimit-Policy`/`RateLimit`: two),
-//! `tollgate-allow-noheaders`, `tollgate-deny`, `governor-allow`, `governor-deny`. The runtime
+//! `tollgate-allow-noheaders`, `tollgate-allow-noheaders-wrapped` (the default body mode, which
+//! axum boxes again; every other tollgate mode keeps axum's body: `same_body`), `tollgate-deny`, `governor-allow`, `governor-deny`. The runtime
 //! has `TOLLGATE_BENCH_THREADS` workers (default 1). All modes key by peer address and are
 //! served with `ConnectInfo`.
 
@@ -18,12 +19,18 @@ use std::net::SocketAddr;
 
 use axum::routing::get;
 use axum::Router;
-use tollgate::http::{HeaderStyle, HttpKey, KeyBy, RateLimitLayer, Rule};
+use tollgate::http::{HeaderStyle, HttpKey, KeyBy, RateLimitLayer, Rule, Same};
 use tollgate::{KeyedLimiter, Quota};
 use tower_governor::governor::GovernorConfigBuilder;
 use tower_governor::GovernorLayer;
 
-fn tollgate_layer(quota: Quota, style: HeaderStyle) -> Result<RateLimitLayer, String> {
+/// The layer as an axum app should use it: keeping axum's body type ([`RateLimitLayer::same_body`]).
+fn tollgate_layer(quota: Quota, style: HeaderStyle) -> Result<RateLimitLayer<Same>, String> {
+    Ok(wrapped_layer(quota, style)?.same_body())
+}
+
+/// The layer with its default body mode, whose responses axum boxes once more.
+fn wrapped_layer(quota: Quota, style: HeaderStyle) -> Result<RateLimitLayer, String> {
     let rule = Rule::new("bench", KeyedLimiter::<HttpKey>::new(quota)).map_err(|e| e.to_string())?;
     Ok(RateLimitLayer::builder().header_style(style).rule(rule.key(KeyBy::PeerIp)).build())
 }
@@ -36,6 +43,7 @@ fn app(mode: &str) -> Result<Router, String> {
         "plain" => hello,
         "tollgate-allow" => hello.layer(tollgate_layer(allow, HeaderStyle::Both)?),
         "tollgate-allow-noheaders" => hello.layer(tollgate_layer(allow, HeaderStyle::None)?),
+        "tollgate-allow-noheaders-wrapped" => hello.layer(wrapped_layer(allow, HeaderStyle::None)?),
         "tollgate-allow-legacy" => hello.layer(tollgate_layer(allow, HeaderStyle::Legacy)?),
         "tollgate-allow-ietf" => hello.layer(tollgate_layer(allow, HeaderStyle::Ietf)?),
         "tollgate-deny" => hello.layer(tollgate_layer(deny, HeaderStyle::Both)?),
@@ -59,12 +67,13 @@ fn app(mode: &str) -> Result<Router, String> {
 /// layer's own cost, not throughput.
 fn inproc(requests: u32) -> Result<(), Box<dyn std::error::Error>> {
     use tower::{Service, ServiceExt};
-    const MODES: [&str; 8] = [
+    const MODES: [&str; 9] = [
         "plain",
         "tollgate-allow",
         "tollgate-allow-legacy",
         "tollgate-allow-ietf",
         "tollgate-allow-noheaders",
+        "tollgate-allow-noheaders-wrapped",
         "tollgate-deny",
         "governor-allow",
         "governor-deny",

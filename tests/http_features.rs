@@ -652,3 +652,62 @@ fn replace_rule_refuses_a_taken_name_or_route() {
     // Unknown: false, as before.
     assert!(!layer.replace_rule("nope", named("z")));
 }
+
+/// What a client sees of a response: status, the headers the layer writes or sets, the body.
+async fn seen(res: Response) -> (StatusCode, Vec<(String, Option<String>)>, String) {
+    let names = [
+        "content-type",
+        "content-length",
+        "retry-after",
+        "x-ratelimit-limit",
+        "x-ratelimit-remaining",
+        "x-ratelimit-reset",
+        "ratelimit-policy",
+        "ratelimit",
+    ];
+    let headers = names.iter().map(|n| (n.to_string(), header(&res, n).map(str::to_owned))).collect();
+    (res.status(), headers, res.text().await.unwrap())
+}
+
+/// `same_body` (axum's own body type, no second box) and the default `Wrapped` body answer every
+/// path byte for byte alike: passes with headers, 429, the auto-ban 403, and the remote
+/// (boxed-future) path's pass and 429.
+#[tokio::test]
+async fn both_body_modes_answer_alike() {
+    let clock = ManualClock::new();
+    let layer = |clock: &ManualClock| {
+        let remote = StrKeys::new(KeyedLimiter::<String, ManualClock>::with_clock(
+            Quota::per_second(3).unwrap(),
+            clock.clone(),
+        ));
+        let ban =
+            AutoBan::with_clock(2, Duration::from_secs(10), Duration::from_secs(60), clock.clone()).unwrap();
+        RateLimitLayer::builder()
+            .rule(rule("local", &limiter(clock, "2/s")).methods([axum::http::Method::GET]))
+            .rule(Rule::new("remote", remote).unwrap().methods([axum::http::Method::POST]))
+            .auto_ban(ban)
+            .build()
+    };
+    let wrapped = serve(app(layer(&clock))).await;
+    let same = {
+        let router: Router = Router::new().route("/", get(note).post(note)).layer(layer(&clock).same_body());
+        serve(router).await
+    };
+    let client = Client::new();
+    let mut statuses = Vec::new();
+    for (method, advance) in
+        [("POST", 0), ("POST", 0), ("POST", 0), ("POST", 0), ("GET", 0), ("GET", 0), ("GET", 0), ("GET", 2)]
+    {
+        clock.advance(Duration::from_secs(advance));
+        let mut answers = Vec::new();
+        for base in [&wrapped, &same] {
+            let req = client.request(method.parse().unwrap(), base.as_str());
+            answers.push(seen(req.send().await.unwrap()).await);
+        }
+        assert_eq!(answers[0], answers[1], "{method}");
+        statuses.push(answers[0].0.as_u16());
+    }
+    // Remote: 3 passes then a 429 (strike 1); local: 2 passes, a 429 (strike 2: banned), then
+    // the ban's 403.
+    assert_eq!(statuses, [200, 200, 200, 429, 200, 200, 429, 403]);
+}

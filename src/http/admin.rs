@@ -220,9 +220,9 @@ impl AdminApi {
     /// An admin API for `layer`, guarded by the bearer `token`. An empty token locks every
     /// authenticated route. New limiters come from [`swept_factory`] on a [`QuantaClock`], with
     /// [`DEFAULT_MAX_KEYS`] and [`DEFAULT_SWEEP_INTERVAL`].
-    pub fn new(layer: RateLimitLayer, token: &str) -> AdminApi {
+    pub fn new<M>(layer: RateLimitLayer<M>, token: &str) -> AdminApi {
         let factory = swept_factory(QuantaClock::new(), DEFAULT_MAX_KEYS, DEFAULT_SWEEP_INTERVAL);
-        AdminApi { layer, token: token.as_bytes().into(), factory }
+        AdminApi { layer: layer.retype(), token: token.as_bytes().into(), factory }
     }
 
     /// How to build a limiter for a rule created or re-limited through the API.

@@ -11,6 +11,7 @@ use http::{Extensions, HeaderMap, HeaderName, Method, Uri};
 use super::client_ip::ClientIpConfig;
 
 const INLINE: usize = 46;
+const _: () = assert!(INLINE > super::client_ip::IPV4_MAX_LEN); // `write_ipv4` writes 16 bytes
 
 /// A rate-limit key: UTF-8 text, stored inline up to 46 bytes (an IPv4 or IPv6 bucket, a route
 /// plus an address, an API key) so building one allocates nothing; longer keys spill to the
@@ -385,7 +386,7 @@ impl KeyBy {
         {
             let mut bytes = [0u8; INLINE];
             let len = super::client_ip::write_ipv4(v4, &mut bytes);
-            // At most 15 bytes: fits a u8.
+            // At most 15 bytes (`IPV4_MAX_LEN`): fits a u8.
             return HttpKey { repr: Repr::Inline { len: len as u8, bytes } };
         }
         let mut out = KeyBuilder::new();

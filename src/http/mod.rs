@@ -46,6 +46,7 @@ mod rules;
 use std::cell::Cell;
 use std::fmt;
 use std::future::Future;
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::Arc;
@@ -73,9 +74,85 @@ use crate::quota::Quota;
 use headers::{problem, write_headers, write_retry_after, PolicyRef};
 use rules::{prefix_matches, RuleSet};
 
-/// The response body of a rate-limited service: the inner body, or the middleware's own
-/// (problem+json).
+/// The response body of a rate-limited service under [`Wrapped`] (the default): the inner
+/// body, or the middleware's own (problem+json).
 pub type RateLimitBody<B> = Either<B, Full<Bytes>>;
+
+/// How [`RateLimit`]'s responses carry bodies of type `B`: the inner service's pass through
+/// ([`pass`](BodyMode::pass)) and the middleware's own 429, 403 and 503 carry a short
+/// problem+json body ([`own`](BodyMode::own)).
+///
+/// [`Wrapped`] (the default) works with every body type: responses are
+/// `Response<Either<B, Full<Bytes>>>`. [`Same`] keeps the inner body type for bodies that can
+/// be made from [`Bytes`] (axum's `Body`, `Full<Bytes>`): axum then needs no second box per
+/// response around the layer's body (an allocation and an indirection per request saved).
+/// Implement it for another body type that needs neither.
+///
+/// ```
+/// use bytes::Bytes;
+/// use http_body_util::Full;
+/// use tollgate::http::{BodyMode, Same};
+/// let body: Full<Bytes> = <Same as BodyMode<Full<Bytes>>>::own(Bytes::from_static(b"{}"));
+/// # let _ = body;
+/// ```
+pub trait BodyMode<B>: Send + Sync + 'static {
+    /// The response body type.
+    type Body;
+
+    /// The inner service's body.
+    fn pass(body: B) -> Self::Body;
+
+    /// The middleware's own body.
+    fn own(bytes: Bytes) -> Self::Body;
+}
+
+/// The default [`BodyMode`]: [`RateLimitBody<B>`], for any inner body.
+///
+/// ```
+/// use tollgate::http::{BodyMode, Wrapped};
+/// let body = <Wrapped as BodyMode<String>>::pass("hi".to_owned());
+/// assert!(matches!(body, http_body_util::Either::Left(_)));
+/// ```
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Wrapped;
+
+impl<B> BodyMode<B> for Wrapped {
+    type Body = RateLimitBody<B>;
+
+    #[inline]
+    fn pass(body: B) -> RateLimitBody<B> {
+        Either::Left(body)
+    }
+
+    fn own(bytes: Bytes) -> RateLimitBody<B> {
+        Either::Right(Full::new(bytes))
+    }
+}
+
+/// The [`BodyMode`] that keeps the inner body type (`B: From<Bytes>`); select it with
+/// [`RateLimitLayer::same_body`].
+///
+/// ```
+/// use bytes::Bytes;
+/// use tollgate::http::{BodyMode, Same};
+/// let body: http_body_util::Full<Bytes> = <Same as BodyMode<_>>::pass(Bytes::from_static(b"ok").into());
+/// # let _ = body;
+/// ```
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Same;
+
+impl<B: From<Bytes>> BodyMode<B> for Same {
+    type Body = B;
+
+    #[inline]
+    fn pass(body: B) -> B {
+        body
+    }
+
+    fn own(bytes: Bytes) -> B {
+        B::from(bytes)
+    }
+}
 
 /// What to do when a limiter fails (a remote backend down, a full key table).
 ///
@@ -108,19 +185,40 @@ pub(crate) struct State {
 }
 
 /// A tower [`Layer`] that rate-limits requests. Cheap to clone (one `Arc`); clones share rules,
-/// limiters and counters. Build it with [`RateLimitLayer::builder`].
-#[derive(Clone)]
-pub struct RateLimitLayer {
+/// limiters and counters. Build it with [`RateLimitLayer::builder`]; `M` is how responses
+/// carry bodies ([`BodyMode`]; with axum, [`same_body`](RateLimitLayer::same_body) saves an
+/// allocation per response).
+pub struct RateLimitLayer<M = Wrapped> {
     state: Arc<State>,
+    mode: PhantomData<fn() -> M>,
 }
 
-impl fmt::Debug for RateLimitLayer {
+impl<M> Clone for RateLimitLayer<M> {
+    fn clone(&self) -> Self {
+        RateLimitLayer { state: Arc::clone(&self.state), mode: PhantomData }
+    }
+}
+
+impl<M> fmt::Debug for RateLimitLayer<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RateLimitLayer").field("rules", &self.state.rules.load()).finish_non_exhaustive()
     }
 }
 
 impl RateLimitLayer {
+    /// The same layer (sharing rules, limiters and counters) with responses that keep the inner
+    /// service's body type ([`Same`]): for axum (`axum::body::Body: From<Bytes>`), whose router
+    /// would otherwise box the layer's [`RateLimitBody`] once more on every response.
+    ///
+    /// ```
+    /// use tollgate::http::{RateLimitLayer, Same};
+    /// let layer: RateLimitLayer<Same> = RateLimitLayer::builder().build().same_body();
+    /// # let _ = layer;
+    /// ```
+    pub fn same_body(self) -> RateLimitLayer<Same> {
+        self.retype()
+    }
+
     /// A builder with no rules (which limits nothing).
     pub fn builder() -> RateLimitLayerBuilder {
         RateLimitLayerBuilder {
@@ -133,6 +231,13 @@ impl RateLimitLayer {
             ban: None,
             on_error: FailurePolicy::default(),
         }
+    }
+}
+
+impl<M> RateLimitLayer<M> {
+    /// The same layer with another body mode (shared state).
+    pub(crate) fn retype<N>(self) -> RateLimitLayer<N> {
+        RateLimitLayer { state: self.state, mode: PhantomData }
     }
 
     /// The counters.
@@ -291,11 +396,11 @@ impl RateLimitLayer {
     }
 }
 
-impl<S> Layer<S> for RateLimitLayer {
-    type Service = RateLimit<S>;
+impl<S, M> Layer<S> for RateLimitLayer<M> {
+    type Service = RateLimit<S, M>;
 
-    fn layer(&self, inner: S) -> RateLimit<S> {
-        RateLimit { inner, state: Arc::clone(&self.state) }
+    fn layer(&self, inner: S) -> RateLimit<S, M> {
+        RateLimit { inner, state: Arc::clone(&self.state), mode: PhantomData }
     }
 }
 
@@ -410,18 +515,25 @@ impl RateLimitLayerBuilder {
                 on_error: self.on_error,
                 metrics: Metrics::default(),
             }),
+            mode: PhantomData,
         }
     }
 }
 
 /// The rate-limiting [`Service`] made by [`RateLimitLayer`].
-#[derive(Clone)]
-pub struct RateLimit<S> {
+pub struct RateLimit<S, M = Wrapped> {
     inner: S,
     state: Arc<State>,
+    mode: PhantomData<fn() -> M>,
 }
 
-impl<S: fmt::Debug> fmt::Debug for RateLimit<S> {
+impl<S: Clone, M> Clone for RateLimit<S, M> {
+    fn clone(&self) -> Self {
+        RateLimit { inner: self.inner.clone(), state: Arc::clone(&self.state), mode: PhantomData }
+    }
+}
+
+impl<S: fmt::Debug, M> fmt::Debug for RateLimit<S, M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RateLimit").field("inner", &self.inner).finish_non_exhaustive()
     }
@@ -595,7 +707,9 @@ impl Acc {
 enum Step {
     Skip,
     Respond(Response<Bytes>),
-    Pass(Acc),
+    /// The request passes; what to report is in the caller's [`Acc`] (filled in place: the
+    /// accumulator is ~200 bytes, and moving it out in the step cost a copy per request).
+    Pass,
     // Boxed: the remote path allocates a future anyway, and Step stays small on the local one.
     Async(Box<Resume>),
 }
@@ -655,7 +769,7 @@ impl State {
             || self.skip_if.as_ref().is_some_and(|f| f(req))
     }
 
-    fn first_pass(&self, req: &RequestInfo<'_>) -> Step {
+    fn first_pass(&self, req: &RequestInfo<'_>, acc: &mut Acc) -> Step {
         if self.skipped(req) {
             self.metrics.skipped.add(1);
             return Step::Skip;
@@ -680,7 +794,6 @@ impl State {
         };
         let rules = self.rules.load();
         let first = self.refusing_rule(&rules, req);
-        let mut acc = Acc::default();
         let mut taken = Taken::default();
         let mut pending = None;
         {
@@ -711,14 +824,14 @@ impl State {
                 key,
                 cost,
                 check,
-                acc,
+                acc: std::mem::take(acc),
                 taken,
                 ban_key,
             }));
         }
         match acc.conclude(self, ban_key.as_ref()) {
             Some(res) => Step::Respond(res),
-            None => Step::Pass(acc),
+            None => Step::Pass,
         }
     }
 
@@ -750,8 +863,9 @@ impl State {
     }
 
     /// The rest of [`State::first_pass`] once a check needs a round trip.
-    async fn finish_async(&self, req: &RequestInfo<'_>, resume: Box<Resume>) -> Step {
-        let Resume { rules, first, index, key, cost, check, mut acc, mut taken, ban_key } = *resume;
+    async fn finish_async(&self, req: &RequestInfo<'_>, resume: Box<Resume>, acc: &mut Acc) -> Step {
+        let Resume { rules, first, index, key, cost, check, acc: resumed, mut taken, ban_key } = *resume;
+        *acc = resumed;
         let result = check.await;
         let mut rest = rules.ordered(req, first).skip(index).peekable();
         let mut refused = match rest.next() {
@@ -775,13 +889,9 @@ impl State {
         }
         match acc.conclude(self, ban_key.as_ref()) {
             Some(res) => Step::Respond(res),
-            None => Step::Pass(acc),
+            None => Step::Pass,
         }
     }
-}
-
-fn own_body<B>(res: Response<Bytes>) -> Response<RateLimitBody<B>> {
-    res.map(|b| Either::Right(Full::new(b)))
 }
 
 /// Puts the note in the request and returns the header report for the response.
@@ -793,27 +903,29 @@ fn prepare<B>(req: &mut Request<B>, acc: Acc, state: &State) -> Option<Report> {
     acc.report
 }
 
-impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for RateLimit<S>
+impl<S, ReqBody, ResBody, M> Service<Request<ReqBody>> for RateLimit<S, M>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     ReqBody: Send + 'static,
     ResBody: Send + 'static,
+    M: BodyMode<ResBody>,
 {
-    type Response = Response<RateLimitBody<ResBody>>;
+    type Response = Response<M::Body>;
     type Error = S::Error;
-    type Future = ResponseFuture<S::Future, ResBody, S::Error>;
+    type Future = ResponseFuture<S::Future, ResBody, S::Error, M>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
-        let step = self.state.first_pass(&RequestInfo::new(&req, &self.state.ip));
+        let mut acc = Acc::default();
+        let step = self.state.first_pass(&RequestInfo::new(&req, &self.state.ip), &mut acc);
         match step {
             Step::Skip => ResponseFuture::inner(self.inner.call(req), None, self.state.style),
-            Step::Respond(res) => ResponseFuture::ready(own_body(res)),
-            Step::Pass(acc) => {
+            Step::Respond(res) => ResponseFuture::ready(res),
+            Step::Pass => {
                 let report = prepare(&mut req, acc, &self.state);
                 ResponseFuture::inner(self.inner.call(req), report, self.state.style)
             }
@@ -823,12 +935,13 @@ where
                 let clone = self.inner.clone();
                 let mut inner = std::mem::replace(&mut self.inner, clone);
                 ResponseFuture::boxed(Box::pin(async move {
+                    let mut acc = Acc::default();
                     let step = {
                         let info = RequestInfo::new(&req, &state.ip);
-                        state.finish_async(&info, resume).await
+                        state.finish_async(&info, resume, &mut acc).await
                     };
                     match step {
-                        Step::Pass(acc) => {
+                        Step::Pass => {
                             let report = prepare(&mut req, acc, &state);
                             let mut res = inner.call(req).await?;
                             if let Some(r) = report {
@@ -840,12 +953,12 @@ where
                                     &r.decision,
                                 );
                             }
-                            Ok(res.map(Either::Left))
+                            Ok(Ok(res))
                         }
-                        Step::Respond(res) => Ok(own_body(res)),
+                        Step::Respond(res) => Ok(Err(res)),
                         // finish_async only passes or responds.
                         Step::Skip | Step::Async(_) => {
-                            Ok(own_body(problem(StatusCode::SERVICE_UNAVAILABLE, headers::UNAVAILABLE)))
+                            Ok(Err(problem(StatusCode::SERVICE_UNAVAILABLE, headers::UNAVAILABLE)))
                         }
                     }
                 }))
@@ -854,13 +967,16 @@ where
     }
 }
 
-type BoxedResponse<B, E> = Pin<Box<dyn Future<Output = Result<Response<RateLimitBody<B>>, E>> + Send>>;
+/// The remote path's future: the inner response (headers written) or the middleware's own.
+type BoxedResponse<B, E> =
+    Pin<Box<dyn Future<Output = Result<Result<Response<B>, Response<Bytes>>, E>> + Send>>;
 
 pin_project_lite::pin_project! {
     /// The future of [`RateLimit`]'s responses.
-    pub struct ResponseFuture<F, B, E> {
+    pub struct ResponseFuture<F, B, E, M = Wrapped> {
         #[pin]
         kind: Kind<F, B, E>,
+        mode: PhantomData<fn() -> M>,
     }
 }
 
@@ -870,37 +986,38 @@ pin_project_lite::pin_project! {
         // The inner service is running; headers are added to its response.
         Inner { #[pin] future: F, report: Option<Report>, style: HeaderStyle },
         // The middleware answered (429, 403, 503).
-        Ready { response: Option<Response<RateLimitBody<B>>> },
+        Ready { response: Option<Response<Bytes>> },
         // A remote limiter is being asked.
         Boxed { future: BoxedResponse<B, E> },
     }
 }
 
-impl<F, B, E> ResponseFuture<F, B, E> {
+impl<F, B, E, M> ResponseFuture<F, B, E, M> {
     fn inner(future: F, report: Option<Report>, style: HeaderStyle) -> Self {
-        ResponseFuture { kind: Kind::Inner { future, report, style } }
+        ResponseFuture { kind: Kind::Inner { future, report, style }, mode: PhantomData }
     }
 
-    fn ready(response: Response<RateLimitBody<B>>) -> Self {
-        ResponseFuture { kind: Kind::Ready { response: Some(response) } }
+    fn ready(response: Response<Bytes>) -> Self {
+        ResponseFuture { kind: Kind::Ready { response: Some(response) }, mode: PhantomData }
     }
 
     fn boxed(future: BoxedResponse<B, E>) -> Self {
-        ResponseFuture { kind: Kind::Boxed { future } }
+        ResponseFuture { kind: Kind::Boxed { future }, mode: PhantomData }
     }
 }
 
-impl<F, B, E> fmt::Debug for ResponseFuture<F, B, E> {
+impl<F, B, E, M> fmt::Debug for ResponseFuture<F, B, E, M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("ResponseFuture")
     }
 }
 
-impl<F, B, E> Future for ResponseFuture<F, B, E>
+impl<F, B, E, M> Future for ResponseFuture<F, B, E, M>
 where
     F: Future<Output = Result<Response<B>, E>>,
+    M: BodyMode<B>,
 {
-    type Output = Result<Response<RateLimitBody<B>>, E>;
+    type Output = Result<Response<M::Body>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
@@ -913,16 +1030,21 @@ where
                 if let Some(r) = report.take() {
                     write_headers(res.headers_mut(), *style, &r.policy, &r.quota, &r.decision);
                 }
-                Poll::Ready(Ok(res.map(Either::Left)))
+                Poll::Ready(Ok(res.map(M::pass)))
             }
-            Proj::Ready { response } => match response.take() {
-                Some(res) => Poll::Ready(Ok(res)),
-                // Polled after completion: a caller bug; answer rather than panic.
-                None => {
-                    Poll::Ready(Ok(own_body(problem(StatusCode::SERVICE_UNAVAILABLE, headers::UNAVAILABLE))))
-                }
+            Proj::Ready { response } => {
+                // `None`: polled after completion, a caller bug; answer rather than panic.
+                let res = response
+                    .take()
+                    .unwrap_or_else(|| problem(StatusCode::SERVICE_UNAVAILABLE, headers::UNAVAILABLE));
+                Poll::Ready(Ok(res.map(M::own)))
+            }
+            Proj::Boxed { future } => match future.as_mut().poll(cx) {
+                Poll::Ready(Ok(Ok(res))) => Poll::Ready(Ok(res.map(M::pass))),
+                Poll::Ready(Ok(Err(own))) => Poll::Ready(Ok(own.map(M::own))),
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                Poll::Pending => Poll::Pending,
             },
-            Proj::Boxed { future } => future.as_mut().poll(cx),
         }
     }
 }
