@@ -22,7 +22,8 @@
 //! * `floor-keyed`: the smallest keyed GCRA (papaya get, clock read, one CAS, a bool);
 //! * `tollgate-insert`, `governor-insert`: the first check of `keys` new keys (`ops` unused);
 //! * `tollgate-sweep`, `governor-sweep`: one sweep evicting `keys` idle keys (`ops` unused);
-//! * `<algorithm>-direct`, `<algorithm>-keyed` with `<algorithm>` one of `gcra`, `fixed`,
+//! * `<algorithm>-direct`, `<algorithm>-keyed`, `<algorithm>-cell` (the step alone on one cell,
+//!   at times the loop supplies: two emission intervals apart) with `<algorithm>` one of `gcra`, `fixed`,
 //!   `sliding` (15 per 100 ns), `log100` (100 per 100 ns) and `composite` (GCRA + fixed).
 
 use std::hint::black_box;
@@ -50,8 +51,28 @@ fn quota(limit: u64, nanos: u64) -> Result<Quota, String> {
     Quota::new(limit, Duration::from_nanos(nanos)).map_err(|e| e.to_string())
 }
 
-fn algorithm<A: Algorithm>(a: A, keys: &[u64], seq: &[u64], ops: usize, direct: bool) {
-    if direct {
+/// How an `<algorithm>-…` op runs the algorithm.
+#[derive(Clone, Copy, PartialEq)]
+enum Shape {
+    Direct,
+    Keyed,
+    /// The step alone on one cell at supplied times (no clock read), spaced at twice the
+    /// emission interval as in the criterion `cell` bench: deterministic, unlike the clocked
+    /// ops, whose checks fall further apart in time under callgrind than at full speed.
+    Cell,
+}
+
+fn algorithm<A: Algorithm>(a: A, keys: &[u64], seq: &[u64], ops: usize, shape: Shape) {
+    if shape == Shape::Cell {
+        let cell = a.new_cell();
+        let quota = a.quota();
+        let step = 2 * (quota.period().as_nanos() as u64).div_ceil(quota.burst());
+        let mut now = 0u64;
+        measured(ops, seq, |_| {
+            now += step;
+            a.check(&cell, black_box(now), 1).is_ok()
+        });
+    } else if shape == Shape::Direct {
         let limiter = Limiter::with_algorithm(a, QuantaClock::new());
         measured(ops, seq, |_| limiter.check());
     } else {
@@ -150,10 +171,14 @@ fn run(op: &str, n: usize, ops: usize) -> Result<(), String> {
             measured(1, &[0], |_| limiter.retain_recent());
         }
         _ => {
-            let (name, direct) = match (op.strip_suffix("-direct"), op.strip_suffix("-keyed")) {
-                (Some(name), _) => (name, true),
-                (None, Some(name)) => (name, false),
-                (None, None) => return Err(format!("unknown op {op:?}\n{USAGE}")),
+            let (name, direct) = if let Some(name) = op.strip_suffix("-direct") {
+                (name, Shape::Direct)
+            } else if let Some(name) = op.strip_suffix("-keyed") {
+                (name, Shape::Keyed)
+            } else if let Some(name) = op.strip_suffix("-cell") {
+                (name, Shape::Cell)
+            } else {
+                return Err(format!("unknown op {op:?}\n{USAGE}"));
             };
             let gcra = Gcra::new(&allow_all).map_err(|e| e.to_string())?;
             let fixed = FixedWindow::new(&allow_all).map_err(|e| e.to_string())?;

@@ -261,28 +261,92 @@ impl SlidingLog {
     /// two: a key far below its limit (`k = 0`: the newest claim expired), and a key at its
     /// limit (the oldest claim still in the window, so every position is held: the steady state
     /// of a client being limited). A unit-cost check settles both itself (`judge_unit`) and
-    /// comes here only for the rest, where the boundary is found by galloping from the newest
-    /// claim (1, 2, 4, … back) and then bisecting: O(log k) reads.
+    /// comes here only for the rest. There the boundary is first guessed by interpolating
+    /// between the newest and the oldest stamp (exact for evenly spaced claims, the steady
+    /// state of a busy key), then confirmed by galloping from the guess (1, 2, 4, … positions
+    /// on) and bisecting: O(log e) reads for a guess `e` positions off, and O(log k) without a
+    /// guess (galloping back from the newest). For limit 100 at half its rate that is 4 reads
+    /// where galloping from the newest took 13 (callgrind, `log100-cell`: 953 → see the
+    /// `instructions` example). On a sorted ring every order of reads finds the same `k`.
     #[inline]
     fn free_positions(&self, cell: &SlidingLogCell, h: At, now: Nanos) -> u64 {
+        let used = self.used(h);
+        if used == 0 {
+            return self.limit;
+        }
+        let newest = self.stamp_of(cell, self.back(h, 1));
+        let oldest = self.stamp_of(cell, self.back(h, used));
+        self.free_positions_read(cell, h, now, newest, oldest)
+    }
+
+    /// `free_positions` given its first two reads (which a unit check has made already): the
+    /// newest claim's stamp, `h − 1`, and the oldest's, `h − used` (`used ≥ 1`).
+    #[inline]
+    fn free_positions_read(
+        &self,
+        cell: &SlidingLogCell,
+        h: At,
+        now: Nanos,
+        newest: Result<Option<Nanos>, ()>,
+        oldest: Result<Option<Nanos>, ()>,
+    ) -> u64 {
         let used = self.used(h);
         // in_window(j): claim `h − j` (1 ≤ j ≤ used) is still in the window; true exactly for
         // j ≤ k.
         let in_window = |j: u64| !self.expired(cell, self.back(h, j), now);
-        if used == 0 || !in_window(1) {
+        if self.expired_read(newest, now) {
             return self.limit;
         }
-        if in_window(used) {
+        if !self.expired_read(oldest, now) {
             return self.limit - used;
         }
-        // in_window(lo) and !in_window(used), so 1 ≤ k < used.
-        let (mut lo, mut hi) = (1, 2);
-        while hi < used && in_window(hi) {
-            lo = hi;
-            hi = hi.saturating_mul(2);
+        // in_window(lo) and !in_window(hi): 1 ≤ k < used.
+        let (mut lo, mut hi) = (1, used);
+        match (newest, oldest) {
+            (Ok(Some(newest)), Ok(Some(oldest))) if newest > oldest && used > 2 => {
+                // Evenly spaced stamps s_j = newest − (j − 1)·(newest − oldest)/(used − 1) are in
+                // the window iff s_j > now − W: k = ⌈(newest − (now − W))·(used − 1) /
+                // (newest − oldest)⌉. Only a guess (floats are fine): every read below checks it.
+                // (`as i64`: a cheaper conversion than from u64; a wrong guess costs reads only.)
+                let ahead = newest.saturating_sub(now.saturating_sub(self.window)) as i64 as f64;
+                let q = ahead * (used - 1) as i64 as f64 / (newest - oldest) as i64 as f64;
+                let floor = q as u64; // saturating: NaN and negatives give 0
+                let guess = if (floor as f64) < q { floor.saturating_add(1) } else { floor };
+                let guess = guess.clamp(1, used - 1);
+                let mut step = 1;
+                if guess == 1 || in_window(guess) {
+                    lo = guess;
+                    while step < hi - lo {
+                        if in_window(lo + step) {
+                            lo += step;
+                            step = step.saturating_mul(2);
+                        } else {
+                            hi = lo + step;
+                            break;
+                        }
+                    }
+                } else {
+                    hi = guess;
+                    while step < hi - lo {
+                        if in_window(hi - step) {
+                            lo = hi - step;
+                            break;
+                        }
+                        hi -= step;
+                        step = step.saturating_mul(2);
+                    }
+                }
+            }
+            _ => {
+                let mut next = 2;
+                while next < used && in_window(next) {
+                    lo = next;
+                    next = next.saturating_mul(2);
+                }
+                hi = next.min(used);
+            }
         }
-        // k is in lo..min(hi, used): in_window(lo), and !in_window(hi) or hi ≥ used.
-        let mut hi = hi.min(used);
+        // k is in lo..hi: in_window(lo), and !in_window(hi) or hi = used.
         while hi - lo > 1 {
             let mid = lo + (hi - lo) / 2;
             if in_window(mid) {
@@ -315,7 +379,7 @@ impl SlidingLog {
     /// back, on a full ring) and the newest, once each; those two settle the two common states
     /// without a search: a key whose newest claim expired (all positions free) and a key at
     /// its limit (the overwritten claim is still in the window: none free). Only a key part
-    /// way through its window searches (`free_positions`, which reads the newest again). The
+    /// way through its window searches (`free_positions_read`, given those two reads). The
     /// general path reads the newest slot twice and the overwritten one twice at the limit;
     /// both return the same `Judged` (tests: `unit_path_judges_as_the_general_one`,
     /// `unit_path_judges_as_the_general_one_on_arbitrary_rings`).
@@ -327,14 +391,11 @@ impl SlidingLog {
             return self.verdict(h, now, 1, None, None, self.limit);
         }
         // On a full ring the claim this one overwrites is the oldest (`back(h, limit)`).
-        let blocked_until = if h.lap > 0 {
-            match self.stamp_of(cell, At { lap: h.lap - 1, index: h.index }) {
-                Err(()) => return Judged::Pending,
-                Ok(Some(t)) if t.saturating_add(self.window) > now => Some(t.saturating_add(self.window)),
-                Ok(_) => None,
-            }
-        } else {
-            None
+        let overwritten = (h.lap > 0).then(|| self.stamp_of(cell, At { lap: h.lap - 1, index: h.index }));
+        let blocked_until = match overwritten {
+            Some(Err(())) => return Judged::Pending,
+            Some(Ok(Some(t))) if t.saturating_add(self.window) > now => Some(t.saturating_add(self.window)),
+            _ => None,
         };
         let newest = self.stamp_of(cell, self.back(h, 1));
         let free = if blocked_until.is_some() {
@@ -342,7 +403,9 @@ impl SlidingLog {
         } else if self.expired_read(newest, now) {
             self.limit
         } else {
-            self.free_positions(cell, h, now)
+            // The oldest claim is the overwritten one on a full ring, else position 0.
+            let oldest = overwritten.unwrap_or_else(|| self.stamp_of(cell, self.back(h, used)));
+            self.free_positions_read(cell, h, now, newest, oldest)
         };
         self.verdict(h, now, 1, blocked_until, newest.ok().flatten(), free)
     }
@@ -702,6 +765,56 @@ mod tests {
             assert_eq!(l.peek(&c, now, 0).remaining(), 100 - k, "k = {k}");
             let d = l.peek(&c, now, 1);
             assert_eq!(d.is_allowed(), k < 100, "k = {k}");
+        }
+    }
+
+    /// The interpolating search finds the same `remaining` as a count over the stamps, for large
+    /// rings and arrivals that are even, bursty (runs of equal stamps), or widely uneven (so the
+    /// guess is far off), at unit and larger costs, and with a clock that goes back now and then.
+    #[test]
+    fn remaining_matches_a_count_on_large_rings() {
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for (limit, window) in [(3, 50), (7, 1_000), (100, 10_000), (1000, 100_000), (4096, 1 << 20)] {
+            for pattern in 0..4 {
+                let l = log(limit, window);
+                let c = l.new_cell();
+                let mut stamps: Vec<u64> = Vec::new();
+                let mut now = 1_000_000u64;
+                let spacing = window / limit;
+                for _ in 0..6 * limit + 2_000 {
+                    let r = next();
+                    now = match pattern {
+                        0 => now + spacing.max(1) * 2 / 3,
+                        1 => now + if r % 8 == 0 { spacing * 6 } else { 0 },
+                        2 => now + (r % (4 * spacing + 1)).pow(2) / (spacing + 1),
+                        _ if r % 50 == 0 => now.saturating_sub(r % window),
+                        _ => now + r % (2 * spacing + 1),
+                    };
+                    let cost = if r % 7 == 0 { 1 + (r >> 8) % limit.min(5) } else { 1 };
+                    let d = l.check(&c, now, cost).unwrap();
+                    // As in tests/window_proptest.rs: the last `limit` stamps hold positions.
+                    let recent = &stamps[stamps.len().saturating_sub(limit as usize)..];
+                    let held = recent.iter().filter(|&&t| t + window > now).count() as u64;
+                    let need = (cost as usize).saturating_sub(limit as usize - recent.len());
+                    let allowed = recent.iter().take(need).all(|&t| t + window <= now);
+                    assert_eq!(d.is_allowed(), allowed, "limit {limit} pattern {pattern} now {now}");
+                    if allowed {
+                        assert_eq!(
+                            d.remaining(),
+                            limit - held - cost,
+                            "limit {limit} pattern {pattern} now {now}"
+                        );
+                        let stamp = stamps.last().map_or(now, |&t| t.max(now));
+                        stamps.extend(std::iter::repeat_n(stamp, cost as usize));
+                    }
+                }
+            }
         }
     }
 
