@@ -3,13 +3,15 @@
 #   cargo build --release --features axum --example http_bench_server && bash benches/http_wrk.sh
 # Server pinned to CPU 0 (1 worker), wrk to CPU 1. Besides wall-clock requests/s it reports requests
 # per CPU-second of the server process (utime+stime from /proc), which other processes competing
-# for CPU 0 disturb less. Needs wrk (apt-get install wrk) and taskset.
+# for CPU 0 disturb less. Needs wrk (apt-get install wrk) and taskset. Prints a row per round and
+# mode, then the medians per mode and their ratios to plain's (all on stdout).
 BIN=${BIN:-target/release/examples/http_bench_server}
 ROUNDS=${ROUNDS:-3}; DUR=${DUR:-5}; CONN=${CONN:-32}
-MODES=${MODES:-"plain tollgate-allow tollgate-allow-ietf tollgate-allow-noheaders tollgate-deny governor-allow governor-deny"}
+MODES=${MODES:-"plain tollgate-allow tollgate-allow-ietf tollgate-allow-noheaders tollgate-allow-noheaders-wrapped tollgate-deny governor-allow governor-deny"}
 PORT=${PORT:-18080}
 TCK=$(getconf CLK_TCK)
 cpu() { awk '{print $14+$15}' /proc/$1/stat; }
+ROWS=$(mktemp)
 {
 for r in $(seq $ROUNDS); do
   for m in $MODES; do
@@ -29,21 +31,24 @@ for r in $(seq $ROUNDS); do
     kill $pid; wait $pid 2>/dev/null
   done
 done
-} | tee "${OUT:-/dev/null}" | {
-  # Pass the rounds through, then per mode: the median requests/s (wall clock and per CPU
-  # second of the server) and p99, and the ratios of the medians to plain's.
-  tee /dev/stderr | awk '
-    function med(s,   a, n, i, j, t) { n = split(s, a, " ")
-      for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j - 1] + 0 > a[j] + 0; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
-      return a[int((n + 1) / 2)] }
-    function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
-    { for (i = 1; i <= NF; i++) { split($i, kv, "="); f[kv[1]] = kv[2] }
-      m = f["mode"]; if (!(m in rps)) order[++n] = m
-      rps[m] = rps[m] " " f["rps"]; cpu[m] = cpu[m] " " f["per_cpu_s"]; p99[m] = p99[m] " " ms(f["p99"]) }
-    END {
-      base = med(rps["plain"]); basec = med(cpu["plain"]); basep = med(p99["plain"])
-      printf "\n%-34s %10s %7s %10s %7s %9s %7s\n", "mode (median of rounds)", "req/s", "ratio", "req/cpu-s", "ratio", "p99 ms", "ratio"
-      for (i = 1; i <= n; i++) { m = order[i]
-        printf "%-34s %10.0f %7.3f %10.0f %7.3f %9.2f %7.2f\n", m, med(rps[m]), (base ? med(rps[m]) / base : 0), med(cpu[m]), (basec ? med(cpu[m]) / basec : 0), med(p99[m]), (basep ? med(p99[m]) / basep : 0) }
-    }' >&2
-}
+} | tee "$ROWS"
+# Per mode: the median requests/s (wall clock and per CPU-second of the server) and p99 over the
+# rounds (the mean of the middle two for an even count; rows without a number are left out),
+# and the ratios of those medians to plain's.
+awk '
+  function med(s,   a, n, i, j, t) { n = split(s, a, " ")
+    for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j - 1] + 0 > a[j] + 0; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
+    if (n == 0) return 0
+    return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2 }
+  function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
+  function add(list, v) { return v ~ /^[0-9.]+$/ ? list " " v : list }
+  { for (i = 1; i <= NF; i++) { split($i, kv, "="); f[kv[1]] = kv[2] }
+    m = f["mode"]; if (!(m in seen)) { seen[m] = 1; order[++n] = m }
+    rps[m] = add(rps[m], f["rps"]); cpu[m] = add(cpu[m], f["per_cpu_s"]); p99[m] = add(p99[m], ms(f["p99"])) }
+  END {
+    base = med(rps["plain"]); basec = med(cpu["plain"]); basep = med(p99["plain"])
+    printf "\n%-34s %10s %7s %10s %7s %9s %7s\n", "mode (median of rounds)", "req/s", "ratio", "req/cpu-s", "ratio", "p99 ms", "ratio"
+    for (i = 1; i <= n; i++) { m = order[i]
+      printf "%-34s %10.0f %7.3f %10.0f %7.3f %9.2f %7.2f\n", m, med(rps[m]), (base ? med(rps[m]) / base : 0), med(cpu[m]), (basec ? med(cpu[m]) / basec : 0), med(p99[m]), (basep ? med(p99[m]) / basep : 0) }
+  }' "$ROWS"
+rm -f "$ROWS"

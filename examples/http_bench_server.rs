@@ -11,9 +11,9 @@
 //! Modes: `plain`, `tollgate-allow` (both header styles: five headers), `tollgate-allow-legacy`
 //! (`X-RateLimit-*`: three), `tollgate-allow-ietf` (`RateLimit-Policy`/`RateLimit`: two),
 //! `tollgate-allow-noheaders`, `tollgate-allow-noheaders-wrapped` (the default body mode, which
-//! axum boxes again; every other tollgate mode keeps axum's body: `same_body`), `tollgate-deny`, `governor-allow`, `governor-deny`. The runtime
-//! has `TOLLGATE_BENCH_THREADS` workers (default 1). All modes key by peer address and are
-//! served with `ConnectInfo`.
+//! axum boxes again; every other tollgate mode keeps axum's body: `same_body`),
+//! `tollgate-deny`, `governor-allow`, `governor-deny`. The runtime has `TOLLGATE_BENCH_THREADS`
+//! workers (default 1). All modes key by peer address and are served with `ConnectInfo`.
 
 use std::net::SocketAddr;
 

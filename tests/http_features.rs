@@ -711,3 +711,67 @@ async fn both_body_modes_answer_alike() {
     // the ban's 403.
     assert_eq!(statuses, [200, 200, 200, 429, 200, 200, 429, 403]);
 }
+
+/// A response future polled again after it completed answers 503 instead of panicking, on the
+/// local path and on the remote (boxed) one, in both body modes.
+#[tokio::test]
+async fn response_futures_polled_after_completion_answer() {
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+    use tower::{Service, ServiceExt};
+
+    type Inner = http_body_util::Full<bytes::Bytes>;
+    let hello = || {
+        tower::service_fn(|_req: http::Request<()>| async {
+            Ok::<_, std::convert::Infallible>(http::Response::new(Inner::from("hello")))
+        })
+    };
+    let clock = ManualClock::new();
+    let remote = || {
+        StrKeys::new(KeyedLimiter::<String, ManualClock>::with_clock(
+            Quota::per_hour(1).unwrap(),
+            clock.clone(),
+        ))
+    };
+    let request = || {
+        let mut req = http::Request::new(());
+        req.extensions_mut().insert(tollgate::http::PeerAddr("192.0.2.1:1".parse().unwrap()));
+        req
+    };
+    /// Polls to completion, then once more: (first status, second status).
+    fn twice<F, B, E>(future: F) -> (u16, u16)
+    where
+        F: Future<Output = Result<http::Response<B>, E>>,
+        E: std::fmt::Debug,
+    {
+        let mut future = std::pin::pin!(future);
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut status = || loop {
+            if let Poll::Ready(res) = future.as_mut().poll(&mut cx) {
+                break res.unwrap().status().as_u16();
+            }
+        };
+        (status(), status())
+    }
+    for remote_rule in [false, true] {
+        let builder = || {
+            let rule = if remote_rule {
+                Rule::new("remote", remote()).unwrap()
+            } else {
+                rule("local", &limiter(&clock, "1/h"))
+            };
+            RateLimitLayer::builder().rule(rule.key(KeyBy::Global)).build()
+        };
+        let mut wrapped = tower::Layer::layer(&builder(), hello());
+        let mut same = tower::Layer::layer(&builder().same_body(), hello());
+        // Pass (200, then the 503 answer), then refused (429, then 503).
+        for expected in [(200, 503), (429, 503)] {
+            assert_eq!(
+                twice(wrapped.ready().await.unwrap().call(request())),
+                expected,
+                "remote {remote_rule}"
+            );
+            assert_eq!(twice(same.ready().await.unwrap().call(request())), expected, "remote {remote_rule}");
+        }
+    }
+}

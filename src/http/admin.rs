@@ -222,7 +222,7 @@ impl AdminApi {
     /// [`DEFAULT_MAX_KEYS`] and [`DEFAULT_SWEEP_INTERVAL`].
     pub fn new<M>(layer: RateLimitLayer<M>, token: &str) -> AdminApi {
         let factory = swept_factory(QuantaClock::new(), DEFAULT_MAX_KEYS, DEFAULT_SWEEP_INTERVAL);
-        AdminApi { layer: layer.retype(), token: token.as_bytes().into(), factory }
+        AdminApi { layer: layer.body_mode(), token: token.as_bytes().into(), factory }
     }
 
     /// How to build a limiter for a rule created or re-limited through the API.

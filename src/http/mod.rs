@@ -30,7 +30,8 @@
 //!     .unwrap()
 //!     .key(KeyBy::ClientIp);
 //! let layer = RateLimitLayer::builder().rule(per_ip).build();
-//! let app: Router = Router::new().route("/", get(|| async { "hello" })).layer(layer);
+//! // `same_body`: responses keep axum's body type (no second box per response).
+//! let app: Router = Router::new().route("/", get(|| async { "hello" })).layer(layer.same_body());
 //! // axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
 //! ```
 
@@ -78,15 +79,17 @@ use rules::{prefix_matches, RuleSet};
 /// body, or the middleware's own (problem+json).
 pub type RateLimitBody<B> = Either<B, Full<Bytes>>;
 
-/// How [`RateLimit`]'s responses carry bodies of type `B`: the inner service's pass through
-/// ([`pass`](BodyMode::pass)) and the middleware's own 429, 403 and 503 carry a short
-/// problem+json body ([`own`](BodyMode::own)).
+/// How [`RateLimit`]'s responses carry bodies when the inner service's have type `B`. A
+/// response of the inner service keeps its body, converted by [`pass`](BodyMode::pass); the
+/// middleware's own 429, 403 and 503 carry a short problem+json body, made by
+/// [`own`](BodyMode::own).
 ///
 /// [`Wrapped`] (the default) works with every body type: responses are
 /// `Response<Either<B, Full<Bytes>>>`. [`Same`] keeps the inner body type for bodies that can
 /// be made from [`Bytes`] (axum's `Body`, `Full<Bytes>`): axum then needs no second box per
-/// response around the layer's body (an allocation and an indirection per request saved).
-/// Implement it for another body type that needs neither.
+/// response around the layer's body (an allocation and an indirection per request saved). For
+/// a body type that is neither, implement this trait on a marker type of your own and select it
+/// with [`RateLimitLayer::body_mode`].
 ///
 /// ```
 /// use bytes::Bytes;
@@ -99,10 +102,23 @@ pub trait BodyMode<B>: Send + Sync + 'static {
     /// The response body type.
     type Body;
 
-    /// The inner service's body.
+    /// The body of an inner service's response.
+    ///
+    /// ```
+    /// use tollgate::http::{BodyMode, Wrapped};
+    /// let body = <Wrapped as BodyMode<String>>::pass("hi".to_owned());
+    /// assert!(matches!(body, http_body_util::Either::Left(ref s) if s == "hi"));
+    /// ```
     fn pass(body: B) -> Self::Body;
 
-    /// The middleware's own body.
+    /// The body of one of the middleware's own responses (problem+json bytes).
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use tollgate::http::{BodyMode, Wrapped};
+    /// let body = <Wrapped as BodyMode<String>>::own(Bytes::from_static(b"{}"));
+    /// assert!(matches!(body, http_body_util::Either::Right(_)));
+    /// ```
     fn own(bytes: Bytes) -> Self::Body;
 }
 
@@ -201,7 +217,10 @@ impl<M> Clone for RateLimitLayer<M> {
 
 impl<M> fmt::Debug for RateLimitLayer<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RateLimitLayer").field("rules", &self.state.rules.load()).finish_non_exhaustive()
+        f.debug_struct("RateLimitLayer")
+            .field("rules", &self.state.rules.load())
+            .field("body_mode", &std::any::type_name::<M>())
+            .finish_non_exhaustive()
     }
 }
 
@@ -216,7 +235,7 @@ impl RateLimitLayer {
     /// # let _ = layer;
     /// ```
     pub fn same_body(self) -> RateLimitLayer<Same> {
-        self.retype()
+        self.body_mode()
     }
 
     /// A builder with no rules (which limits nothing).
@@ -235,8 +254,29 @@ impl RateLimitLayer {
 }
 
 impl<M> RateLimitLayer<M> {
-    /// The same layer with another body mode (shared state).
-    pub(crate) fn retype<N>(self) -> RateLimitLayer<N> {
+    /// The same layer (sharing rules, limiters and counters) with another [`BodyMode`]: one of
+    /// your own for a body type that is neither wrapped nor made from [`Bytes`].
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use tollgate::http::{BodyMode, RateLimitLayer, Wrapped};
+    ///
+    /// /// Bodies as plain strings; the middleware's own are UTF-8 JSON.
+    /// struct Text;
+    /// impl BodyMode<String> for Text {
+    ///     type Body = String;
+    ///     fn pass(body: String) -> String {
+    ///         body
+    ///     }
+    ///     fn own(bytes: Bytes) -> String {
+    ///         String::from_utf8_lossy(&bytes).into_owned()
+    ///     }
+    /// }
+    /// let layer: RateLimitLayer<Text> = RateLimitLayer::builder().build().body_mode();
+    /// let back: RateLimitLayer<Wrapped> = layer.body_mode();
+    /// # let _ = back;
+    /// ```
+    pub fn body_mode<N>(self) -> RateLimitLayer<N> {
         RateLimitLayer { state: self.state, mode: PhantomData }
     }
 
@@ -989,6 +1029,9 @@ pin_project_lite::pin_project! {
         Ready { response: Option<Response<Bytes>> },
         // A remote limiter is being asked.
         Boxed { future: BoxedResponse<B, E> },
+        // The response was returned. Polling again is a caller bug; it gets a 503 rather than a
+        // panic (an inner future or an `async` block polled after completion may panic).
+        Done { done: () },
     }
 }
 
@@ -1020,32 +1063,31 @@ where
     type Output = Result<Response<M::Body>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().kind.project() {
-            Proj::Inner { future, report, style } => {
-                let mut res = match future.poll(cx) {
-                    Poll::Ready(Ok(res)) => res,
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                    Poll::Pending => return Poll::Pending,
-                };
-                if let Some(r) = report.take() {
-                    write_headers(res.headers_mut(), *style, &r.policy, &r.quota, &r.decision);
+        let mut kind = self.project().kind;
+        let unavailable = || problem(StatusCode::SERVICE_UNAVAILABLE, headers::UNAVAILABLE);
+        let output = match kind.as_mut().project() {
+            Proj::Inner { future, report, style } => match future.poll(cx) {
+                Poll::Ready(Ok(mut res)) => {
+                    if let Some(r) = report.take() {
+                        write_headers(res.headers_mut(), *style, &r.policy, &r.quota, &r.decision);
+                    }
+                    Ok(res.map(M::pass))
                 }
-                Poll::Ready(Ok(res.map(M::pass)))
-            }
-            Proj::Ready { response } => {
-                // `None`: polled after completion, a caller bug; answer rather than panic.
-                let res = response
-                    .take()
-                    .unwrap_or_else(|| problem(StatusCode::SERVICE_UNAVAILABLE, headers::UNAVAILABLE));
-                Poll::Ready(Ok(res.map(M::own)))
-            }
-            Proj::Boxed { future } => match future.as_mut().poll(cx) {
-                Poll::Ready(Ok(Ok(res))) => Poll::Ready(Ok(res.map(M::pass))),
-                Poll::Ready(Ok(Err(own))) => Poll::Ready(Ok(own.map(M::own))),
-                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-                Poll::Pending => Poll::Pending,
+                Poll::Ready(Err(e)) => Err(e),
+                Poll::Pending => return Poll::Pending,
             },
-        }
+            Proj::Ready { response } => Ok(response.take().unwrap_or_else(unavailable).map(M::own)),
+            Proj::Boxed { future } => match future.as_mut().poll(cx) {
+                Poll::Ready(Ok(Ok(res))) => Ok(res.map(M::pass)),
+                Poll::Ready(Ok(Err(own))) => Ok(own.map(M::own)),
+                Poll::Ready(Err(e)) => Err(e),
+                Poll::Pending => return Poll::Pending,
+            },
+            Proj::Done { .. } => Ok(unavailable().map(M::own)),
+        };
+        // Drops the finished inner future (or the boxed one) now, in place.
+        kind.set(Kind::Done { done: () });
+        Poll::Ready(output)
     }
 }
 
