@@ -155,6 +155,12 @@ fn bench_with_deny_ratio_and_zipf_reports_a_share() {
         positive(cell, "/ops_per_sec");
     }
     positive(&doc, "/references/cached_clock_read_ns");
+    // The quota was calibrated by pilots, and the report says so (and names any cell that missed).
+    let notes = doc["notes"].as_array().cloned().unwrap_or_default();
+    assert!(
+        notes.iter().any(|n| n.as_str().is_some_and(|n| n.contains("calibrated by pilot runs"))),
+        "{notes:?}"
+    );
 }
 
 /// `--pin`: tollgate's keyed checks go through `KeyedLimiter::pin`; decisions are unchanged

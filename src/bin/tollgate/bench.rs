@@ -97,13 +97,82 @@ pub(crate) struct Report {
     pub(crate) notes: Vec<String>,
 }
 
-/// A quota under which about `target` of this workload's checks are denied, calibrated from
-/// tollgate's allow-all throughput on it (the same quota is then used for every library).
-fn calibrated_quota(target: f64, lambda: f64, probs: &[f64]) -> Result<Quota, CliError> {
-    let rate = measure::rate_for_deny_share(target, lambda, probs).max(1e-3);
-    let interval = (1e9 / rate).round().clamp(1.0, 1e15) as u64;
-    Quota::new(1, Duration::from_nanos(interval))
-        .map_err(|e| CliError::Usage(format!("deny-ratio quota: {e}")))
+/// How close a pilot's denied share must come to `--deny-ratio` to stop calibrating.
+const CALIBRATION_TOLERANCE: f64 = 0.02;
+/// At most this many pilot runs per cell.
+const CALIBRATION_PILOTS: usize = 10;
+/// A cell whose measured denied share is further than this from the target gets a note.
+const DENY_SHARE_WARNING: f64 = 0.05;
+
+/// The quota for `rate` admissions per second per key, with a burst of about 2 ms of that rate
+/// (at least 1): with a burst of 1, a check arriving a little early is denied even when the
+/// average rate is under the quota, and a cached clock (1 ms ticks) admits at most one per key
+/// per tick. `accepts` says whether the algorithm takes it (windows cap their limit); if not,
+/// the burst is halved.
+fn quota_at(rate: f64, accepts: impl Fn(&Quota) -> bool) -> Result<Quota, CliError> {
+    let interval = (1e9 / rate.max(1e-3)).round().clamp(1.0, 1e15) as u64;
+    let mut burst = ((rate * 0.002).ceil() as u64).clamp(1, 1 << 20);
+    loop {
+        // `count` per `count` intervals: the burst is the count, which windows require.
+        let quota = Quota::new(burst, Duration::from_nanos(interval.saturating_mul(burst)))
+            .map_err(|e| CliError::Usage(format!("deny-ratio quota: {e}")))?;
+        if accepts(&quota) {
+            return Ok(quota);
+        }
+        if burst == 1 {
+            return Err(CliError::Usage(format!("deny-ratio quota: the algorithm refuses {quota}")));
+        }
+        burst /= 2;
+    }
+}
+
+/// A quota under which about `target` of this workload's checks are denied, with the share the
+/// last pilot measured. It starts from the fluid model for tollgate's allow-all throughput
+/// `lambda` and the key probabilities, then runs `pilot` (tollgate on this cell's workload, a
+/// fresh limiter warmed up as in the real run): out by a factor of 4 a step until the target is
+/// bracketed, then interpolating the share on a log scale of the rate (kept within the middle
+/// 80% of the bracket), until the share is within [`CALIBRATION_TOLERANCE`], for at most
+/// [`CALIBRATION_PILOTS`] runs (the closest is kept). The same quota is then used for every
+/// library.
+fn calibrated_quota(
+    target: f64,
+    lambda: f64,
+    probs: &[f64],
+    accepts: impl Fn(&Quota) -> bool,
+    mut pilot: impl FnMut(Quota) -> Result<f64, CliError>,
+) -> Result<(Quota, f64), CliError> {
+    let mut rate = measure::rate_for_deny_share(target, lambda, probs).max(1e-3);
+    // Rates known to deny more than the target (too low) and less (too high), with their shares.
+    let mut low: Option<(f64, f64)> = None;
+    let mut high: Option<(f64, f64)> = None;
+    let mut best: Option<(f64, Quota, f64)> = None;
+    for _ in 0..CALIBRATION_PILOTS {
+        let quota = quota_at(rate, &accepts)?;
+        let share = pilot(quota)?;
+        let miss = (share - target).abs();
+        if best.as_ref().is_none_or(|(m, _, _)| miss < *m) {
+            best = Some((miss, quota, share));
+        }
+        if miss <= CALIBRATION_TOLERANCE {
+            break;
+        }
+        if share > target {
+            low = Some((rate, share));
+        } else {
+            high = Some((rate, share));
+        }
+        rate = match (low, high) {
+            (Some((l, sl)), Some((h, sh))) => {
+                let at = if sl > sh { ((sl - target) / (sl - sh)).clamp(0.1, 0.9) } else { 0.5 };
+                (l.ln() + at * (h.ln() - l.ln())).exp()
+            }
+            (Some((l, _)), None) => l * 4.0,
+            (None, Some((h, _))) => h / 4.0,
+            (None, None) => rate,
+        };
+    }
+    best.map(|(_, quota, share)| (quota, share))
+        .ok_or_else(|| CliError::Usage("deny-ratio calibration ran no pilot".to_string()))
 }
 
 fn latency(m: &Measured) -> Latency {
@@ -156,6 +225,9 @@ pub(crate) fn run(plan: &Plan) -> Result<Report, CliError> {
          tollgate is faster)"
             .to_string(),
         "floor: one clock read + one papaya get (keyed) + one uncontended CAS, measured in this run".to_string(),
+        "ns_per_op: the time of one check as each thread sees it, threads × 10⁹ ÷ ops/s (so on several threads it \
+         is not 1000 ÷ Mops/s)"
+            .to_string(),
     ];
     if plan.algorithms.iter().any(|&a| a != AlgoKind::Gcra) {
         notes.push(
@@ -204,7 +276,22 @@ pub(crate) fn run(plan: &Plan) -> Result<Report, CliError> {
                         let probe =
                             with_tollgate(algo, clock, keys, plan.pin, base_quota, &key_list, run(warmup))
                                 .map_err(CliError::Usage)?;
-                        calibrated_quota(plan.deny_ratio, probe.ops_per_sec, &probs)?
+                        // Pilots: half the warm-up to warm up, half to measure.
+                        let half = warmup / 2;
+                        let pilot = |quota: Quota| {
+                            let run = Run {
+                                seq: &seq,
+                                threads,
+                                warmup: half,
+                                duration: half,
+                                overhead: timer_overhead_ns,
+                            };
+                            let m = with_tollgate(algo, clock, keys, plan.pin, quota, &key_list, run)
+                                .map_err(CliError::Usage)?;
+                            Ok(1.0 - m.allowed as f64 / m.ops.max(1) as f64)
+                        };
+                        let accepts = |q: &Quota| subjects::accepts(algo, q);
+                        calibrated_quota(plan.deny_ratio, probe.ops_per_sec, &probs, accepts, pilot)?.0
                     } else {
                         base_quota
                     };
@@ -260,6 +347,37 @@ pub(crate) fn run(plan: &Plan) -> Result<Report, CliError> {
         }
     }
 
+    if plan.deny_ratio > 0.0 {
+        let missed: Vec<String> = cells
+            .iter()
+            .filter(|c| (c.denied_share - plan.deny_ratio).abs() > DENY_SHARE_WARNING)
+            .map(|c| {
+                format!(
+                    "{} {} {} keys {} thr {}: {:.1}%",
+                    c.algorithm,
+                    c.clock,
+                    c.keys,
+                    c.threads,
+                    c.library,
+                    100.0 * c.denied_share
+                )
+            })
+            .collect();
+        notes.push(format!(
+            "deny ratio: each cell's quota (the same for every library) was calibrated by pilot runs of tollgate to \
+             within {:.0} points of the target where it could be",
+            100.0 * CALIBRATION_TOLERANCE
+        ));
+        if !missed.is_empty() {
+            notes.push(format!(
+                "deny ratio: these cells' denied share is more than {:.0} points from the target {:.1}%, so their \
+                 numbers measure another mix of allowed and denied checks: {}",
+                100.0 * DENY_SHARE_WARNING,
+                100.0 * plan.deny_ratio,
+                missed.join("; ")
+            ));
+        }
+    }
     if plan.memory {
         progress.set_message("bytes per key (fresh processes)");
         attach_memory(&mut cells, &mut notes);
@@ -324,4 +442,57 @@ fn attach_memory(cells: &mut [Cell], notes: &mut Vec<String>) {
 
 pub(crate) fn num_cpus() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A workload whose denied share falls smoothly with the rate (as a fluid model's does).
+    fn share_at(quota: &Quota) -> f64 {
+        let rate = quota.count() as f64 * 1e9 / quota.period().as_nanos() as f64;
+        (1.0 - rate / 1e7).clamp(0.0, 1.0)
+    }
+
+    #[test]
+    fn calibration_converges_from_a_bad_first_guess() {
+        // The fluid model (λ = 10⁹/s, one key) starts 100× off; pilots bisect to the target.
+        for target in [0.1, 0.5, 0.9] {
+            let mut pilots = 0;
+            let (quota, share) = calibrated_quota(
+                target,
+                1e9,
+                &[1.0],
+                |_| true,
+                |q| {
+                    pilots += 1;
+                    Ok(share_at(&q))
+                },
+            )
+            .unwrap();
+            assert!((share - target).abs() <= CALIBRATION_TOLERANCE, "{target}: {share} with {quota}");
+            assert!((share_at(&quota) - share).abs() < 1e-12);
+            assert!(pilots <= CALIBRATION_PILOTS);
+        }
+    }
+
+    #[test]
+    fn calibration_keeps_the_closest_pilot_when_it_cannot_converge() {
+        // A share that jumps past the target: no rate reaches it; the closest pilot is kept.
+        let jump = |q: Quota| Ok(if share_at(&q) > 0.5 { 0.9 } else { 0.2 });
+        let (_, share) = calibrated_quota(0.5, 1e7, &[1.0], |_| true, jump).unwrap();
+        assert!(share == 0.2 || share == 0.9);
+    }
+
+    #[test]
+    fn calibrated_quotas_burst_about_two_ms_and_fit_the_algorithm() {
+        let q = quota_at(1e6, |_| true).unwrap();
+        assert_eq!(q.burst(), 2_000);
+        assert_eq!(q.emission_interval_nanos(), 1_000);
+        // The sliding log holds at most 4096 stamps: the burst is halved until it fits.
+        let q = quota_at(1e8, |q| subjects::accepts(AlgoKind::Log, q)).unwrap();
+        assert!(q.burst() <= 4096 && q.burst() * 2 > 4096, "{q}");
+        assert_eq!(quota_at(0.5, |_| true).unwrap().burst(), 1);
+        assert!(quota_at(1e6, |_| false).is_err());
+    }
 }

@@ -234,6 +234,11 @@ where
 /// sliding log, whose cell holds one stamp per unit of limit, gets 16 per 16 ns (a check takes
 /// longer than 1 ns, so at most a handful of stamps are live, and a key costs a 128-byte ring
 /// instead of 32 KiB).
+/// Whether `algo` accepts `quota` (windows refuse limits past their packed counters).
+pub(crate) fn accepts(algo: AlgoKind, quota: &Quota) -> bool {
+    with_algorithm!(algo, A => <A as Algorithm>::new(quota).is_ok(), missing => false)
+}
+
 pub(crate) fn allow_all_quota(algo: AlgoKind) -> Result<Quota, String> {
     fn best<A: Algorithm>(algo: AlgoKind) -> Result<Quota, String> {
         let quota = |limit: u64, window: u64| {
