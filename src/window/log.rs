@@ -308,59 +308,60 @@ impl SlidingLog {
         // in_window(lo) and !in_window(hi): 1 ≤ k < used.
         let (mut lo, mut hi) = (1, used);
         // Gallop back from the newest: a few reads of adjacent, cache-hot slots settle a key with
-        // few claims in the window (a float division would cost more than they do).
+        // few claims in the window (a float division would cost more than they do). Past
+        // `NEAR_NEWEST`, guess instead, if both ends have stamps to interpolate between.
+        let ends = match (newest, oldest) {
+            (Ok(Some(newest)), Ok(Some(oldest))) if newest > oldest => Some((newest, oldest)),
+            _ => None,
+        };
         let mut next = 2;
+        let mut guessing = None;
         while next < used && in_window(next) {
             lo = next;
             next = next.saturating_mul(2);
-            if next > NEAR_NEWEST {
+            if next > NEAR_NEWEST && ends.is_some() {
+                guessing = ends;
                 break;
             }
         }
-        if next <= NEAR_NEWEST || next >= used {
-            hi = next.min(used);
-        } else if let (Ok(Some(newest)), Ok(Some(oldest))) = (newest, oldest) {
-            // Many claims in the window: guess where they end. Evenly spaced stamps
-            // s_j = newest − (j − 1)·(newest − oldest)/(used − 1) are in the window iff
-            // s_j > now − W, so k = ⌈(newest − (now − W))·(used − 1) / (newest − oldest)⌉.
-            // Only a guess (floats are fine, `as i64` converts faster than from u64, and NaN or
-            // a negative saturate to 0): every read below checks it.
-            let ahead = newest.saturating_sub(now.saturating_sub(self.window)) as i64 as f64;
-            let q = ahead * (used - 1) as i64 as f64 / newest.saturating_sub(oldest) as i64 as f64;
-            let floor = q as u64;
-            let guess = if (floor as f64) < q { floor.saturating_add(1) } else { floor };
-            let guess = guess.clamp(lo, used - 1);
-            // Gallop from the guess, towards the boundary.
-            let mut step = 1;
-            if guess == lo || in_window(guess) {
-                lo = guess;
-                while step < hi - lo {
-                    if in_window(lo + step) {
-                        lo += step;
+        match guessing {
+            None => hi = next.min(used),
+            Some((newest, oldest)) => {
+                // Many claims in the window: guess where they end. Evenly spaced stamps
+                // s_j = newest − (j − 1)·(newest − oldest)/(used − 1) are in the window iff
+                // s_j > now − W, so k = ⌈(newest − (now − W))·(used − 1) / (newest − oldest)⌉.
+                // Only a guess (floats are fine, `as i64` converts faster than from u64, and a
+                // negative saturates to 0): every read below checks it.
+                let ahead = newest.saturating_sub(now.saturating_sub(self.window)) as i64 as f64;
+                let q = ahead * (used - 1) as i64 as f64 / (newest - oldest) as i64 as f64;
+                let floor = q as u64;
+                let guess = if (floor as f64) < q { floor.saturating_add(1) } else { floor };
+                let guess = guess.clamp(lo, used - 1);
+                // Gallop from the guess, towards the boundary.
+                let mut step = 1;
+                if guess == lo || in_window(guess) {
+                    lo = guess;
+                    while step < hi - lo {
+                        if in_window(lo + step) {
+                            lo += step;
+                            step = step.saturating_mul(2);
+                        } else {
+                            hi = lo + step;
+                            break;
+                        }
+                    }
+                } else {
+                    hi = guess;
+                    while step < hi - lo {
+                        if in_window(hi - step) {
+                            lo = hi - step;
+                            break;
+                        }
+                        hi -= step;
                         step = step.saturating_mul(2);
-                    } else {
-                        hi = lo + step;
-                        break;
                     }
                 }
-            } else {
-                hi = guess;
-                while step < hi - lo {
-                    if in_window(hi - step) {
-                        lo = hi - step;
-                        break;
-                    }
-                    hi -= step;
-                    step = step.saturating_mul(2);
-                }
             }
-        } else {
-            // A claim being written or refunded at either end: keep galloping from the newest.
-            while next < used && in_window(next) {
-                lo = next;
-                next = next.saturating_mul(2);
-            }
-            hi = next.min(used);
         }
         // k is in lo..hi: in_window(lo), and !in_window(hi) or hi = used.
         while hi - lo > 1 {
