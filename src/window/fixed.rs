@@ -7,7 +7,7 @@ use crate::decision::Decision;
 use crate::quota::{Quota, QuotaError};
 use crate::sync::AtomicU64;
 
-use super::{div_by, index_bits, mask, reciprocal, Outcome};
+use super::{index_bits, locate, mask, reciprocal, Outcome};
 
 /// Fixed-window counter: at most `limit = quota.count()` cells in each window of length
 /// `W = quota.period()`; the count restarts at each window edge.
@@ -238,7 +238,7 @@ impl FixedWindow {
         } else if t < next.saturating_add(self.window) {
             (index + 1, 0)
         } else {
-            (div_by(t, self.window, self.recip), 0)
+            (locate(t, self.window, self.recip).0, 0)
         }
     }
 

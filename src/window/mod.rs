@@ -115,6 +115,17 @@ pub(crate) fn div_by(t: u64, w: u64, recip: u64) -> u64 {
     }
 }
 
+/// `(⌊t / w⌋, t mod w)` by [`div_by`], out of line, for a check's rare path (a key back two
+/// windows or more). Inlined into a CAS loop, `div_by(now, …)` is loop-invariant, so the
+/// compiler computes it before every check's load, used or not: out of line, criterion
+/// `algorithm/sliding/cell` went 8.8 → 6.5 ns and `fixed/cell` 4.7 → 4.4 ns (GCRA's 4.0;
+/// interleaved A/B).
+#[inline(never)]
+pub(crate) fn locate(t: u64, w: u64, recip: u64) -> (u64, u64) {
+    let q = div_by(t, w, recip);
+    (q, t - q * w)
+}
+
 /// Bit mask of the low `bits` bits (`bits ≤ 63`).
 #[inline]
 pub(crate) const fn mask(bits: u32) -> u64 {
