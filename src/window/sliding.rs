@@ -201,9 +201,12 @@ impl SlidingWindow {
     }
 
     /// The pure step. The common admissions are decided here, with three multiplications
-    /// (`index·W`, `prev·left`, `(cur + cost)·W`) and no division; everything else (denials, a clock behind the stored window, products past
-    /// u64, cost 0) goes to [`outcome_general`](Self::outcome_general), which gives the same
-    /// decision and word for these cases too (`fast_path_matches_general` checks it).
+    /// (`index·W`, `prev·left`, `(cur + cost)·W`) and no division; everything else (denials, a
+    /// clock behind the stored window, products past u64, cost 0) goes to
+    /// [`outcome_general`](Self::outcome_general), which gives the same decision and word for
+    /// these cases too (`fast_path_matches_general` checks it). The three cases below repeat
+    /// those of [`view`](Self::view) inline rather than calling it: going through `view` and
+    /// the general arithmetic was the slow version.
     ///
     /// The common cases are the three views a key can have of its word at `now ≥ start`:
     /// - still in the stored window: counts as stored, and the new word is `state + cost`
