@@ -7,7 +7,7 @@
 # mode, then the medians per mode and their ratios to plain's (all on stdout).
 BIN=${BIN:-target/release/examples/http_bench_server}
 ROUNDS=${ROUNDS:-3}; DUR=${DUR:-5}; CONN=${CONN:-32}
-MODES=${MODES:-"plain tollgate-allow tollgate-allow-ietf tollgate-allow-noheaders tollgate-allow-noheaders-wrapped tollgate-deny governor-allow governor-deny"}
+MODES=${MODES:-"plain noop-layer tollgate-allow tollgate-allow-outer tollgate-allow-ietf tollgate-allow-noheaders tollgate-allow-noheaders-outer tollgate-allow-noheaders-wrapped tollgate-deny governor-allow governor-deny"}
 PORT=${PORT:-18080}
 TCK=$(getconf CLK_TCK)
 cpu() { awk '{print $14+$15}' /proc/$1/stat; }

@@ -12,8 +12,11 @@
 //! (`X-RateLimit-*`: three), `tollgate-allow-ietf` (`RateLimit-Policy`/`RateLimit`: two),
 //! `tollgate-allow-noheaders`, `tollgate-allow-noheaders-wrapped` (the default body mode, which
 //! axum boxes again; every other tollgate mode keeps axum's body: `same_body`),
-//! `tollgate-deny`, `governor-allow`, `governor-deny`. The runtime has `TOLLGATE_BENCH_THREADS`
-//! workers (default 1). All modes key by peer address and are served with `ConnectInfo`.
+//! `tollgate-deny`, `governor-allow`, `governor-deny`; `noop-layer` (a layer that only passes
+//! requests on: what axum's `Router::layer` costs any middleware); `tollgate-allow-outer` and
+//! `tollgate-allow-noheaders-outer` (the layer wrapped around the whole router, not added with
+//! `Router::layer`). The runtime has `TOLLGATE_BENCH_THREADS` workers (default 1). All modes key
+//! by peer address and are served with `ConnectInfo`.
 
 use std::net::SocketAddr;
 
@@ -35,12 +38,59 @@ fn wrapped_layer(quota: Quota, style: HeaderStyle) -> Result<RateLimitLayer, Str
     Ok(RateLimitLayer::builder().header_style(style).rule(rule.key(KeyBy::PeerIp)).build())
 }
 
-fn app(mode: &str) -> Result<Router, String> {
+/// A layer that only passes requests on: what `Router::layer` costs any middleware (axum boxes
+/// each layered route's future and clones its service per request), apart from the middleware.
+#[derive(Clone)]
+struct NoopLayer;
+
+impl<S> tower::Layer<S> for NoopLayer {
+    type Service = Noop<S>;
+    fn layer(&self, inner: S) -> Noop<S> {
+        Noop(inner)
+    }
+}
+
+#[derive(Clone)]
+struct Noop<S>(S);
+
+impl<S: tower::Service<R>, R> tower::Service<R> for Noop<S> {
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), S::Error>> {
+        self.0.poll_ready(cx)
+    }
+    fn call(&mut self, req: R) -> S::Future {
+        self.0.call(req)
+    }
+}
+
+/// A mode's app: a router (bare or with a layer applied through `Router::layer`), or tollgate's
+/// layer wrapped around the whole router (`*-outer` modes: no per-route boxing, and rules match
+/// by path prefix since no route has matched yet).
+type App = tower::util::Either<Router, tollgate::http::RateLimit<Router, Same>>;
+
+fn app(mode: &str) -> Result<App, String> {
+    if let Some(inner) = mode.strip_suffix("-outer") {
+        let allow = Quota::per_second(1_000_000_000).map_err(|e| e.to_string())?;
+        let style = match inner {
+            "tollgate-allow" => HeaderStyle::Both,
+            "tollgate-allow-noheaders" => HeaderStyle::None,
+            other => return Err(format!("unknown mode {other:?}-outer")),
+        };
+        let hello = Router::new().route("/", get(|| async { "Hello, World!" })).with_state(());
+        return Ok(tower::util::Either::Right(tower::Layer::layer(&tollgate_layer(allow, style)?, hello)));
+    }
+    Ok(tower::util::Either::Left(router(mode)?.with_state(())))
+}
+
+fn router(mode: &str) -> Result<Router, String> {
     let hello = Router::new().route("/", get(|| async { "Hello, World!" }));
     let allow = Quota::per_second(1_000_000_000).map_err(|e| e.to_string())?;
     let deny = Quota::per_hour(1).map_err(|e| e.to_string())?;
     Ok(match mode {
         "plain" => hello,
+        "noop-layer" => hello.layer(NoopLayer),
         "tollgate-allow" => hello.layer(tollgate_layer(allow, HeaderStyle::Both)?),
         "tollgate-allow-noheaders" => hello.layer(tollgate_layer(allow, HeaderStyle::None)?),
         "tollgate-allow-noheaders-wrapped" => hello.layer(wrapped_layer(allow, HeaderStyle::None)?),
@@ -67,8 +117,11 @@ fn app(mode: &str) -> Result<Router, String> {
 /// layer's own cost, not throughput.
 fn inproc(requests: u32) -> Result<(), Box<dyn std::error::Error>> {
     use tower::{Service, ServiceExt};
-    const MODES: [&str; 9] = [
+    const MODES: [&str; 12] = [
         "plain",
+        "noop-layer",
+        "tollgate-allow-outer",
+        "tollgate-allow-noheaders-outer",
         "tollgate-allow",
         "tollgate-allow-legacy",
         "tollgate-allow-ietf",
@@ -86,16 +139,19 @@ fn inproc(requests: u32) -> Result<(), Box<dyn std::error::Error>> {
             if std::env::var("TOLLGATE_BENCH_ONLY").is_ok_and(|only| !only.split(',').any(|m| m == *mode)) {
                 continue;
             }
-            // `with_state` turns routes into services once, as `axum::serve` does (else axum would
-            // re-apply the layers on every request).
-            let mut svc = app(mode)?.with_state(()).into_service::<axum::body::Body>();
+            // `app` ends each router with `with_state`, which turns routes into services once, as
+            // `axum::serve` does (else axum would re-apply the layers on every request).
+            let mut svc = app(mode)?;
             let started = runtime.block_on(async {
                 let mut statuses = [0u32; 2];
                 let started = std::time::Instant::now();
                 for _ in 0..requests {
                     let mut req = http::Request::get("/").body(axum::body::Body::empty())?;
                     req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
-                    let res = svc.ready().await?.call(req).await?;
+                    let res = ServiceExt::<http::Request<axum::body::Body>>::ready(&mut svc)
+                        .await?
+                        .call(req)
+                        .await?;
                     statuses[usize::from(res.status().is_success())] += 1;
                 }
                 let elapsed = started.elapsed();
@@ -133,7 +189,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(&addr).await?;
         eprintln!("{mode} on http://{}", listener.local_addr()?);
-        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await?;
+        let make = <App as axum::ServiceExt<axum::extract::Request>>::into_make_service_with_connect_info::<
+            SocketAddr,
+        >(app);
+        axum::serve(listener, make).await?;
         Ok(())
     })
 }

@@ -775,3 +775,47 @@ async fn response_futures_polled_after_completion_answer() {
         }
     }
 }
+
+/// The layer wrapped around the whole router (`Layer::layer(&layer, router)`) instead of added
+/// with `Router::layer`: axum then neither boxes a future nor clones a service per request for
+/// it. The client address still comes from `ConnectInfo`; route rules match by path prefix
+/// (no route has matched yet, so there is no `MatchedPath`, and `KeyBy::Route` would key by the
+/// raw path); requests to unrouted paths are limited too.
+#[tokio::test]
+async fn layer_wrapped_around_the_router() {
+    let clock = ManualClock::new();
+    let per_ip = limiter(&clock, "3/s");
+    let users = limiter(&clock, "1/s");
+    let layer = RateLimitLayer::builder()
+        .rule(rule("per-ip", &per_ip).key(KeyBy::ClientIp))
+        .route("/users", rule("users", &users).key(KeyBy::ClientIp))
+        .build()
+        .same_body();
+    let router: Router = Router::new().route("/", get(note)).route("/users/{id}", get(note)).with_state(());
+    let svc = tower::Layer::layer(&layer, router);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let make = axum::ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(svc);
+    tokio::spawn(async move { axum::serve(listener, make).await.unwrap() });
+    let client = Client::new();
+
+    let res = client.get(format!("{base}/users/7")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    // The tighter of the two rules is reported: the route rule's last request.
+    assert_eq!(header(&res, "x-ratelimit-remaining"), Some("0"));
+    let res = client.get(format!("{base}/users/8")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(header(&res, "retry-after"), Some("1"));
+    assert_eq!(keys(&users), ["127.0.0.1"]);
+
+    // The refused request took nothing from the global rule: one used, two left.
+    assert_eq!(client.get(&base).send().await.unwrap().status(), StatusCode::OK);
+    let res = client.get(format!("{base}/nowhere")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    assert_eq!(header(&res, "x-ratelimit-remaining"), Some("0"));
+    assert_eq!(client.get(&base).send().await.unwrap().status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(keys(&per_ip), ["127.0.0.1"]);
+
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(client.get(format!("{base}/users/9")).send().await.unwrap().status(), StatusCode::OK);
+}
