@@ -38,8 +38,8 @@ fn wrapped_layer(quota: Quota, style: HeaderStyle) -> Result<RateLimitLayer, Str
     Ok(RateLimitLayer::builder().header_style(style).rule(rule.key(KeyBy::PeerIp)).build())
 }
 
-/// A layer that only passes requests on: what `Router::layer` costs any middleware (axum boxes
-/// each layered route's future and clones its service per request), apart from the middleware.
+/// A layer that only passes requests on: what `Router::layer` costs any middleware (a second
+/// boxed-service clone and boxed future per request in axum), apart from the middleware.
 #[derive(Clone)]
 struct NoopLayer;
 

@@ -777,21 +777,30 @@ async fn response_futures_polled_after_completion_answer() {
 }
 
 /// The layer wrapped around the whole router (`Layer::layer(&layer, router)`) instead of added
-/// with `Router::layer`: axum then neither boxes a future nor clones a service per request for
-/// it. The client address still comes from `ConnectInfo`; route rules match by path prefix
-/// (no route has matched yet, so there is no `MatchedPath`, and `KeyBy::Route` would key by the
-/// raw path); requests to unrouted paths are limited too.
+/// with `Router::layer`: axum then neither clones a second boxed service nor boxes a second
+/// future per request for it. The client address still comes from `ConnectInfo`; there is no
+/// `MatchedPath` yet, so route rules match by path prefix only (a rule registered with an axum
+/// pattern never applies) and `KeyBy::Route` keys by the raw path. The last two hold only when
+/// wrapped (under `Router::layer` the pattern rule applies and the key is the pattern).
 #[tokio::test]
 async fn layer_wrapped_around_the_router() {
     let clock = ManualClock::new();
     let per_ip = limiter(&clock, "3/s");
     let users = limiter(&clock, "1/s");
+    let by_route = limiter(&clock, "100/s");
+    let pattern = limiter(&clock, "100/s");
     let layer = RateLimitLayer::builder()
         .rule(rule("per-ip", &per_ip).key(KeyBy::ClientIp))
+        .rule(rule("by-route", &by_route).key(KeyBy::Route).mode(Mode::Shadow))
         .route("/users", rule("users", &users).key(KeyBy::ClientIp))
+        .route("/items/{id}", rule("pattern", &pattern).key(KeyBy::ClientIp))
         .build()
         .same_body();
-    let router: Router = Router::new().route("/", get(note)).route("/users/{id}", get(note)).with_state(());
+    let router: Router = Router::new()
+        .route("/", get(note))
+        .route("/users/{id}", get(note))
+        .route("/items/{id}", get(note))
+        .with_state(());
     let svc = tower::Layer::layer(&layer, router);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -810,12 +819,18 @@ async fn layer_wrapped_around_the_router() {
 
     // The refused request took nothing from the global rule: one used, two left.
     assert_eq!(client.get(&base).send().await.unwrap().status(), StatusCode::OK);
-    let res = client.get(format!("{base}/nowhere")).send().await.unwrap();
-    assert_eq!(res.status(), StatusCode::NOT_FOUND);
-    assert_eq!(header(&res, "x-ratelimit-remaining"), Some("0"));
+    // No `MatchedPath`: the pattern rule does not apply, `KeyBy::Route` sees raw paths.
+    assert_eq!(client.get(format!("{base}/items/1")).send().await.unwrap().status(), StatusCode::OK);
+    assert!(keys(&pattern).is_empty());
+    assert_eq!(keys(&by_route), ["/", "/items/1", "/users/7"]);
     assert_eq!(client.get(&base).send().await.unwrap().status(), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(keys(&per_ip), ["127.0.0.1"]);
 
-    clock.advance(Duration::from_secs(1));
+    // Two seconds: the bucket is full again (3/s rounds its interval up to whole ns).
+    clock.advance(Duration::from_secs(2));
+    // Unrouted paths are limited too (as under `Router::layer`).
+    let res = client.get(format!("{base}/nowhere")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    assert_eq!(header(&res, "x-ratelimit-remaining"), Some("2"));
     assert_eq!(client.get(format!("{base}/users/9")).send().await.unwrap().status(), StatusCode::OK);
 }
