@@ -560,12 +560,22 @@ mod tests {
                     let general = w.outcome_general(state, now, cost);
                     let what = (period, limit, w.unpack(state), now, cost);
                     assert_eq!(fast.stored, general.stored, "{what:?}");
-                    let (a, b) = (fast.decision, general.decision);
-                    assert_eq!(a.is_allowed(), b.is_allowed(), "{what:?}");
-                    assert_eq!(a.limit(), b.limit(), "{what:?}");
-                    assert_eq!(a.remaining(), b.remaining(), "{what:?}");
-                    assert_eq!(a.reset_after_nanos(), b.reset_after_nanos(), "{what:?}");
-                    assert_eq!(a.retry_after_nanos(), b.retry_after_nanos(), "{what:?}");
+                    // A check on a cell holding `state` (through the CAS loop) stores the same word.
+                    let cell = SlidingWindowCell { word: AtomicU64::new(state) };
+                    let checked = Algorithm::check(&w, &cell, now, cost).expect("live cell");
+                    assert_eq!(
+                        crate::cell::load(&cell.word),
+                        Some(general.stored.unwrap_or(state)),
+                        "{what:?}"
+                    );
+                    for a in [fast.decision, checked] {
+                        let b = general.decision;
+                        assert_eq!(a.is_allowed(), b.is_allowed(), "{what:?}");
+                        assert_eq!(a.limit(), b.limit(), "{what:?}");
+                        assert_eq!(a.remaining(), b.remaining(), "{what:?}");
+                        assert_eq!(a.reset_after_nanos(), b.reset_after_nanos(), "{what:?}");
+                        assert_eq!(a.retry_after_nanos(), b.retry_after_nanos(), "{what:?}");
+                    }
                 }
             }
         }
