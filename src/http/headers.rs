@@ -296,9 +296,9 @@ pub(crate) fn write_headers(
     for part in [b"\"".as_slice(), policy.name.as_bytes(), b"\";r="] {
         at = append(&mut buf, at, part);
     }
-    let remaining_at = at..append(&mut buf, at, Decimal::new(remaining).as_bytes());
+    let remaining_at = at..append(&mut buf, at, itoa::Buffer::new().format(remaining).as_bytes());
     at = append(&mut buf, remaining_at.end, b";t=");
-    let reset_at = at..append(&mut buf, at, Decimal::new(reset).as_bytes());
+    let reset_at = at..append(&mut buf, at, itoa::Buffer::new().format(reset).as_bytes());
     let small = |n: u64| digits_of(n).map(Bytes::from_static);
     let needed = style.ietf() || small(remaining).is_none() || small(reset).is_none();
     let shared = needed.then(|| Bytes::from_owner(Assembled { buf, len: reset_at.end }));
@@ -358,33 +358,6 @@ fn append(buf: &mut [u8], at: usize, part: &[u8]) -> usize {
     end
 }
 
-/// A u64 in decimal, on the stack.
-struct Decimal {
-    digits: [u8; 20],
-    start: usize,
-}
-
-impl Decimal {
-    fn new(n: u64) -> Decimal {
-        let mut digits = [0u8; 20];
-        let mut start = digits.len();
-        let mut v = n;
-        loop {
-            start -= 1; // at most 20 digits: never below 0
-            digits[start] = b'0' + (v % 10) as u8; // a single digit: the cast cannot truncate
-            v /= 10;
-            if v == 0 {
-                break;
-            }
-        }
-        Decimal { digits, start }
-    }
-
-    fn as_bytes(&self) -> &[u8] {
-        self.digits.get(self.start..).unwrap_or_default()
-    }
-}
-
 /// `Retry-After` in whole seconds, rounded up (at least 1 for a denial).
 pub(crate) fn write_retry_after(headers: &mut HeaderMap, retry_after: Duration) {
     headers.insert(RETRY_AFTER, number(ceil_secs(retry_after).max(1)));
@@ -439,7 +412,7 @@ fn digits_of(n: u64) -> Option<&'static [u8]> {
 pub(crate) fn number(n: u64) -> HeaderValue {
     let bytes = match digits_of(n) {
         Some(d) => Bytes::from_static(d),
-        None => Bytes::copy_from_slice(Decimal::new(n).as_bytes()),
+        None => Bytes::copy_from_slice(itoa::Buffer::new().format(n).as_bytes()),
     };
     HeaderValue::from_maybe_shared(bytes).unwrap_or_else(|_| HeaderValue::from(n))
 }
@@ -532,9 +505,9 @@ mod tests {
     }
 
     #[test]
-    fn decimal_matches_display() {
+    fn numbers_match_display() {
         for n in [0u64, 7, 9999, 10_000, 123_456_789, u64::MAX] {
-            assert_eq!(Decimal::new(n).as_bytes(), n.to_string().as_bytes());
+            assert_eq!(number(n).as_bytes(), n.to_string().as_bytes());
         }
     }
 
