@@ -1,4 +1,4 @@
-//! Time sources. This is the only module that reads a clock (STYLE.md habit 5); everything else
+//! Time sources. This is the only module that reads a clock; everything else
 //! takes `now: Nanos` as a parameter.
 //!
 //! All clocks count [`Nanos`] (u64 nanoseconds) since their own *anchor*, the moment the clock was

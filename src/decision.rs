@@ -1,4 +1,4 @@
-//! [`Decision`] and the error enums: everything a caller matches on (DESIGN.md §7).
+//! [`Decision`] and the error enums: everything a caller matches on.
 //!
 //! A denial is a value ([`Decision::is_allowed`] is `false`); an error is a call that can never
 //! succeed or could not be answered (cost above the burst, full key table, backend failure).

@@ -1,5 +1,5 @@
 //! [`Quota`]: how many cells per period, with what burst. All validation happens here, once, so
-//! the arithmetic on the hot path cannot overflow (DESIGN.md §3).
+//! the arithmetic on the hot path cannot overflow.
 
 use std::fmt;
 use std::str::FromStr;
@@ -51,7 +51,9 @@ pub enum QuotaError {
     },
     /// A value too large: a rate faster than one cell per nanosecond (the clock's resolution;
     /// `"2000000000/s"`), or one valid for GCRA but too large for the chosen algorithm's packed
-    /// state (e.g. a fixed-window limit above 2²⁴−1, a sliding log above its ring cap).
+    /// state (e.g. a fixed-window or sliding-window limit above what its count field holds for
+    /// that window length, see `FixedWindow::max_limit` and `SlidingWindow::max_limit`; a sliding
+    /// log above its ring cap).
     TooLarge {
         /// Which quantity.
         what: &'static str,
@@ -94,9 +96,11 @@ impl fmt::Display for QuotaError {
             QuotaError::Overflow { what } => {
                 write!(f, "{what} is too large (quota arithmetic would overflow within 100 years)")
             }
-            QuotaError::TooLarge { what, value, max } => {
-                write!(f, "{what} {value} is too large for this algorithm (max {max})")
+            // A window too short for any count field (e.g. a 1 ns sliding window).
+            QuotaError::TooLarge { what, value, max: 0 } => {
+                write!(f, "{what} {value} is too large: the period is too short for any (max 0)")
             }
+            QuotaError::TooLarge { what, value, max } => write!(f, "{what} {value} is too large (max {max})"),
             QuotaError::Incompatible { reason } => {
                 write!(f, "quota override incompatible with the limiter's algorithm: {reason}")
             }
@@ -255,7 +259,7 @@ impl Quota {
             // Faster than one cell per nanosecond: `T` would round up to 1 ns and the limiter
             // would deliver less than the rate it reports. The clock cannot resolve it anyway.
             return Err(QuotaError::TooLarge {
-                what: "rate (cells per period in ns)",
+                what: "count per period (faster than one per ns: at most the period's length in ns)",
                 value: count,
                 max: period,
             });
@@ -328,6 +332,9 @@ impl FromStr for Quota {
                 let rest = rest.trim();
                 let value = rest.strip_prefix("burst").map(str::trim_start).and_then(|r| r.strip_prefix('='));
                 let value = value.ok_or_else(|| err("expected \";burst=<n>\" after the rate"))?;
+                if value.contains(';') {
+                    return Err(err("more than one \";burst=\" (or something after it)"));
+                }
                 (rate, Some(parse_count(value.trim()).map_err(err)?))
             }
             None => (input, None),
@@ -464,6 +471,15 @@ mod tests {
         assert_eq!("0/s".parse::<Quota>(), Err(QuotaError::ZeroRate));
         assert_eq!("10/0s".parse::<Quota>(), Err(QuotaError::ZeroPeriod));
         assert_eq!("10/s;burst=0".parse::<Quota>(), Err(QuotaError::ZeroBurst));
+        for repeated in ["10/s;burst=3;burst=4", "10/s;burst=3;", "10/s;burst=3; x"] {
+            let Err(QuotaError::Parse { reason, .. }) = repeated.parse::<Quota>() else {
+                panic!("{repeated} parsed")
+            };
+            assert!(reason.contains("more than one"), "{repeated}: {reason}");
+        }
+        // Errors name the problem, not an algorithm.
+        let fast = "1000000001/s".parse::<Quota>().unwrap_err().to_string();
+        assert!(fast.contains("faster than one per ns") && !fast.contains("algorithm"), "{fast}");
         for bad in ["-1/s", "10/", "abc", "1e9/s", "1.5/s", "10/parsec", "/s", "10s", "10/s;bust=3", ""] {
             match bad.parse::<Quota>() {
                 Err(QuotaError::Parse { input, .. }) => assert_eq!(input, bad),

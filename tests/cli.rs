@@ -348,3 +348,40 @@ fn bad_arguments_exit_2_without_panicking() {
         assert!(!stderr.contains("panicked"), "{args}: {stderr:.300}");
     }
 }
+
+#[test]
+fn negative_values_reach_their_own_checks() {
+    // Not clap's "unexpected argument '-1'": each option's parser explains the range.
+    for (args, says) in [
+        (&["bench", "--threads", "-1"][..], "thread"),
+        (&["bench", "--keys", "-5"][..], "key"),
+        (&["bench", "--deny-ratio", "-0.1"][..], "ratio"),
+        (&["bench", "--duration", "-1s"][..], "duration"),
+    ] {
+        let out = tollgate(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr:.300}");
+        assert!(!stderr.contains("unexpected argument"), "{args:?}: {stderr:.300}");
+        assert!(stderr.to_lowercase().contains(says), "{args:?}: {stderr:.300}");
+    }
+}
+
+#[test]
+fn an_unwritable_output_path_fails_before_the_run() {
+    let missing = std::env::temp_dir().join("tollgate-no-such-dir-4f1c").join("x.json");
+    let missing = missing.to_str().unwrap_or_default();
+    for args in [
+        &["bench", "--duration", "30s", "--keys", "direct", "--threads", "1", "--json", missing][..],
+        &["bench", "--duration", "30s", "--keys", "direct", "--threads", "1", "--plot", missing][..],
+        &["simulate", "--duration", "1h", "--json", missing][..],
+    ] {
+        let started = std::time::Instant::now();
+        let out = tollgate(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_ne!(out.status.code(), Some(0), "{args:?}: {stderr:.300}");
+        assert!(stderr.contains("cannot write"), "{args:?}: {stderr:.300}");
+        // A bench run (30 s per cell, warm-up and governor's cell on top) would not have
+        // finished: the path was refused first.
+        assert!(started.elapsed() < std::time::Duration::from_secs(20), "{args:?}");
+    }
+}

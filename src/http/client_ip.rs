@@ -1,5 +1,5 @@
 //! Which client sent a request: the peer address, or, behind proxies you trust, the address
-//! those proxies recorded in `X-Forwarded-For` or RFC 7239 `Forwarded` (DESIGN.md §9).
+//! those proxies recorded in `X-Forwarded-For` or RFC 7239 `Forwarded`.
 //!
 //! The walk goes from the right (the hop nearest to us): trusted proxies are skipped and the
 //! first untrusted address wins. Anything a client wrote to the left of that is never believed,

@@ -1,4 +1,4 @@
-//! tower/axum middleware (features `tower`, `axum`; DESIGN.md §9): [`RateLimitLayer`] limits
+//! tower/axum middleware (features `tower`, `axum`): [`RateLimitLayer`] limits
 //! requests in axum, tonic or plain hyper with any tollgate limiter, in process or remote.
 //!
 //! * **Rules** ([`Rule`]): a limiter, a key ([`KeyBy`]: client address, header, user, route,

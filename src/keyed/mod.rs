@@ -185,10 +185,11 @@ where
     /// The general constructor: any algorithm, clock, initial capacity and hasher.
     ///
     /// ```
-    /// use tollgate::{Algorithm, Gcra, KeyedLimiter, ManualClock, Quota};
+    /// use tollgate::{Algorithm, DefaultHashBuilder, Gcra, KeyedLimiter, ManualClock, Quota};
     /// let gcra = Gcra::new(&Quota::per_second(3).unwrap()).unwrap();
+    /// // Any `BuildHasher`; the default one (foldhash) needs no extra dependency.
     /// let limiter: KeyedLimiter<u64, _, _, Gcra> =
-    ///     KeyedLimiter::build(gcra, ManualClock::new(), 16, foldhash::fast::RandomState::default());
+    ///     KeyedLimiter::build(gcra, ManualClock::new(), 16, DefaultHashBuilder::default());
     /// assert_eq!(limiter.check(&1).unwrap().remaining(), 2);
     /// ```
     pub fn build(algorithm: A, clock: C, capacity: usize, hasher: S) -> Self {
@@ -677,7 +678,7 @@ where
 
     /// Evicts every key whose state is indistinguishable from a fresh key's at the current time,
     /// and returns how many it evicted. Concurrent checks are never lost: a key is retired by a
-    /// CAS that fails if any check moved it (DESIGN.md §6). O(keys). Sweeps of one limiter run
+    /// CAS that fails if any check moved it. O(keys). Sweeps of one limiter run
     /// one at a time: a call made while another sweep (background, inline or manual) is running
     /// returns 0 at once without waiting.
     ///

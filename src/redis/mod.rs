@@ -1,4 +1,4 @@
-//! Distributed limiting in Redis (feature `redis`, DESIGN.md §8): the same algorithms and the same
+//! Distributed limiting in Redis (feature `redis`): the same algorithms and the same
 //! [`Decision`], with the state in Redis so that many processes share one limit.
 //!
 //! * **One round trip per check.** Each algorithm is one Lua script ([`EVALSHA`], reloaded

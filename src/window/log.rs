@@ -43,7 +43,7 @@ const PENDING_RETRIES: u32 = 64;
 /// ([`SlidingLog::bytes_per_key`]). The key table adds its own per-key cost on top (the key,
 /// a table slot, the allocator's headers of both allocations).
 ///
-/// # State and claim protocol (DESIGN.md §4)
+/// # State and claim protocol
 ///
 /// ```text
 /// head            : the next claim's position x = lap·L + index, packed as

@@ -1,4 +1,4 @@
-//! Windowed algorithms and composite limits (DESIGN.md §4, §6): [`FixedWindow`],
+//! Windowed algorithms and composite limits: [`FixedWindow`],
 //! [`SlidingWindow`] (weighted two-window counter), [`SlidingLog`] (exact), and
 //! [`Composite`] (several limits on one key, all or nothing).
 //!

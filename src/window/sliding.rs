@@ -473,6 +473,14 @@ mod tests {
     }
 
     #[test]
+    fn a_window_too_short_for_any_count_says_so() {
+        let quota = Quota::new(1, std::time::Duration::from_nanos(1)).unwrap();
+        let err = SlidingWindow::from_quota(quota).unwrap_err();
+        assert!(matches!(err, QuotaError::TooLarge { max: 0, .. }), "{err:?}");
+        assert!(err.to_string().contains("period is too short"), "{err}");
+    }
+
+    #[test]
     fn counts_at_the_field_max() {
         let period = 3_600_000_000_000;
         let max = SlidingWindow::max_limit(period);

@@ -147,7 +147,13 @@ fn calibrated_quota(
     let mut high: Option<(f64, f64)> = None;
     let mut best: Option<(f64, Quota, f64)> = None;
     for _ in 0..CALIBRATION_PILOTS {
-        let quota = quota_at(rate, &accepts)?;
+        // A rate the algorithm cannot express (a window too short for it): keep the closest
+        // pilot so far, which the caller notes if it is far from the target.
+        let quota = match quota_at(rate, &accepts) {
+            Ok(quota) => quota,
+            Err(_) if best.is_some() => break,
+            Err(e) => return Err(e),
+        };
         let share = pilot(quota)?;
         let miss = (share - target).abs();
         if best.as_ref().is_none_or(|(m, _, _)| miss < *m) {
@@ -291,7 +297,23 @@ pub(crate) fn run(plan: &Plan) -> Result<Report, CliError> {
                             Ok(1.0 - m.allowed as f64 / m.ops.max(1) as f64)
                         };
                         let accepts = |q: &Quota| subjects::accepts(algo, q);
-                        calibrated_quota(plan.deny_ratio, probe.ops_per_sec, &probs, accepts, pilot)?.0
+                        match calibrated_quota(plan.deny_ratio, probe.ops_per_sec, &probs, accepts, pilot) {
+                            Ok((quota, _)) => quota,
+                            // No quota the algorithm accepts: skip this cell, not the run.
+                            Err(e) => {
+                                notes.push(format!(
+                                    "{algo} {} clock, {keys} keys, {threads} thr: skipped ({e})",
+                                    clock.name()
+                                ));
+                                let libs = if algo == AlgoKind::Gcra && plan.compare == Compare::Governor {
+                                    2
+                                } else {
+                                    1
+                                };
+                                progress.inc(libs);
+                                continue;
+                            }
+                        }
                     } else {
                         base_quota
                     };
@@ -406,11 +428,13 @@ const MIN_KEYS_FOR_MEMORY: usize = 10_000;
 fn attach_memory(cells: &mut [Cell], notes: &mut Vec<String>) {
     let mut cache: BTreeMap<(&'static str, &'static str, usize), Option<f64>> = BTreeMap::new();
     let mut failed = None;
+    let mut measured = 0;
     for cell in cells.iter_mut() {
         let Ok(n) = cell.keys.parse::<usize>() else { continue };
         if n < MIN_KEYS_FOR_MEMORY {
             continue;
         }
+        measured += 1;
         let rss =
             *cache.entry((cell.library, cell.algorithm, n)).or_insert_with(|| {
                 match mem::probe_in_child(cell.library, cell.algorithm, n) {
@@ -429,7 +453,11 @@ fn attach_memory(cells: &mut [Cell], notes: &mut Vec<String>) {
                 .and_then(|&a| tollgate_estimate(a, n, &cell.quota.parse::<Quota>().ok()?));
         }
     }
-    if let Some(e) = failed {
+    if measured == 0 {
+        notes.push(format!(
+            "bytes/key: measured only for tables of {MIN_KEYS_FOR_MEMORY} keys or more (none in this run)"
+        ));
+    } else if let Some(e) = failed {
         notes.push(format!("bytes per key unavailable: {e}"));
     } else {
         notes.push(
@@ -482,6 +510,24 @@ mod tests {
         let jump = |q: Quota| Ok(if share_at(&q) > 0.5 { 0.9 } else { 0.2 });
         let (_, share) = calibrated_quota(0.5, 1e7, &[1.0], |_| true, jump).unwrap();
         assert!(share == 0.2 || share == 0.9);
+    }
+
+    #[test]
+    fn calibration_stops_at_the_fastest_rate_the_algorithm_accepts() {
+        // Every pilot denies too much, so the rate climbs until the algorithm refuses it
+        // (here: anything faster than 10⁴/s): the closest pilot is kept, no error.
+        let slow_enough = |q: &Quota| q.emission_interval_nanos() >= 100_000;
+        let mut fastest = u64::MAX;
+        let (quota, share) = calibrated_quota(0.5, 1e3, &[1.0], slow_enough, |q| {
+            fastest = fastest.min(q.emission_interval_nanos());
+            Ok(0.9)
+        })
+        .unwrap();
+        assert_eq!(share, 0.9);
+        assert!(slow_enough(&quota), "{quota}");
+        assert!(fastest >= 100_000);
+        // No rate at all: an error the caller turns into a skipped cell.
+        assert!(calibrated_quota(0.5, 1e3, &[1.0], |_| false, |_| Ok(0.9)).is_err());
     }
 
     #[test]

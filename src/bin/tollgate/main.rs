@@ -81,22 +81,22 @@ struct BenchArgs {
     #[arg(long, default_value = "gcra", value_parser = |s: &str| spec::parse_algorithms(s).map(List))]
     algorithm: List<AlgoKind>,
     /// Thread counts, e.g. 1,2,4.
-    #[arg(long, default_value = "1,2", value_parser = |s: &str| spec::parse_threads(s).map(List))]
+    #[arg(long, default_value = "1,2", allow_hyphen_values = true, value_parser = |s: &str| spec::parse_threads(s).map(List))]
     threads: List<usize>,
     /// Key counts: `direct` (one shared state, no map) and/or keyed table sizes, e.g. 1,10000,1e6.
-    #[arg(long, default_value = "direct,1,10000,1000000", value_parser = |s: &str| spec::parse_keys(s).map(List))]
+    #[arg(long, default_value = "direct,1,10000,1000000", allow_hyphen_values = true, value_parser = |s: &str| spec::parse_keys(s).map(List))]
     keys: List<Keys>,
     /// Which keys are looked up: uniform, or zipf:<s> (hot keys, like real traffic).
     #[arg(long, default_value = "uniform", value_parser = spec::parse_distribution)]
     distribution: Distribution,
     /// Share of checks to deny (the quota is calibrated to it); 0 = admit everything.
-    #[arg(long, default_value = "0", value_parser = spec::parse_ratio)]
+    #[arg(long, default_value = "0", allow_hyphen_values = true, value_parser = spec::parse_ratio)]
     deny_ratio: f64,
     /// Clock: quanta (default, ~10 ns a read), cached (coarse, ~1 ns), or both: quanta,cached.
     #[arg(long, default_value = "quanta", value_parser = |s: &str| spec::parse_clocks(s).map(List))]
     clock: List<ClockKind>,
     /// Measured time per cell (plus a warm-up of a fifth of it), e.g. 1s, 500ms.
-    #[arg(long, default_value = "1500ms", value_parser = spec::parse_duration)]
+    #[arg(long, default_value = "1500ms", allow_hyphen_values = true, value_parser = spec::parse_duration)]
     duration: Duration,
     /// Run governor on the identical workload (GCRA only: governor has no other algorithm).
     #[arg(long, default_value = "governor", value_parser = spec::parse_compare)]
@@ -128,7 +128,7 @@ struct SimulateArgs {
     #[arg(long, default_value = "poisson:50/s", value_parser = spec::parse_arrivals)]
     arrivals: Arrivals,
     /// Simulated time, e.g. 10s, 1m.
-    #[arg(long, default_value = "10s", value_parser = spec::parse_duration)]
+    #[arg(long, default_value = "10s", allow_hyphen_values = true, value_parser = spec::parse_duration)]
     duration: Duration,
     /// Seed of the Poisson process.
     #[arg(long, default_value_t = 1)]
@@ -152,6 +152,14 @@ struct MemProbeArgs {
 #[derive(Clone, Debug)]
 struct List<T>(Vec<T>);
 
+/// Creates (or truncates) an output file up front: a path in a missing directory, or one we
+/// may not write, is an error before any work is done.
+fn writable(path: &std::path::Path) -> Result<(), CliError> {
+    std::fs::File::create(path)
+        .map(drop)
+        .map_err(|e| CliError::Usage(format!("cannot write {}: {e}", path.display())))
+}
+
 fn bench(args: BenchArgs) -> Result<(), CliError> {
     let plan = bench::Plan {
         algorithms: args.algorithm.0,
@@ -165,6 +173,10 @@ fn bench(args: BenchArgs) -> Result<(), CliError> {
         memory: !args.no_memory,
         pin: args.pin,
     };
+    // Output files are opened before the run, so a bad path fails in a second, not after it.
+    for path in args.json.iter().chain(&args.plot) {
+        writable(path)?;
+    }
     let report = bench::run(&plan)?;
     print!("{}", report::table(&report));
     if let Some(path) = &args.json {
@@ -178,6 +190,9 @@ fn bench(args: BenchArgs) -> Result<(), CliError> {
 
 fn simulate(args: SimulateArgs) -> Result<(), CliError> {
     let algorithms = args.algorithm.0;
+    if let Some(path) = &args.json {
+        writable(path)?;
+    }
     let report = simulate::run(args.quota, &algorithms, args.arrivals, args.duration, args.seed)?;
     print!("{}", simulate::table(&report));
     if let Some(path) = &args.json {

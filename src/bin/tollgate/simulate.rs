@@ -271,13 +271,13 @@ pub(crate) fn table(r: &SimReport) -> String {
     }
     let _ = writeln!(
         out,
-        "\n{:<10} {:>10} {:>10} {:>13} {:>16} {:>9} {:>16}",
-        "algorithm", "admitted", "denied", "Δ vs log", "Σ|Δ| per second", "of log", "peak in a window"
+        "\n{:<10} {:>10} {:>10} {:>13} {:>16} {:>14} {:>16}",
+        "algorithm", "admitted", "denied", "Δ vs log", "Σ|Δ| per second", "Σ|Δ| % of log", "peak in a window"
     );
     for a in &r.algorithms {
         let _ = writeln!(
             out,
-            "{:<10} {:>10} {:>10} {:>+13} {:>16} {:>8.1}% {:>16}",
+            "{:<10} {:>10} {:>10} {:>+13} {:>16} {:>13.1}% {:>16}",
             a.algorithm,
             a.admitted,
             a.denied,

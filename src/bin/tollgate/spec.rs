@@ -257,19 +257,21 @@ pub(crate) fn parse_compare(s: &str) -> Result<Compare, String> {
     }
 }
 
-/// A duration: `500ms`, `2s`, `1.5s`, `1m`, `250us` (between 1 ms and 1 hour).
+/// A duration: `500ms`, `2s`, `1.5s`, `1m`, `1h`, `1500us` (between 1 ms and 1 hour; units
+/// case-insensitive).
 pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     check_len(s)?;
     let t = s.trim();
     let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
     let (number, unit) = t.split_at(split);
     let value: f64 = number.parse().map_err(|_| format!("{s:?} is not a duration (e.g. 500ms, 2s, 1m)"))?;
-    let unit_secs = match unit.trim() {
-        "us" | "µs" => 1e-6,
+    let unit_secs = match unit.trim().to_lowercase().as_str() {
+        "us" | "µs" | "μs" => 1e-6,
         "ms" => 1e-3,
         "" | "s" | "sec" | "secs" => 1.0,
         "m" | "min" | "mins" => 60.0,
-        other => return Err(format!("unknown time unit {other:?} in {s:?} (use us, ms, s or m)")),
+        "h" | "hr" | "hour" => 3600.0,
+        other => return Err(format!("unknown time unit {other:?} in {s:?} (use us, ms, s, m or h)")),
     };
     let secs = value * unit_secs;
     if !(secs.is_finite() && (1e-3..=3600.0).contains(&secs)) {
@@ -316,6 +318,9 @@ pub(crate) fn parse_arrivals(s: &str) -> Result<Arrivals, String> {
         .split_once(':')
         .ok_or_else(|| format!("{s:?}: expected uniform:<rate>, poisson:<rate> or burst:<n>/<period>"))?;
     let rate = rest.parse::<Quota>().map_err(|e| format!("{s:?}: {e}"))?;
+    if rate.burst() != rate.count() {
+        return Err(format!("{s:?}: an arrival process takes no \";burst=\""));
+    }
     let per_sec = rate.count() as f64 / rate.period().as_secs_f64();
     let arrivals = match kind.trim().to_ascii_lowercase().as_str() {
         "uniform" => Arrivals::Uniform { per_sec },
@@ -362,10 +367,15 @@ mod tests {
         assert!(parse_duration("-1s").is_err());
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("5 parsecs").is_err());
+        assert_eq!(parse_duration("2S"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("1500us"), Ok(Duration::from_micros(1500)));
+        assert!(parse_duration("2h").is_err());
         assert_eq!(parse_arrivals("uniform:20/s"), Ok(Arrivals::Uniform { per_sec: 20.0 }));
         assert_eq!(parse_arrivals("burst:5/100ms"), Ok(Arrivals::Burst { count: 5, every: 100_000_000 }));
         assert!(parse_arrivals("poisson:0/s").is_err());
         assert!(parse_arrivals("uniform:1e9/s").is_err());
+        assert!(parse_arrivals("burst:5/100ms;burst=2").unwrap_err().contains("burst="));
         assert!(parse_quota("abc").is_err());
         assert!(parse_algorithms("gcra,bogus").is_err());
     }
