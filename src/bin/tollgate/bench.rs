@@ -191,15 +191,21 @@ fn latency(m: &Measured) -> Latency {
     }
 }
 
+/// How many libraries run each cell of `algo`: governor too for GCRA when compared.
+fn libraries(algo: AlgoKind, compare: Compare) -> usize {
+    if algo == AlgoKind::Gcra && compare == Compare::Governor {
+        2
+    } else {
+        1
+    }
+}
+
 /// Runs the plan; progress on stderr.
 pub(crate) fn run(plan: &Plan) -> Result<Report, CliError> {
     let cells_total: usize = plan
         .algorithms
         .iter()
-        .map(|&a| {
-            let libs = if a == AlgoKind::Gcra && plan.compare == Compare::Governor { 2 } else { 1 };
-            libs * plan.clocks.len() * plan.keys.len() * plan.threads.len()
-        })
+        .map(|&a| libraries(a, plan.compare) * plan.clocks.len() * plan.keys.len() * plan.threads.len())
         .sum();
     let progress = ProgressBar::new(cells_total as u64);
     if let Ok(style) = ProgressStyle::with_template("{bar:30} {pos}/{len} cells  {elapsed_precise}  {msg}") {
@@ -305,12 +311,7 @@ pub(crate) fn run(plan: &Plan) -> Result<Report, CliError> {
                                     "{algo} {} clock, {keys} keys, {threads} thr: skipped ({e})",
                                     clock.name()
                                 ));
-                                let libs = if algo == AlgoKind::Gcra && plan.compare == Compare::Governor {
-                                    2
-                                } else {
-                                    1
-                                };
-                                progress.inc(libs);
+                                progress.inc(libraries(algo, plan.compare) as u64);
                                 continue;
                             }
                         }
