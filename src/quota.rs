@@ -395,8 +395,8 @@ impl fmt::Display for Quota {
         for (unit_ns, name) in units {
             if self.period.is_multiple_of(unit_ns) {
                 let amount = self.period / unit_ns;
-                if amount == 1 && unit_ns >= NS_PER_SEC {
-                    f.write_str(name)?;
+                if amount == 1 {
+                    f.write_str(name)?; // "10/ms", as written, not "10/1ms"
                 } else {
                     write!(f, "{amount}{name}")?;
                 }
@@ -463,6 +463,10 @@ mod tests {
             assert_eq!((q.count(), q.period_nanos(), q.burst()), (count, period, count), "{s}");
             let again: Quota = q.to_string().parse().unwrap();
             assert_eq!(again, q, "{s} round-trips via {q}");
+        }
+        // A single unit is written bare, at every scale, as a user would write it.
+        for (s, shown) in [("10/1ms", "10/ms"), ("5/1us", "5/us"), ("4/60s", "4/m")] {
+            assert_eq!(s.parse::<Quota>().unwrap().to_string(), shown, "{s}");
         }
     }
 

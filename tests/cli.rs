@@ -311,6 +311,23 @@ fn simulate_bursts_match_the_limit() {
 }
 
 #[test]
+fn simulate_all_skips_an_algorithm_that_cannot_take_the_quota() {
+    // 5000 per second is above the sliding log's cap (4096): `all` runs the others and says
+    // why the log is missing; asked for alone, the log is a usage error.
+    let doc = simulate_json(&["--quota", "5000/s", "--arrivals", "uniform:100/s", "--duration", "2s"]);
+    for name in ["gcra", "fixed", "sliding", "exact-log"] {
+        assert_eq!(algo(&doc, name)["admitted"], 200, "{name}");
+    }
+    assert!(doc["algorithms"].as_array().is_some_and(|a| a.iter().all(|x| x["algorithm"] != "log")), "{doc}");
+    let skipped = doc["skipped"].as_array().cloned().unwrap_or_default();
+    assert_eq!(skipped.len(), 1, "{doc}");
+    assert!(skipped[0].as_str().is_some_and(|s| s.starts_with("log:") && s.contains("4096")), "{doc}");
+    let out = tollgate(&["simulate", "--quota", "5000/s", "--algorithm", "log"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("4096"));
+}
+
+#[test]
 fn bad_arguments_exit_2_without_panicking() {
     let cases: &[&[&str]] = &[
         &[],

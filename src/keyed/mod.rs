@@ -210,7 +210,8 @@ where
     /// Bounds the number of keys (set before first use). New keys beyond it follow the
     /// [`FullTablePolicy`]; the bound is exact for live keys (no slack): a reservation counter
     /// is taken before inserting. `len()` may briefly exceed it by retired entries that a sweep
-    /// is in the middle of removing.
+    /// is in the middle of removing. `max_keys(0)` admits no key at all: every check is
+    /// [`CheckError::KeyLimit`] (a typed refusal, never an unlimited pass).
     ///
     /// ```
     /// use tollgate::{CheckError, FullTablePolicy, KeyedLimiter, Quota};
@@ -222,6 +223,9 @@ where
     /// }
     /// assert_eq!(limiter.check(&100), Err(CheckError::KeyLimit { max_keys: 100 }));
     /// assert!(limiter.check(&7).unwrap().is_allowed()); // existing keys are unaffected
+    ///
+    /// let closed: KeyedLimiter<u32> = KeyedLimiter::new(Quota::per_second(10).unwrap()).max_keys(0);
+    /// assert_eq!(closed.check(&1), Err(CheckError::KeyLimit { max_keys: 0 }));
     /// ```
     pub fn max_keys(mut self, max_keys: usize) -> Self {
         self.max_keys = Some(max_keys);

@@ -56,6 +56,8 @@ pub(crate) struct SimReport {
     pub(crate) total_arrivals: u64,
     pub(crate) reference: &'static str,
     pub(crate) algorithms: Vec<AlgoRun>,
+    /// Requested algorithms that cannot express the quota, each with the reason.
+    pub(crate) skipped: Vec<String>,
 }
 
 /// Something that admits or denies one arrival at the clock's current time.
@@ -182,9 +184,25 @@ pub(crate) fn run(
     let seconds = duration_ns.div_ceil(1_000_000_000) as usize;
     let period = quota.period_nanos();
     let clock = ManualClock::new();
-    let mut names: Vec<String> = algorithms.iter().map(|a| a.name().to_string()).collect();
-    let mut subjects: Vec<Box<dyn Admit>> =
-        algorithms.iter().map(|&a| limiter(a, &quota, &clock)).collect::<Result<_, _>>()?;
+    let mut names: Vec<String> = Vec::new();
+    let mut subjects: Vec<Box<dyn Admit>> = Vec::new();
+    let mut skipped = Vec::new();
+    for &kind in algorithms {
+        match limiter(kind, &quota, &clock) {
+            Ok(subject) => {
+                names.push(kind.name().to_string());
+                subjects.push(subject);
+            }
+            // With several algorithms (e.g. `all`), one that cannot express the quota (a
+            // sliding log's cap on the limit, a window's count field) is skipped with a note,
+            // not the whole run; asked for alone, it is the error.
+            Err(CliError::Usage(why)) if algorithms.len() > 1 => skipped.push(why),
+            Err(e) => return Err(e),
+        }
+    }
+    if subjects.is_empty() {
+        return Err(CliError::Usage(format!("no algorithm can take quota {quota}: {}", skipped.join("; "))));
+    }
     names.push("exact-log".to_string());
     subjects.push(Box::new(ExactLog { limit: quota.count(), period, admitted: VecDeque::new() }));
     let mut per_second = vec![vec![Second::default(); seconds]; subjects.len()];
@@ -241,6 +259,7 @@ pub(crate) fn run(
         total_arrivals: total,
         reference: "exact sliding log: at most `count` admissions in any window (t − period, t]",
         algorithms: runs,
+        skipped,
     })
 }
 
@@ -286,6 +305,9 @@ pub(crate) fn table(r: &SimReport) -> String {
             a.abs_deviation_pct,
             a.peak_in_window
         );
+    }
+    for why in &r.skipped {
+        let _ = writeln!(out, "skipped {why}");
     }
     let _ = writeln!(
         out,
