@@ -195,8 +195,6 @@ pub struct RequestInfo<'a> {
     pub headers: &'a HeaderMap,
     /// The extensions (authenticated user, axum `MatchedPath`, …).
     pub extensions: &'a Extensions,
-    /// axum's matched route pattern (`/users/{id}`), when the layer runs inside a router.
-    pub matched_path: Option<&'a str>,
     peer: Option<IpAddr>,
     ip_config: &'a ClientIpConfig,
 }
@@ -209,7 +207,6 @@ impl<'a> RequestInfo<'a> {
             uri: req.uri(),
             headers: req.headers(),
             extensions,
-            matched_path: matched_path(extensions),
             peer: peer_addr(extensions),
             ip_config,
         }
@@ -231,9 +228,15 @@ impl<'a> RequestInfo<'a> {
         self.ip_config.client_ip(self.peer, self.headers)
     }
 
+    /// axum's matched route pattern (`/users/{id}`), when the layer runs inside a router.
+    /// Looked up on each call (an extensions lookup): only route rules and route keys need it.
+    pub fn matched_path(&self) -> Option<&'a str> {
+        matched_path(self.extensions)
+    }
+
     /// The route: the matched pattern when known, else the path.
     pub fn route(&self) -> &'a str {
-        self.matched_path.unwrap_or_else(|| self.uri.path())
+        self.matched_path().unwrap_or_else(|| self.uri.path())
     }
 }
 

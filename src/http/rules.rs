@@ -459,7 +459,7 @@ impl RuleSet {
         if self.routes.is_empty() {
             return None;
         }
-        if let Some(matched) = req.matched_path {
+        if let Some(matched) = req.matched_path() {
             let exact = self.routes.iter().find(|(p, r)| p == matched && r.applies_to(req.method));
             if let Some((_, rule)) = exact {
                 return Some(rule);
