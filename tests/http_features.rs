@@ -399,6 +399,32 @@ async fn async_str_keyed_limiter_behaves_like_in_process() {
     assert_eq!(global, [("*".to_owned(), 2)]);
 }
 
+#[tokio::test]
+async fn a_lone_async_rule_is_checked_through_its_future() {
+    // One rule (the middleware's lone-rule path) whose check is a future, as Redis's is.
+    let clock = ManualClock::new();
+    let remote = StrKeys::new(KeyedLimiter::<String, ManualClock>::with_clock(
+        Quota::per_second(2).unwrap(),
+        clock.clone(),
+    ));
+    let layer = RateLimitLayer::builder().rule(Rule::new("remote", remote).unwrap()).build();
+    let base = serve(app(layer.clone())).await;
+    let client = Client::new();
+    for remaining in ["1", "0"] {
+        let res = client.get(&base).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(header(&res, "x-ratelimit-remaining"), Some(remaining));
+        assert_eq!(header(&res, "ratelimit"), Some(&*format!(r#""remote";r={remaining};t=1"#)));
+    }
+    let res = client.get(&base).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(header(&res, "retry-after"), Some("1"));
+    clock.advance(Duration::from_millis(500));
+    assert_eq!(client.get(&base).send().await.unwrap().status(), StatusCode::OK);
+    let m = layer.metrics();
+    assert_eq!((m.allowed, m.denied), (3, 1));
+}
+
 /// A full key table (`max_keys`) is a limit, not a backend failure: under the default fail-open
 /// policy a client that mints new keys must still get 429, not unlimited access.
 #[tokio::test]
