@@ -368,14 +368,16 @@ async fn backend_errors_fail_open_by_default_and_503_when_closed() {
     assert_eq!(header(&res, "content-type"), Some("application/problem+json"));
 }
 
+/// An `AsyncRateLimiter<str>` (the shape of the Redis limiter) allowing 2 per second.
+fn remote_two_per_second(clock: &ManualClock) -> StrKeys<KeyedLimiter<String, ManualClock>> {
+    StrKeys::new(KeyedLimiter::with_clock(Quota::per_second(2).unwrap(), clock.clone()))
+}
+
 #[tokio::test]
 async fn async_str_keyed_limiter_behaves_like_in_process() {
     // An `AsyncRateLimiter<str>` (the shape of the Redis limiter), checked through a future.
     let clock = ManualClock::new();
-    let remote = StrKeys::new(KeyedLimiter::<String, ManualClock>::with_clock(
-        Quota::per_second(2).unwrap(),
-        clock.clone(),
-    ));
+    let remote = remote_two_per_second(&clock);
     let local = limiter(&clock, "5/s");
     let layer = RateLimitLayer::builder()
         .rule(Rule::new("remote", remote).unwrap())
@@ -403,10 +405,7 @@ async fn async_str_keyed_limiter_behaves_like_in_process() {
 async fn a_lone_async_rule_is_checked_through_its_future() {
     // One rule (the middleware's lone-rule path) whose check is a future, as Redis's is.
     let clock = ManualClock::new();
-    let remote = StrKeys::new(KeyedLimiter::<String, ManualClock>::with_clock(
-        Quota::per_second(2).unwrap(),
-        clock.clone(),
-    ));
+    let remote = remote_two_per_second(&clock);
     let layer = RateLimitLayer::builder().rule(Rule::new("remote", remote).unwrap()).build();
     let base = serve(app(layer.clone())).await;
     let client = Client::new();
@@ -495,10 +494,7 @@ async fn refused_requests_take_nothing_from_other_rules() {
 async fn rules_before_a_refusing_remote_rule_are_refunded() {
     let clock = ManualClock::new();
     let direct = Arc::new(tollgate::Limiter::with_clock(Quota::per_second(5).unwrap(), clock.clone()));
-    let remote = StrKeys::new(KeyedLimiter::<String, ManualClock>::with_clock(
-        Quota::per_second(2).unwrap(),
-        clock.clone(),
-    ));
+    let remote = remote_two_per_second(&clock);
     let layer = RateLimitLayer::builder()
         .rule(Rule::from_arc("direct", direct.clone() as Arc<dyn HttpLimiter>).unwrap().key(KeyBy::Global))
         .rule(Rule::new("remote", remote).unwrap())
@@ -572,8 +568,7 @@ async fn an_unterminated_forwarded_quote_does_not_hide_the_proxy_written_element
 async fn listed_rules_before_a_refusing_rule_are_refunded() {
     let clock = ManualClock::new();
     let direct = limiter(&clock, "5/s");
-    let remote =
-        StrKeys::new(KeyedLimiter::<String, ManualClock>::with_clock(Quota::per_second(2).unwrap(), clock));
+    let remote = remote_two_per_second(&clock);
     let layer = RateLimitLayer::builder()
         .rule(rule("direct", &direct).key(KeyBy::Global))
         .rule(Rule::new("remote", remote).unwrap())
