@@ -196,6 +196,9 @@ pub struct RequestInfo<'a> {
     /// The extensions (authenticated user, axum `MatchedPath`, …).
     pub extensions: &'a Extensions,
     peer: Option<IpAddr>,
+    /// axum's `MatchedPath`, once looked up ([`RequestInfo::remember_matched_path`]); `None`
+    /// until then.
+    matched: Option<Option<&'a str>>,
     ip_config: &'a ClientIpConfig,
 }
 
@@ -208,8 +211,16 @@ impl<'a> RequestInfo<'a> {
             headers: req.headers(),
             extensions,
             peer: peer_addr(extensions),
+            matched: None,
             ip_config,
         }
+    }
+
+    /// Looks axum's `MatchedPath` up once for every later [`matched_path`](Self::matched_path)
+    /// call: the middleware does so when its rules include route rules, which read it once per
+    /// rule lookup. Without route rules it is never looked up unless a key or predicate asks.
+    pub(crate) fn remember_matched_path(&mut self) {
+        self.matched = Some(matched_path(self.extensions));
     }
 
     /// The request path.
@@ -229,9 +240,13 @@ impl<'a> RequestInfo<'a> {
     }
 
     /// axum's matched route pattern (`/users/{id}`), when the layer runs inside a router.
-    /// Looked up on each call (an extensions lookup): only route rules and route keys need it.
+    /// An extensions lookup, made once per request where the layer has route rules and on
+    /// demand otherwise (only route rules and route keys need it).
     pub fn matched_path(&self) -> Option<&'a str> {
-        matched_path(self.extensions)
+        match self.matched {
+            Some(known) => known,
+            None => matched_path(self.extensions),
+        }
     }
 
     /// The route: the matched pattern when known, else the path.

@@ -832,14 +832,14 @@ impl State {
             || self.skip_if.as_ref().is_some_and(|f| f(req))
     }
 
-    fn first_pass(&self, req: &RequestInfo<'_>, acc: &mut Acc) -> Step {
-        if self.skipped(req) {
+    fn first_pass(&self, info: &mut RequestInfo<'_>, acc: &mut Acc) -> Step {
+        if self.skipped(info) {
             self.metrics.skipped.add(1);
             return Step::Skip;
         }
         let ban_key = match &self.ban {
             Some(ban) => {
-                let key = ban.key.extract(req);
+                let key = ban.key.extract(info);
                 if let Some(left) = ban.banned(&key) {
                     self.metrics.banned.add(1);
                     let body = if ban.status == StatusCode::FORBIDDEN {
@@ -856,6 +856,10 @@ impl State {
             None => None,
         };
         let rules = self.rules.load();
+        if rules.has_routes() {
+            info.remember_matched_path();
+        }
+        let req = &*info;
         let first = self.refusing_rule(&rules, req);
         let mut taken = Taken::default();
         let mut pending = None;
@@ -937,8 +941,12 @@ impl State {
     }
 
     /// The rest of [`State::first_pass`] once a check needs a round trip.
-    async fn finish_async(&self, req: &RequestInfo<'_>, resume: Box<Resume>, acc: &mut Acc) -> Step {
+    async fn finish_async(&self, info: &mut RequestInfo<'_>, resume: Box<Resume>, acc: &mut Acc) -> Step {
         let Resume { rules, first, index, key, cost, check, acc: resumed, mut taken, ban_key } = *resume;
+        if rules.has_routes() {
+            info.remember_matched_path();
+        }
+        let req = &*info;
         *acc = resumed;
         let result = check.await;
         let mut rest = rules.ordered(req, first).skip(index).peekable();
@@ -997,7 +1005,7 @@ where
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         let mut acc = Acc::default();
-        let step = self.state.first_pass(&RequestInfo::new(&req, &self.state.ip), &mut acc);
+        let step = self.state.first_pass(&mut RequestInfo::new(&req, &self.state.ip), &mut acc);
         match step {
             Step::Skip => ResponseFuture::inner(self.inner.call(req), None, self.state.style),
             Step::Respond(res) => ResponseFuture::ready(res),
@@ -1013,8 +1021,8 @@ where
                 ResponseFuture::boxed(Box::pin(async move {
                     let mut acc = Acc::default();
                     let step = {
-                        let info = RequestInfo::new(&req, &state.ip);
-                        state.finish_async(&info, resume, &mut acc).await
+                        let mut info = RequestInfo::new(&req, &state.ip);
+                        state.finish_async(&mut info, resume, &mut acc).await
                     };
                     match step {
                         Step::Pass => {

@@ -399,6 +399,11 @@ impl RuleSet {
     }
 
     /// How many rules there are (global and route).
+    /// Whether any rule is a route rule (matched by axum's `MatchedPath` or a path prefix).
+    pub(crate) fn has_routes(&self) -> bool {
+        !self.routes.is_empty()
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.global.len() + self.routes.len()
     }

@@ -121,9 +121,10 @@ struct SimulateArgs {
     /// The quota, e.g. 10/s, 100/m, "20/1500ms;burst=5".
     #[arg(long, default_value = "10/s", value_parser = spec::parse_quota)]
     quota: tollgate::Quota,
-    /// Algorithms: gcra, fixed, sliding, log or all.
-    #[arg(long, default_value = "all", value_parser = |s: &str| spec::parse_algorithms(s).map(List))]
-    algorithm: List<AlgoKind>,
+    /// Algorithms: gcra, fixed, sliding, log or all (all skips, with a note, any that cannot
+    /// express the quota; one named is an error then).
+    #[arg(long, default_value = "all", value_parser = parse_simulated)]
+    algorithm: Simulated,
     /// Arrival process: uniform:<rate>, poisson:<rate> or burst:<n>/<period> (rates like 50/s).
     #[arg(long, default_value = "poisson:50/s", value_parser = spec::parse_arrivals)]
     arrivals: Arrivals,
@@ -151,6 +152,18 @@ struct MemProbeArgs {
 /// A comma-separated option value, parsed whole (so clap does not treat it as repeated).
 #[derive(Clone, Debug)]
 struct List<T>(Vec<T>);
+
+/// `simulate --algorithm`: the algorithms, and whether they came from `all`.
+#[derive(Clone, Debug)]
+struct Simulated {
+    kinds: Vec<AlgoKind>,
+    all: bool,
+}
+
+fn parse_simulated(s: &str) -> Result<Simulated, String> {
+    let kinds = spec::parse_algorithms(s)?;
+    Ok(Simulated { kinds, all: s.split(',').any(|part| part.trim().eq_ignore_ascii_case("all")) })
+}
 
 /// Creates (or truncates) an output file up front: a path in a missing directory, or one we
 /// may not write, is an error before any work is done.
@@ -189,11 +202,11 @@ fn bench(args: BenchArgs) -> Result<(), CliError> {
 }
 
 fn simulate(args: SimulateArgs) -> Result<(), CliError> {
-    let algorithms = args.algorithm.0;
+    let Simulated { kinds, all } = args.algorithm;
     if let Some(path) = &args.json {
         writable(path)?;
     }
-    let report = simulate::run(args.quota, &algorithms, args.arrivals, args.duration, args.seed)?;
+    let report = simulate::run(args.quota, &kinds, all, args.arrivals, args.duration, args.seed)?;
     print!("{}", simulate::table(&report));
     if let Some(path) = &args.json {
         let text = serde_json::to_string_pretty(&report).map_err(CliError::internal)?;

@@ -56,8 +56,15 @@ pub(crate) struct SimReport {
     pub(crate) total_arrivals: u64,
     pub(crate) reference: &'static str,
     pub(crate) algorithms: Vec<AlgoRun>,
-    /// Requested algorithms that cannot express the quota, each with the reason.
-    pub(crate) skipped: Vec<String>,
+    /// Algorithms of `all` that cannot express the quota, each with the reason.
+    pub(crate) skipped: Vec<Skipped>,
+}
+
+/// An algorithm `simulate` left out.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Skipped {
+    pub(crate) algorithm: &'static str,
+    pub(crate) reason: String,
 }
 
 /// Something that admits or denies one arrival at the clock's current time.
@@ -168,6 +175,7 @@ fn limiter(kind: AlgoKind, quota: &Quota, clock: &ManualClock) -> Result<Box<dyn
 pub(crate) fn run(
     quota: Quota,
     algorithms: &[AlgoKind],
+    skip_unfit: bool,
     arrivals: Arrivals,
     duration: Duration,
     seed: u64,
@@ -193,15 +201,19 @@ pub(crate) fn run(
                 names.push(kind.name().to_string());
                 subjects.push(subject);
             }
-            // With several algorithms (e.g. `all`), one that cannot express the quota (a
-            // sliding log's cap on the limit, a window's count field) is skipped with a note,
-            // not the whole run; asked for alone, it is the error.
-            Err(CliError::Usage(why)) if algorithms.len() > 1 => skipped.push(why),
+            // Under `all`, one that cannot express the quota (a sliding log's cap on the limit,
+            // a window's count field) is skipped with a note, not the whole run; named, it is
+            // the error.
+            Err(CliError::Usage(why)) if skip_unfit => {
+                let reason = why.strip_prefix(&format!("{kind}: ")).unwrap_or(&why).to_string();
+                skipped.push(Skipped { algorithm: kind.name(), reason });
+            }
             Err(e) => return Err(e),
         }
     }
     if subjects.is_empty() {
-        return Err(CliError::Usage(format!("no algorithm can take quota {quota}: {}", skipped.join("; "))));
+        let why: Vec<String> = skipped.iter().map(|s| format!("{}: {}", s.algorithm, s.reason)).collect();
+        return Err(CliError::Usage(format!("no algorithm can take quota {quota}: {}", why.join("; "))));
     }
     names.push("exact-log".to_string());
     subjects.push(Box::new(ExactLog { limit: quota.count(), period, admitted: VecDeque::new() }));
@@ -306,8 +318,8 @@ pub(crate) fn table(r: &SimReport) -> String {
             a.peak_in_window
         );
     }
-    for why in &r.skipped {
-        let _ = writeln!(out, "skipped {why}");
+    for s in &r.skipped {
+        let _ = writeln!(out, "note: algorithm {} not run: {}", s.algorithm, s.reason);
     }
     let _ = writeln!(
         out,
