@@ -855,3 +855,109 @@ async fn layer_wrapped_around_the_router() {
     assert_eq!(header(&res, "x-ratelimit-remaining"), Some("2"));
     assert_eq!(client.get(format!("{base}/users/9")).send().await.unwrap().status(), StatusCode::OK);
 }
+
+/// A backend answering an outage with its fail-closed denial (what `RedisLimiter` under
+/// `FailurePolicy::FailClosed` returns: `Origin::Fallback`).
+struct OutageDenies;
+
+impl HttpLimiter for OutageDenies {
+    fn check_http(&self, _key: &HttpKey, _cost: u32) -> Check {
+        Check::Ready(Ok(Decision::denied(10, 0, 0, 1_000_000_000).with_origin(tollgate::Origin::Fallback)))
+    }
+    fn quota_http(&self, _key: &HttpKey) -> Quota {
+        Quota::per_second(10).unwrap()
+    }
+    fn reset_http(&self, _key: &HttpKey) -> Result<bool, CheckError> {
+        Ok(false)
+    }
+}
+
+/// A backend's fail-closed answer is a 429, but not the client's doing: no auto-ban strike, so
+/// an outage does not ban every active client past its end (review finding).
+#[tokio::test]
+async fn a_backend_outage_denial_is_no_auto_ban_strike() {
+    let ban = AutoBan::new(2, Duration::from_secs(60), Duration::from_secs(600)).unwrap();
+    let layer =
+        RateLimitLayer::builder().rule(Rule::new("redis", OutageDenies).unwrap()).auto_ban(ban).build();
+    let base = serve(app(layer.clone())).await;
+    let client = Client::new();
+    for _ in 0..5 {
+        let res = client.get(&base).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(header(&res, "retry-after"), Some("1"));
+    }
+    let m = layer.metrics();
+    assert_eq!((m.denied, m.banned, m.bans_issued), (5, 0, 0));
+}
+
+/// Rules sharing one limiter and key: the refused request's takes are refunded last first, so
+/// each refund meets the state its take left (GCRA refunds only an untouched TAT) and the
+/// request takes nothing (review finding: refunded in take order, one cell was lost).
+#[tokio::test]
+async fn refunds_of_rules_sharing_a_limiter_run_last_take_first() {
+    let clock = ManualClock::new();
+    let shared = limiter(&clock, "4/m");
+    let layer = RateLimitLayer::builder()
+        .rule(rule("a", &shared))
+        .rule(rule("b", &shared))
+        .rule(rule("c", &shared))
+        .build();
+    let base = serve(app(layer)).await;
+    let key = HttpKey::new("127.0.0.1");
+    assert!(shared.0.check_n(&key, 2).unwrap().is_allowed()); // 2 of 4 left: a and b fit, c does not
+    let res = Client::new().get(&base).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(shared.0.peek(&key).remaining(), 1); // a unit check still leaves 1: 2 left
+}
+
+/// A 429's rate-limit headers describe the rule that refused it (whose Retry-After it carries),
+/// not an annotate-mode rule checked before it that would also deny (review finding).
+#[tokio::test]
+async fn a_refusal_carries_the_refusing_rules_headers() {
+    let clock = ManualClock::new();
+    let soft = limiter(&clock, "5/m");
+    let hard = KeyedLimiter::<String, ManualClock>::with_clock("2/h".parse().unwrap(), clock.clone());
+    assert!(soft.0.check_n(&HttpKey::new("127.0.0.1"), 5).unwrap().is_allowed());
+    assert!(hard.check_n("127.0.0.1", 2).unwrap().is_allowed());
+    let layer = RateLimitLayer::builder()
+        .rule(rule("soft", &soft).mode(Mode::Annotate))
+        // Remote-shaped (checked through a future), so the pre-check does not order it first.
+        .rule(Rule::new("hard", StrKeys::new(hard)).unwrap())
+        .build();
+    let base = serve(app(layer)).await;
+    let res = Client::new().get(&base).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(header(&res, "ratelimit-policy"), Some("\"hard\";q=2;w=3600"));
+    assert_eq!(header(&res, "x-ratelimit-limit"), Some("2"));
+    assert_eq!(header(&res, "retry-after"), Some("1800"));
+}
+
+/// A composite rule (two limits on one key) allowed, then a later rule refused: both of its
+/// limits get their cells back, as a single-algorithm rule's do (review finding: composites
+/// had no receipt, so they kept their takes).
+#[tokio::test]
+async fn a_composite_rule_before_a_refusing_rule_is_refunded() {
+    use tollgate::{Composite, DefaultHashBuilder, FixedWindow, Gcra};
+    let clock = ManualClock::new();
+    let q = |s: &str| s.parse::<Quota>().unwrap();
+    let both = Composite::of(Gcra::from_quota(q("10/m")), FixedWindow::from_quota(q("10/h")).unwrap());
+    let first = Arc::new(Listed(KeyedLimiter::<HttpKey, ManualClock, DefaultHashBuilder, _>::build(
+        both,
+        clock.clone(),
+        0,
+        DefaultHashBuilder::default(),
+    )));
+    let remote = KeyedLimiter::<String, ManualClock>::with_clock("1/h".parse().unwrap(), clock.clone());
+    assert!(remote.check("127.0.0.1").unwrap().is_allowed()); // spent
+    let layer = RateLimitLayer::builder()
+        .rule(Rule::from_arc("both", first.clone() as Arc<dyn HttpLimiter>).unwrap())
+        .rule(Rule::new("remote", StrKeys::new(remote)).unwrap())
+        .build();
+    let base = serve(app(layer)).await;
+    let client = Client::new();
+    for _ in 0..3 {
+        assert_eq!(client.get(&base).send().await.unwrap().status(), StatusCode::TOO_MANY_REQUESTS);
+    }
+    // Both limits hold 10: had either kept its three takes, a unit check would leave 6.
+    assert_eq!(first.0.peek(&HttpKey::new("127.0.0.1")).remaining(), 9);
+}

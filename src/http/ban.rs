@@ -72,6 +72,11 @@ impl<C: Clock + 'static> BanStore for Store<C> {
 /// Strikes are counted with GCRA (burst `denials`, one strike forgiven every
 /// `window / denials`), so "within a window" is a sliding allowance, not a fixed bucket.
 ///
+/// Only a blocking rule's own denial is a strike. A 429 that is not the client's doing is not:
+/// a full key table ([`CheckError::KeyLimit`](crate::CheckError::KeyLimit)) or a backend's
+/// fail-closed answer during an outage (a decision of [`Origin::Fallback`](crate::Origin),
+/// e.g. Redis down under `FailurePolicy::FailClosed`), so an outage bans nobody past its end.
+///
 /// ```
 /// use std::time::Duration;
 /// use tollgate::http::AutoBan;

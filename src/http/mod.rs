@@ -611,7 +611,9 @@ struct Report {
 }
 
 enum Denial {
-    Limited(Duration),
+    /// The retry time, and whether it is the client's doing (an auto-ban strike): a backend's
+    /// fail-closed answer (`Origin::Fallback`) is not.
+    Limited(Duration, bool),
     /// A rule's key table is full ([`CheckError::KeyLimit`]): no decision of that rule to
     /// report, and not the client's fault (no auto-ban strike).
     KeyLimit(Duration),
@@ -664,7 +666,9 @@ impl Acc {
         };
         if rule.mode != Mode::Shadow
             && state.style != HeaderStyle::None
-            && self.report.as_ref().is_none_or(|r| tighter(&decision, &r.decision))
+            && (self.report.as_ref().is_none_or(|r| tighter(&decision, &r.decision))
+                // The refusing rule's own numbers go with its Retry-After.
+                || (rule.mode == Mode::Block && self.deny.is_none() && !decision.is_allowed()))
         {
             // The key's own quota only matters to `RateLimit-Policy` (a per-key override).
             let quota = if state.style == HeaderStyle::Legacy {
@@ -677,7 +681,8 @@ impl Acc {
         match rule.mode {
             Mode::Block => {
                 if let Some(retry) = decision.retry_after() {
-                    self.deny.get_or_insert(Denial::Limited(retry));
+                    let strike = decision.origin() != crate::decision::Origin::Fallback;
+                    self.deny.get_or_insert(Denial::Limited(retry, strike));
                 }
             }
             Mode::Annotate | Mode::Shadow => {
@@ -733,8 +738,8 @@ impl Acc {
         let deny = self.deny.take()?;
         state.metrics.denied.add(1);
         let mut res = match deny {
-            Denial::Limited(retry) => {
-                if let (Some(ban), Some(key)) = (&state.ban, ban_key) {
+            Denial::Limited(retry, strike) => {
+                if let (true, Some(ban), Some(key)) = (strike, &state.ban, ban_key) {
                     if ban.strike(key) {
                         state.metrics.bans_issued.add(1);
                         tracing::warn!(key = key.as_str(), "auto-ban: key banned");
@@ -817,7 +822,9 @@ impl Taken {
     }
 
     fn refund_all(self) {
-        for t in self.first.into_iter().chain(self.rest) {
+        // Last take first: a later take on the same limiter and key (two rules sharing one)
+        // was built on top of the earlier one, and GCRA only refunds an untouched TAT.
+        for t in self.rest.into_iter().rev().chain(self.first) {
             // A refund that cannot be exact gives back nothing (Algorithm::refund): the request
             // then still counts against that rule, which never over-admits.
             let _ = t.limiter.refund_http(&t.key, t.cost, t.receipt);

@@ -296,7 +296,7 @@ impl Algorithm for FixedWindow {
     /// check counted in (counts are additive, so concurrent checks in between do not matter);
     /// once a newer window started, those cells no longer count and nothing is refunded.
     fn refund(&self, cell: &FixedWindowCell, _now: Nanos, cost: u64, receipt: Receipt) -> bool {
-        if !receipt.valid {
+        if !receipt.valid() {
             return false;
         }
         word::refund(&cell.word, |state| self.refunded(state, receipt.stored, cost))

@@ -682,7 +682,7 @@ impl Algorithm for SlidingLog {
     /// comes round to it: within one window the refunded cells may stay unavailable (never
     /// over-admits). In a [`Composite`](super::Composite), put the log last.
     fn refund(&self, cell: &SlidingLogCell, _now: Nanos, cost: u64, receipt: Receipt) -> bool {
-        if !receipt.valid || !self.owns(cell) || cell::is_retired(&cell.head) {
+        if !receipt.valid() || !self.owns(cell) || cell::is_retired(&cell.head) {
             return false;
         }
         let stamp_bits = receipt.extra & STAMP_MASK;

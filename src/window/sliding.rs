@@ -427,7 +427,7 @@ impl Algorithm for SlidingWindow {
     /// Exact: counts are additive, so `cost` comes off the window it was counted in (as `cur`,
     /// or as `prev` once the next window started) whatever other checks did in between.
     fn refund(&self, cell: &SlidingWindowCell, _now: Nanos, cost: u64, receipt: Receipt) -> bool {
-        if !receipt.valid {
+        if !receipt.valid() {
             return false;
         }
         word::refund(&cell.word, |state| self.refunded(state, receipt.stored, cost))
