@@ -151,6 +151,21 @@ impl KeyBuilder {
         }
     }
 
+    /// What was written so far.
+    ///
+    /// ```
+    /// let mut b = tollgate::http::KeyBuilder::new();
+    /// b.push_str("/login");
+    /// assert_eq!(b.as_str(), "/login");
+    /// ```
+    pub fn as_str(&self) -> &str {
+        match &self.spill {
+            Some(s) => s,
+            // Always valid: only whole `&str`s are written.
+            None => std::str::from_utf8(&self.bytes[..self.len]).unwrap_or(""),
+        }
+    }
+
     /// Whether nothing was written.
     pub fn is_empty(&self) -> bool {
         self.len == 0 && self.spill.as_ref().is_none_or(String::is_empty)
@@ -305,9 +320,10 @@ pub enum KeyBy {
     /// A custom extractor: write the key into the builder and return `true`, or return `false`
     /// when the request has none.
     Custom(Arc<KeyFn>),
-    /// All of these, joined with `|`.
+    /// All of these, joined with `|` (`route|address`): a part's own `\` and `|` are
+    /// escaped (`\\`, `\|`), a missing part is `-` and a part that is `-` is `\-`.
     All(Arc<[KeyBy]>),
-    /// The first of these that yields a key.
+    /// The first of these that yields a key, after its position: `0:<key>`, `1:<key>`, ….
     First(Arc<[KeyBy]>),
 }
 
@@ -373,7 +389,19 @@ impl KeyBy {
         KeyBy::All(Arc::from([self, other]))
     }
 
-    /// This, or `other` when this yields no key.
+    /// This, or `other` when this yields no key. The key says which one gave it (`0:` or `1:`
+    /// before it), so an API key that spells an address never shares that address's bucket.
+    ///
+    /// ```
+    /// use tollgate::http::{KeyBy, PeerAddr};
+    /// # use tollgate::http::client_ip::ClientIpConfig;
+    /// let by = KeyBy::header("x-api-key").or(KeyBy::ClientIp);
+    /// let mut req = http::Request::get("/").header("x-api-key", "192.0.2.1").body(()).unwrap();
+    /// req.extensions_mut().insert(PeerAddr("192.0.2.9:5000".parse().unwrap()));
+    /// assert_eq!(by.key_of(&req, &ClientIpConfig::default()).as_str(), "0:192.0.2.1");
+    /// req.headers_mut().remove("x-api-key");
+    /// assert_eq!(by.key_of(&req, &ClientIpConfig::default()).as_str(), "1:192.0.2.9");
+    /// ```
     pub fn or(self, other: KeyBy) -> KeyBy {
         KeyBy::First(Arc::from([self, other]))
     }
@@ -411,7 +439,11 @@ impl KeyBy {
         if !self.write(req, &mut out) {
             return HttpKey::new("-");
         }
-        out.finish()
+        let key = out.finish();
+        if key.as_bytes().len() > MAX_KEY_LEN {
+            return digest(key.as_bytes());
+        }
+        key
     }
 
     fn write(&self, req: &RequestInfo<'_>, out: &mut KeyBuilder) -> bool {
@@ -435,31 +467,81 @@ impl KeyBy {
                 true
             }
             KeyBy::Custom(f) => f(req, out),
+            // Each part escaped (`\` → `\\`, `|` → `\|`, a part that is `-` → `\-`) and a
+            // missing one written `-`: the joined text names the parts exactly, so no header
+            // value can be read as two parts or as a missing one (review finding).
             KeyBy::All(parts) => {
                 for (i, part) in parts.iter().enumerate() {
                     if i > 0 {
                         out.push_str("|");
                     }
-                    if !part.write(req, out) {
+                    let mut one = KeyBuilder::new();
+                    if part.write(req, &mut one) {
+                        push_escaped(out, one.as_str());
+                    } else {
                         out.push_str("-");
                     }
                 }
                 true
             }
+            // The winner's key after its position, `0:`, `1:`…: alternatives have keys of their
+            // own, so an API key that spells an address does not share that address's bucket
+            // (review finding: `header.or(ClientIp)` let one client spend another's).
             KeyBy::First(parts) => {
-                for part in parts.iter() {
+                for (i, part) in parts.iter().enumerate() {
                     let mut attempt = KeyBuilder::new();
                     if part.write(req, &mut attempt) {
-                        match attempt.spill {
-                            Some(s) => out.push_str(&s),
-                            None => {
-                                out.push_str(std::str::from_utf8(&attempt.bytes[..attempt.len]).unwrap_or(""))
-                            }
-                        }
+                        let _ = fmt::Write::write_fmt(out, format_args!("{i}:"));
+                        out.push_str(attempt.as_str());
                         return true;
                     }
                 }
                 false
+            }
+        }
+    }
+}
+
+/// Keys longer than this are replaced by a digest of 33 bytes (`#` and 32 hex digits of a
+/// 128-bit FNV-1a hash), so a client choosing its key (a header value) cannot choose how much
+/// memory each key takes. A JWT-sized API key still gets a bucket of its own.
+///
+/// ```
+/// use tollgate::http::{KeyBy, MAX_KEY_LEN};
+/// # use tollgate::http::client_ip::ClientIpConfig;
+/// let token = "t".repeat(MAX_KEY_LEN + 1);
+/// let req = http::Request::get("/").header("x-api-key", token.as_str()).body(()).unwrap();
+/// let key = KeyBy::header("x-api-key").key_of(&req, &ClientIpConfig::default());
+/// assert_eq!(key.as_str().len(), 33); // `#` and 32 hex digits
+/// ```
+pub const MAX_KEY_LEN: usize = 256;
+
+/// The stand-in for a key longer than [`MAX_KEY_LEN`]: the same on every process and
+/// version (Redis keys are shared), unlike a seeded hasher's. Not a cryptographic hash:
+/// finding a collision with another client's key needs that key, which would serve as well.
+fn digest(bytes: &[u8]) -> HttpKey {
+    const OFFSET: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
+    const PRIME: u128 = 0x0000_0000_0100_0000_0000_0000_0000_013b;
+    let hash = bytes.iter().fold(OFFSET, |h, &b| (h ^ u128::from(b)).wrapping_mul(PRIME));
+    let mut out = KeyBuilder::new();
+    let _ = fmt::Write::write_fmt(&mut out, format_args!("#{hash:032x}"));
+    out.finish()
+}
+
+/// Appends `part`, escaped for [`KeyBy::All`].
+fn push_escaped(out: &mut KeyBuilder, part: &str) {
+    if part == "-" {
+        out.push_str("\\-");
+    } else if !part.contains(['|', '\\']) {
+        out.push_str(part);
+    } else {
+        for piece in part.split_inclusive(['|', '\\']) {
+            match piece.as_bytes().last() {
+                Some(&c @ (b'|' | b'\\')) => {
+                    out.push_str(&piece[..piece.len() - 1]);
+                    out.push_str(if c == b'|' { "\\|" } else { "\\\\" });
+                }
+                _ => out.push_str(piece),
             }
         }
     }
@@ -519,7 +601,73 @@ mod tests {
         let req = http::Request::get("/").body(()).unwrap();
         let cfg = ClientIpConfig::default();
         assert_eq!(KeyBy::header("x-api-key").key_of(&req, &cfg).as_str(), "-");
-        assert_eq!(KeyBy::header("x-api-key").or(KeyBy::Route).key_of(&req, &cfg).as_str(), "/");
+        assert_eq!(KeyBy::header("x-api-key").or(KeyBy::Route).key_of(&req, &cfg).as_str(), "1:/");
         assert_eq!(KeyBy::header("bad name").key_of(&req, &cfg).as_str(), "-");
+    }
+
+    fn with_headers(headers: &[(&str, &str)]) -> http::Request<()> {
+        let mut req = http::Request::get("/r").body(()).unwrap();
+        for (name, value) in headers {
+            req.headers_mut()
+                .append(HeaderName::from_bytes(name.as_bytes()).unwrap(), value.parse().unwrap());
+        }
+        req.extensions_mut().insert(PeerAddr("192.0.2.50:1".parse().unwrap()));
+        req
+    }
+
+    /// Review finding: `header.or(ClientIp)` keyed an API key that spells an address and that
+    /// address alike, so one client could spend another's bucket.
+    #[test]
+    fn alternatives_have_keys_of_their_own() {
+        let cfg = ClientIpConfig::default();
+        let by = KeyBy::header("x-api-key").or(KeyBy::ClientIp);
+        let victim = by.key_of(&with_headers(&[]), &cfg);
+        let attacker = by.key_of(&with_headers(&[("x-api-key", "192.0.2.50")]), &cfg);
+        assert_eq!((victim.as_str(), attacker.as_str()), ("1:192.0.2.50", "0:192.0.2.50"));
+        let three = KeyBy::header("a").or(KeyBy::header("b")).or(KeyBy::Route);
+        assert_eq!(three.key_of(&with_headers(&[("b", "k")]), &cfg).as_str(), "0:1:k");
+        assert_eq!(three.key_of(&with_headers(&[]), &cfg).as_str(), "1:/r");
+    }
+
+    /// Review finding: parts were joined unescaped, so `("x|y", "z")` and `("x", "y|z")`, or a
+    /// part that is `-` and a missing one, shared a key.
+    #[test]
+    fn joined_parts_are_escaped_so_keys_name_their_parts() {
+        let cfg = ClientIpConfig::default();
+        let by = KeyBy::header("a").and(KeyBy::header("b"));
+        let key = |h: &[(&str, &str)]| by.key_of(&with_headers(h), &cfg).as_str().to_owned();
+        assert_eq!(key(&[("a", "x|y"), ("b", "z")]), "x\\|y|z");
+        assert_eq!(key(&[("a", "x"), ("b", "y|z")]), "x|y\\|z");
+        assert_eq!(key(&[("a", "-"), ("b", "z")]), "\\-|z");
+        assert_eq!(key(&[("b", "z")]), "-|z");
+        assert_eq!(key(&[("a", "x\\"), ("b", "|z")]), "x\\\\|\\|z");
+        assert_eq!(key(&[("a", "x"), ("b", "\\|z")]), "x|\\\\\\|z");
+        assert_eq!(key(&[("a", "plain"), ("b", "v")]), "plain|v");
+        let mut seen = std::collections::HashSet::new();
+        for a in ["", "-", "|", "\\", "x|", "|x", "\\|", "x"] {
+            for b in ["", "-", "|", "\\", "x|", "|x", "\\|", "x"] {
+                let h: Vec<(&str, &str)> =
+                    [("a", a), ("b", b)].into_iter().filter(|(_, v)| !v.is_empty()).collect();
+                assert!(seen.insert(key(&h)), "{a:?} {b:?} shares {:?}", key(&h));
+            }
+        }
+    }
+
+    /// Review finding: a header key was stored whole, so a client chose each key's size.
+    #[test]
+    fn long_keys_are_replaced_by_a_digest() {
+        let cfg = ClientIpConfig::default();
+        let by = KeyBy::header("x-api-key");
+        let key = |v: &str| by.key_of(&with_headers(&[("x-api-key", v)]), &cfg);
+        let at_max = "k".repeat(MAX_KEY_LEN);
+        assert_eq!(key(&at_max).as_str(), at_max);
+        let long = |c: char| format!("{}{c}", "k".repeat(64 * 1024));
+        let (a, b) = (key(&long('a')), key(&long('b')));
+        assert_eq!(a.as_str().len(), 33);
+        assert!(a.as_str().starts_with('#'));
+        assert_ne!(a, b);
+        assert_eq!(a, key(&long('a'))); // the same on every call and process
+                                        // A fixed value: the digest must not change across versions (Redis keys are shared).
+        assert_eq!(digest(b"").as_str(), "#6c62272e07bb014262b821756295c58d");
     }
 }

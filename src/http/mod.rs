@@ -89,7 +89,7 @@ pub use backend::{AsyncKeys, Check, CheckFuture, HttpLimiter, Listed, StrKeys};
 pub use ban::AutoBan;
 pub use client_ip::ClientIpConfig;
 pub use headers::{ceil_secs, policy_value, HeaderStyle};
-pub use key::{HttpKey, KeyBuilder, KeyBy, PeerAddr, RequestInfo};
+pub use key::{HttpKey, KeyBuilder, KeyBy, PeerAddr, RequestInfo, MAX_KEY_LEN};
 pub use rules::{AlgorithmKind, Mode, RateLimitDecision, Rule, RuleError, UnknownAlgorithm};
 
 use crate::algorithm::Receipt;
