@@ -58,12 +58,33 @@ pub fn unix_nanos_at_anchor<C: Clock + ?Sized>(clock: &C) -> Option<Nanos> {
 pub trait Clock: Send + Sync + 'static {
     /// Nanoseconds since this clock's anchor.
     fn now(&self) -> Nanos;
+
+    /// How far one thread's reading may trail one that another thread took before it (0 for
+    /// a clock that all threads read from one coherent source). Eviction judges a key idle at
+    /// `now − skew()`, so a check whose reading trails the sweeper's by up to this much sees
+    /// the state it would have seen had the key not been evicted (review finding: a checker
+    /// 0.5 µs behind the sweeper could find a fresh cell and be admitted where the evicted
+    /// state denied). A clock moved back by more than this across a sweep (a
+    /// [`ManualClock`] set back by hand) can make an evicted key look fresh early.
+    ///
+    /// ```
+    /// use tollgate::{Clock, ManualClock, QuantaClock};
+    /// assert_eq!(ManualClock::new().skew(), 0);
+    /// assert!(QuantaClock::new().skew() >= 1_000); // TSC readings on two cores
+    /// ```
+    fn skew(&self) -> Nanos {
+        0
+    }
 }
 
 impl<C: Clock + ?Sized> Clock for Arc<C> {
     #[inline]
     fn now(&self) -> Nanos {
         (**self).now()
+    }
+
+    fn skew(&self) -> Nanos {
+        (**self).skew()
     }
 }
 
@@ -113,7 +134,16 @@ impl Clock for QuantaClock {
         // so this never underflows.
         self.clock.delta_as_nanos(self.anchor_raw, self.clock.raw())
     }
+
+    /// 1 ms: the TSCs of two cores agree to about a microsecond on current x86-64 hardware;
+    /// the margin covers virtual machines, and costs only that idle keys leave 1 ms later.
+    fn skew(&self) -> Nanos {
+        QUANTA_SKEW
+    }
 }
+
+/// [`QuantaClock::skew`].
+const QUANTA_SKEW: Nanos = 1_000_000;
 
 /// A coarse clock: one relaxed load of a timestamp that an upkeep thread refreshes every
 /// `interval` from a [`QuantaClock`] (about 1 ns a read instead of about 10).

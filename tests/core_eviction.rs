@@ -287,3 +287,67 @@ fn pinned_checks_decide_exactly_as_unpinned_ones() {
         "{allowed} {denied} {errors} {evicted}"
     );
 }
+
+/// A shared manual clock whose readings, like TSC readings on two cores, may trail another
+/// thread's by up to 1 µs.
+#[derive(Clone)]
+struct Skewed(ManualClock);
+
+impl tollgate::Clock for Skewed {
+    fn now(&self) -> tollgate::Nanos {
+        self.0.now()
+    }
+    fn skew(&self) -> tollgate::Nanos {
+        1_000
+    }
+}
+
+/// Review finding: the sweeper judged idleness at its own reading, so a checker whose reading
+/// trailed it by 0.5 µs found a fresh cell and was admitted where the evicted state denied. Now
+/// a key is idle at `now − skew`: within the skew the sweep keeps it and the checker gets the
+/// unswept decision; past it, the key goes, and nothing a trailing reading could see changes.
+#[test]
+fn eviction_changes_no_decision_for_a_reading_within_the_clocks_skew() {
+    use tollgate::{Algorithm, DefaultHashBuilder, FixedWindow, Gcra, SlidingLog, SlidingWindow};
+    /// A burst of 3 at 1 µs before a window edge; the key is fresh `reset_after` later.
+    fn scenario<A: Algorithm>(name: &str, algorithm: A) {
+        let at = 999_999_000;
+        let decide = |sweep: bool| {
+            let manual = ManualClock::new();
+            let l: KeyedLimiter<u64, Skewed, DefaultHashBuilder, A> = KeyedLimiter::build(
+                algorithm.clone(),
+                Skewed(manual.clone()),
+                0,
+                DefaultHashBuilder::default(),
+            );
+            manual.set(at);
+            let burst = l.check_n(&7, 3).unwrap();
+            assert!(burst.is_allowed(), "{name}");
+            let edge = at + burst.reset_after_nanos();
+            manual.set(edge + 100); // the sweeper's reading: fresh by then
+            if sweep {
+                assert_eq!(l.sweep(), 0, "{name}: idle only at now − skew");
+            }
+            manual.set(edge - 400); // a checker's reading, 0.5 µs behind the sweeper's
+            let d = l.check_n(&7, 3).unwrap();
+            (d.is_allowed(), d.remaining())
+        };
+        assert_eq!(decide(true), decide(false), "{name}: the sweep changed a decision");
+        assert!(!decide(false).0, "{name}: the trailing check sees the burst");
+        // Past the skew the key is evicted.
+        let manual = ManualClock::new();
+        let l: KeyedLimiter<u64, Skewed, DefaultHashBuilder, A> =
+            KeyedLimiter::build(algorithm, Skewed(manual.clone()), 0, DefaultHashBuilder::default());
+        manual.set(at);
+        let edge = at + l.check_n(&7, 3).unwrap().reset_after_nanos();
+        manual.set(edge + 999);
+        assert_eq!(l.sweep(), 0, "{name}: not yet idle at now − skew");
+        manual.set(edge + 1_000);
+        assert_eq!(l.sweep(), 1, "{name}: idle at now − skew");
+    }
+    let q = Quota::per_second(3).unwrap();
+    scenario("fixed window", FixedWindow::from_quota(q).unwrap());
+    scenario("gcra", Gcra::from_quota(q));
+    scenario("sliding log", SlidingLog::from_quota(q).unwrap());
+    scenario("sliding window", SlidingWindow::from_quota(q).unwrap());
+}

@@ -680,9 +680,12 @@ where
         self.algorithm.quota()
     }
 
-    /// Evicts every key whose state is indistinguishable from a fresh key's at the current time,
-    /// and returns how many it evicted. Concurrent checks are never lost: a key is retired by a
-    /// CAS that fails if any check moved it. O(keys). Sweeps of one limiter run
+    /// Evicts every key whose state is indistinguishable from a fresh key's at the current time
+    /// less the clock's [`skew`](Clock::skew) (1 ms for the default clock, 0 for a
+    /// [`ManualClock`](crate::ManualClock)), and returns how many it evicted. Concurrent
+    /// checks are never lost: a key is retired by a CAS that fails if any check moved it, and
+    /// a check whose clock reading trails the sweep's by up to the skew finds the state it
+    /// would have found unswept. O(keys). Sweeps of one limiter run
     /// one at a time: a call made while another sweep (background, inline or manual) is running
     /// returns 0 at once without waiting.
     ///
@@ -712,7 +715,9 @@ where
 
     /// The sweep itself; the caller holds the `sweeping` gate.
     fn sweep_exclusive(&self) -> usize {
-        let now = now_of(&self.clock);
+        // Idle at `now − skew`: a check whose reading trails ours by up to the clock's skew
+        // must find the state it would have found unswept (see `Clock::skew`).
+        let now = now_of(&self.clock).saturating_sub(self.clock.skew());
         // Relaxed: see check_n.
         let has_overrides = self.has_overrides.load(Ordering::Relaxed);
         let free = |cell: &A::Cell| {
