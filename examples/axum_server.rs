@@ -6,10 +6,12 @@
 //! # 200 200 200 200 200 200 200 200 200 200 429 429
 //! ```
 //!
-//! * `GET /`: 10 requests/s per client address (burst 10), both header styles.
+//! * `GET /`: 10 requests/s per client address (burst 10), both header styles. The `/` route
+//!   rule is also a path prefix: it covers every path without a rule of its own (404s too).
 //! * `POST /login`: 5 per minute per client address.
 //! * `GET /api/data`: 100 per minute per `X-API-Key` (per client address without one).
 //! * Every route: 600 requests per minute per client address, and 1000 requests/s in total.
+//! * Each rule keeps at most 100 000 clients; idle ones are swept every 10 s.
 //!
 //! **A header key is only as good as its validation.** This demo keys `/api/data` by the raw
 //! `X-API-Key` value, which the client chooses: a client that sends a new value each time gets a
@@ -40,7 +42,11 @@ pub fn app<C: Clock + Clone + 'static>(clock: C, client_ip: ClientIpConfig) -> R
 
 /// The demo's rate-limit layer.
 pub fn layer<C: Clock + Clone + 'static>(clock: C, client_ip: ClientIpConfig) -> RateLimitLayer {
-    let limiter = |quota: Quota| Listed(KeyedLimiter::<HttpKey, C>::with_clock(quota, clock.clone()));
+    // Each rule's table holds at most `MAX_KEYS` clients (a flood of new addresses or minted
+    // API keys is refused with 429 once full; `main` sweeps idle ones every 10 s).
+    let limiter = |quota: Quota| {
+        Listed(KeyedLimiter::<HttpKey, C>::with_clock(quota, clock.clone()).max_keys(MAX_KEYS))
+    };
     let rule = |name: &str, quota: Quota| match Rule::new(name, limiter(quota)) {
         Ok(rule) => rule,
         Err(e) => unreachable!("constant rule name {name:?}: {e}"),
@@ -70,6 +76,9 @@ pub fn router(layer: RateLimitLayer) -> Router {
         .layer(layer.same_body())
 }
 
+/// Keys per rule.
+const MAX_KEYS: usize = 100_000;
+
 fn quota(count: u64, seconds: u64) -> Quota {
     match Quota::new(count, std::time::Duration::from_secs(seconds)) {
         Ok(q) => q,
@@ -95,6 +104,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr = std::env::var("TOLLGATE_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".to_owned());
     let client_ip = client_ip_from_env()?;
     let layer = layer(tollgate::QuantaClock::new(), client_ip);
+    // Evicts idle clients' state (and expired bans) in the background; stops when dropped.
+    let _sweeper = layer.spawn_sweeper(std::time::Duration::from_secs(10));
     if let Ok(token) = std::env::var("TOLLGATE_ADMIN_TOKEN") {
         let admin_addr = std::env::var("TOLLGATE_ADMIN_ADDR").unwrap_or_else(|_| "127.0.0.1:9000".to_owned());
         let admin = tollgate::http::admin::AdminApi::new(layer.clone(), &token).router();

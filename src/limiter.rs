@@ -67,6 +67,70 @@ pub trait RateLimiter<K: ?Sized>: Send + Sync {
         let _ = (key, cost, receipt);
         false
     }
+
+    /// Evicts idle keys (those whose state equals a fresh key's), as
+    /// [`KeyedLimiter::sweep`](crate::KeyedLimiter::sweep) does, and returns how many. The
+    /// default, for limiters without a key table (a direct [`Limiter`]), evicts nothing.
+    ///
+    /// ```
+    /// use tollgate::{KeyedLimiter, Limiter, ManualClock, Quota, RateLimiter};
+    /// let clock = ManualClock::new();
+    /// let keyed: KeyedLimiter<String, _> = KeyedLimiter::with_clock(Quota::per_second(1).unwrap(), clock.clone());
+    /// let _ = keyed.check("a");
+    /// clock.advance(std::time::Duration::from_secs(1));
+    /// assert_eq!(RateLimiter::<str>::sweep_keys(&keyed), 1);
+    /// assert_eq!(RateLimiter::<()>::sweep_keys(&Limiter::new(Quota::per_second(1).unwrap())), 0);
+    /// ```
+    fn sweep_keys(&self) -> usize {
+        0
+    }
+}
+
+/// A shared limiter is a limiter: hand one `Arc` to a rule (or any code generic over
+/// [`RateLimiter`]) and keep another to sweep, inspect or reconfigure it.
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use tollgate::{KeyedLimiter, Quota, RateLimiter};
+/// let limiter = Arc::new(KeyedLimiter::<String>::new(Quota::per_second(1).unwrap()));
+/// let _sweeper = limiter.spawn_sweeper(Duration::from_secs(10));
+/// fn admit(l: impl RateLimiter<str>, user: &str) -> bool {
+///     l.check_key(user, 1).is_ok_and(|d| d.is_allowed())
+/// }
+/// assert!(admit(limiter.clone(), "alice"));
+/// assert!(!admit(limiter, "alice"));
+/// ```
+impl<K: ?Sized, L: RateLimiter<K> + ?Sized> RateLimiter<K> for std::sync::Arc<L> {
+    #[inline]
+    fn check_key(&self, key: &K, cost: u32) -> Result<Decision, CheckError> {
+        (**self).check_key(key, cost)
+    }
+
+    fn peek_key(&self, key: &K) -> Result<Decision, CheckError> {
+        (**self).peek_key(key)
+    }
+
+    fn reset_key(&self, key: &K) -> Result<(), CheckError> {
+        (**self).reset_key(key)
+    }
+
+    fn quota_for(&self, key: &K) -> Quota {
+        (**self).quota_for(key)
+    }
+
+    #[inline]
+    fn check_key_with_receipt(&self, key: &K, cost: u32) -> Result<(Decision, Receipt), CheckError> {
+        (**self).check_key_with_receipt(key, cost)
+    }
+
+    fn refund_key(&self, key: &K, cost: u32, receipt: Receipt) -> bool {
+        (**self).refund_key(key, cost, receipt)
+    }
+
+    fn sweep_keys(&self) -> usize {
+        (**self).sweep_keys()
+    }
 }
 
 /// The async face of [`RateLimiter`], for backends that need a round trip (Redis). Every

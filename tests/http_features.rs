@@ -961,3 +961,45 @@ async fn a_composite_rule_before_a_refusing_rule_is_refunded() {
     // Both limits hold 10: had either kept its three takes, a unit check would leave 6.
     assert_eq!(first.0.peek(&HttpKey::new("127.0.0.1")).remaining(), 9);
 }
+
+/// The layer sweeps every rule's limiter (one shared through an `Arc` with the code that built
+/// it, a bare `KeyedLimiter` in `Rule::new`) and its auto-ban tables; a background sweeper does
+/// the same on its own, also for rules added later (review finding: a code-built rule could not
+/// be swept in the background, and nothing swept the ban tables).
+#[tokio::test]
+async fn the_layer_sweeps_its_rules_and_its_bans() {
+    let clock = ManualClock::new();
+    let shared =
+        Arc::new(KeyedLimiter::<HttpKey, ManualClock>::with_clock("1/s".parse().unwrap(), clock.clone()));
+    let ban =
+        AutoBan::with_clock(1, Duration::from_secs(10), Duration::from_secs(60), clock.clone()).unwrap();
+    let layer = RateLimitLayer::builder()
+        .rule(Rule::new("shared", shared.clone()).unwrap())
+        .rule(rule("listed", &limiter(&clock, "10/s")))
+        .auto_ban(ban)
+        .build();
+    let base = serve(app(layer.clone())).await;
+    let client = Client::new();
+    assert_eq!(client.get(&base).send().await.unwrap().status(), StatusCode::OK);
+    assert_eq!(client.get(&base).send().await.unwrap().status(), StatusCode::TOO_MANY_REQUESTS); // banned now
+                                                                                                 // Only the strike, reset when the ban was issued: the rules' keys and the ban are busy.
+    assert_eq!(layer.sweep(), 1);
+    clock.advance(Duration::from_secs(60));
+    // The two rules' keys and the ban.
+    assert_eq!(layer.sweep(), 3);
+    assert_eq!((shared.len(), layer.sweep()), (0, 0));
+    // In the background, with a rule added after the sweeper started.
+    let late = limiter(&clock, "5/s");
+    let sweeper = layer.spawn_sweeper(Duration::from_millis(1));
+    assert!(sweeper.is_running());
+    layer.add_rule(None, rule("late", &late)).unwrap();
+    assert_eq!(client.get(&base).send().await.unwrap().status(), StatusCode::OK);
+    assert_eq!(keys(&late), ["127.0.0.1"]);
+    clock.advance(Duration::from_secs(1));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !keys(&late).is_empty() || !shared.is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the background sweeper never evicted");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    drop(sweeper);
+}

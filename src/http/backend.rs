@@ -89,6 +89,13 @@ pub trait HttpLimiter: Send + Sync + 'static {
         let _ = (key, cost, receipt);
         false
     }
+
+    /// Evicts idle keys and returns how many ([`RateLimiter::sweep_keys`] for in-process
+    /// limiters; a remote store expires its own keys, and the default evicts nothing).
+    /// [`RateLimitLayer::sweep`](super::RateLimitLayer::sweep) calls it on every rule.
+    fn sweep_http(&self) -> usize {
+        0
+    }
 }
 
 impl<L: RateLimiter<HttpKey> + 'static> HttpLimiter for L {
@@ -115,6 +122,10 @@ impl<L: RateLimiter<HttpKey> + 'static> HttpLimiter for L {
 
     fn refund_http(&self, key: &HttpKey, cost: u32, receipt: Receipt) -> bool {
         self.refund_key(key, cost, receipt)
+    }
+
+    fn sweep_http(&self) -> usize {
+        self.sweep_keys()
     }
 }
 
@@ -177,6 +188,10 @@ where
 
     fn refund_http(&self, key: &HttpKey, cost: u32, receipt: Receipt) -> bool {
         RateLimiter::refund_key(&self.0, key, cost, receipt)
+    }
+
+    fn sweep_http(&self) -> usize {
+        self.0.sweep()
     }
 }
 

@@ -162,7 +162,9 @@ impl AutoBan {
     }
 
     /// Evicts expired bans and forgotten strikes; returns how many entries it evicted. Call it
-    /// periodically (a ban table only grows with the number of offenders, but it does grow).
+    /// periodically (a ban table only grows with the number of offenders, but it does grow):
+    /// [`RateLimitLayer::sweep`](super::RateLimitLayer::sweep) and
+    /// [`spawn_sweeper`](super::RateLimitLayer::spawn_sweeper) sweep the layer's auto-ban too.
     pub fn sweep(&self) -> usize {
         self.store.sweep()
     }

@@ -308,6 +308,42 @@ impl<M> RateLimitLayer<M> {
         self.state.metrics.snapshot()
     }
 
+    /// Evicts idle keys from every rule's limiter ([`HttpLimiter::sweep_http`]) and from the
+    /// auto-ban's strike and ban tables; returns how many. Eviction changes no decision.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tollgate::http::{HttpKey, KeyBy, Listed, RateLimitLayer, Rule};
+    /// use tollgate::{KeyedLimiter, ManualClock, Quota};
+    /// let clock = ManualClock::new();
+    /// let limiter = Listed(KeyedLimiter::<HttpKey, _>::with_clock(Quota::per_second(1).unwrap(), clock.clone()));
+    /// let _ = limiter.0.check(&HttpKey::new("a"));
+    /// let layer = RateLimitLayer::builder().rule(Rule::new("r", limiter).unwrap()).build();
+    /// clock.advance(Duration::from_secs(1));
+    /// assert_eq!(layer.sweep(), 1);
+    /// ```
+    pub fn sweep(&self) -> usize {
+        self.state.sweep()
+    }
+
+    /// Starts a background thread that calls [`sweep`](Self::sweep) every `interval` (at least
+    /// [`MIN_SWEEP_INTERVAL`](crate::MIN_SWEEP_INTERVAL)), so idle clients' state does
+    /// not accumulate; rules added later are swept too. It holds a weak reference (it stops
+    /// when every clone of the layer is dropped) and stops when the handle is dropped.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tollgate::http::RateLimitLayer;
+    /// let layer = RateLimitLayer::builder().build();
+    /// let sweeper = layer.spawn_sweeper(Duration::from_secs(10));
+    /// assert!(sweeper.is_running());
+    /// ```
+    pub fn spawn_sweeper(&self, interval: std::time::Duration) -> crate::SweeperHandle {
+        crate::keyed::spawn_sweep_thread(Arc::downgrade(&self.state), interval, |state| {
+            state.sweep();
+        })
+    }
+
     /// The rules in force: `(route pattern or None for global, rule)`.
     pub fn rules(&self) -> Vec<(Option<String>, Rule)> {
         let set = self.state.rules.load();
@@ -837,6 +873,13 @@ impl State {
         self.skip_methods.contains(req.method)
             || self.skip_paths.iter().any(|p| prefix_matches(p, req.path()))
             || self.skip_if.as_ref().is_some_and(|f| f(req))
+    }
+
+    fn sweep(&self) -> usize {
+        let rules = self.rules.load();
+        let limiters = rules.global.iter().chain(rules.routes.iter().map(|(_, r)| r));
+        let swept: usize = limiters.map(|rule| rule.limiter.sweep_http()).sum();
+        swept + self.ban.as_ref().map_or(0, AutoBan::sweep)
     }
 
     fn first_pass(&self, info: &mut RequestInfo<'_>, acc: &mut Acc) -> Step {

@@ -1033,6 +1033,10 @@ where
         }
         refund(&self.algorithm)
     }
+
+    fn sweep_keys(&self) -> usize {
+        self.sweep()
+    }
 }
 
 #[cfg(all(test, not(tollgate_loom)))]
