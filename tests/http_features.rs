@@ -1003,3 +1003,30 @@ async fn the_layer_sweeps_its_rules_and_its_bans() {
     }
     drop(sweeper);
 }
+
+/// Inside `Router::nest`, axum strips the nest's prefix from the URI the inner router sees but
+/// keeps `MatchedPath` whole: route prefixes and skip paths are matched against the original
+/// path, so they are written in full like route patterns (review finding: a `/api/users`
+/// prefix rule was silently skipped for `/api/users/5`, while `/users` applied).
+#[tokio::test]
+async fn rules_and_skip_paths_inside_a_nested_router_use_the_full_path() {
+    let clock = ManualClock::new();
+    let users = limiter(&clock, "1/h");
+    let layer = RateLimitLayer::builder()
+        .skip_path("/api/health")
+        .route("/api/users", rule("users", &users).key(KeyBy::Global))
+        .build();
+    let inner = Router::new().route("/users/{id}", get(note)).route("/health", get(note)).layer(layer);
+    let base = serve(Router::new().nest("/api", inner)).await;
+    let client = Client::new();
+    let mut codes = Vec::new();
+    for _ in 0..3 {
+        codes.push(client.get(format!("{base}/api/users/5")).send().await.unwrap().status().as_u16());
+    }
+    assert_eq!(codes, [200, 429, 429]);
+    for _ in 0..3 {
+        let res = client.get(format!("{base}/api/health")).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        assert!(res.headers().get("x-ratelimit-limit").is_none());
+    }
+}

@@ -211,9 +211,11 @@ pub struct RequestInfo<'a> {
     /// The extensions (authenticated user, axum `MatchedPath`, …).
     pub extensions: &'a Extensions,
     peer: Option<IpAddr>,
-    /// axum's `MatchedPath`, once looked up ([`RequestInfo::remember_matched_path`]); `None`
+    /// axum's `MatchedPath`, once looked up ([`RequestInfo::remember_routing`]); `None`
     /// until then.
     matched: Option<Option<&'a str>>,
+    /// The path as the client sent it, once looked up ([`RequestInfo::remember_path`]).
+    original: Option<&'a str>,
     ip_config: &'a ClientIpConfig,
 }
 
@@ -227,20 +229,37 @@ impl<'a> RequestInfo<'a> {
             extensions,
             peer: peer_addr(extensions),
             matched: None,
+            original: None,
             ip_config,
         }
     }
 
-    /// Looks axum's `MatchedPath` up once for every later [`matched_path`](Self::matched_path)
-    /// call: the middleware does so when its rules include route rules, which read it once per
-    /// rule lookup. Without route rules it is never looked up unless a key or predicate asks.
-    pub(crate) fn remember_matched_path(&mut self) {
+    /// Looks axum's `MatchedPath` and the original path up once for every later
+    /// [`matched_path`](Self::matched_path) and [`path`](Self::path) call: the middleware does
+    /// so when its rules include route rules, which read them once per rule lookup. Without
+    /// route rules they are looked up only if a key, predicate or skip path asks.
+    pub(crate) fn remember_routing(&mut self) {
         self.matched = Some(matched_path(self.extensions));
+        self.remember_path();
     }
 
-    /// The request path.
+    /// Looks the original path up once for every later [`path`](Self::path) call (the
+    /// middleware does when it has skip paths).
+    pub(crate) fn remember_path(&mut self) {
+        if self.original.is_none() {
+            self.original = Some(original_path(self.extensions).unwrap_or_else(|| self.uri.path()));
+        }
+    }
+
+    /// The request path as the client sent it: inside a nested axum router (`Router::nest`),
+    /// which strips the nest's prefix from the URI the inner router sees, the original path
+    /// (axum's `OriginalUri`), so that route prefixes and skip paths are written in full, as
+    /// axum's `MatchedPath` is.
     pub fn path(&self) -> &'a str {
-        self.uri.path()
+        match self.original {
+            Some(path) => path,
+            None => original_path(self.extensions).unwrap_or_else(|| self.uri.path()),
+        }
     }
 
     /// The peer's address (the TCP connection's other end), if the server recorded it.
@@ -264,9 +283,9 @@ impl<'a> RequestInfo<'a> {
         }
     }
 
-    /// The route: the matched pattern when known, else the path.
+    /// The route: the matched pattern when known, else the [`path`](Self::path).
     pub fn route(&self) -> &'a str {
-        self.matched_path().unwrap_or_else(|| self.uri.path())
+        self.matched_path().unwrap_or_else(|| self.path())
     }
 }
 
@@ -277,6 +296,16 @@ fn matched_path(ext: &Extensions) -> Option<&str> {
 
 #[cfg(not(feature = "axum"))]
 fn matched_path(_ext: &Extensions) -> Option<&str> {
+    None
+}
+
+#[cfg(feature = "axum")]
+fn original_path(ext: &Extensions) -> Option<&str> {
+    ext.get::<axum::extract::OriginalUri>().map(|uri| uri.0.path())
+}
+
+#[cfg(not(feature = "axum"))]
+fn original_path(_ext: &Extensions) -> Option<&str> {
     None
 }
 

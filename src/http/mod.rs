@@ -544,7 +544,9 @@ impl RateLimitLayerBuilder {
 
     /// Adds a rule for one route: `pattern` is compared with axum's `MatchedPath` (e.g.
     /// `/users/{id}`), and otherwise used as a path prefix (`/api` covers `/api/x`; the longest
-    /// matching prefix wins). At most one route rule applies to a request.
+    /// matching prefix wins; `/` covers every path without a rule of its own). At most one
+    /// route rule applies to a request. Both are full paths, also for a layer inside
+    /// `Router::nest` ([`RequestInfo::path`]).
     pub fn route(mut self, pattern: &str, rule: Rule) -> Self {
         self.rules.add_route(pattern.to_owned(), rule);
         self
@@ -556,7 +558,8 @@ impl RateLimitLayerBuilder {
         self
     }
 
-    /// Requests under this path prefix are not limited (and get no headers).
+    /// Requests under this path prefix (a full path, see [`RequestInfo::path`]) are not
+    /// limited (and get no headers).
     pub fn skip_path(mut self, prefix: &str) -> Self {
         self.skip_paths.push(prefix.to_owned());
         self
@@ -883,6 +886,9 @@ impl State {
     }
 
     fn first_pass(&self, info: &mut RequestInfo<'_>, acc: &mut Acc) -> Step {
+        if !self.skip_paths.is_empty() {
+            info.remember_path();
+        }
         if self.skipped(info) {
             self.metrics.skipped.add(1);
             return Step::Skip;
@@ -907,7 +913,7 @@ impl State {
         };
         let rules = self.rules.load();
         if rules.has_routes() {
-            info.remember_matched_path();
+            info.remember_routing();
         }
         let req = &*info;
         let first = self.refusing_rule(&rules, req);
@@ -994,7 +1000,7 @@ impl State {
     async fn finish_async(&self, info: &mut RequestInfo<'_>, resume: Box<Resume>, acc: &mut Acc) -> Step {
         let Resume { rules, first, index, key, cost, check, acc: resumed, mut taken, ban_key } = *resume;
         if rules.has_routes() {
-            info.remember_matched_path();
+            info.remember_routing();
         }
         let req = &*info;
         *acc = resumed;

@@ -210,8 +210,9 @@ where
     /// Bounds the number of keys (set before first use). New keys beyond it follow the
     /// [`FullTablePolicy`]; the bound is exact for live keys (no slack): a reservation counter
     /// is taken before inserting. `len()` may briefly exceed it by retired entries that a sweep
-    /// is in the middle of removing. `max_keys(0)` admits no key at all: every check is
-    /// [`CheckError::KeyLimit`] (a typed refusal, never an unlimited pass).
+    /// is in the middle of removing. `max_keys(0)` admits no key at all: every check of cost
+    /// 1 or more is [`CheckError::KeyLimit`] (a typed refusal, never an unlimited pass); a
+    /// cost-0 check is a peek, which inserts nothing, and reports a fresh key's state.
     ///
     /// ```
     /// use tollgate::{CheckError, FullTablePolicy, KeyedLimiter, Quota};
@@ -226,6 +227,8 @@ where
     ///
     /// let closed: KeyedLimiter<u32> = KeyedLimiter::new(Quota::per_second(10).unwrap()).max_keys(0);
     /// assert_eq!(closed.check(&1), Err(CheckError::KeyLimit { max_keys: 0 }));
+    /// assert_eq!(closed.check_n(&1, 0).unwrap().remaining(), 10); // a peek
+    /// assert!(closed.is_empty());
     /// ```
     pub fn max_keys(mut self, max_keys: usize) -> Self {
         self.max_keys = Some(max_keys);
