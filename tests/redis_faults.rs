@@ -213,6 +213,35 @@ fn unreachable_server_at_setup_is_a_typed_error() {
     });
 }
 
+/// `connect_lazy` starts while Redis is down (review finding: `connect` fails at start whatever
+/// the policy): checks follow the policy until the server comes up, then reach it, with no
+/// rebuild. Outside a runtime, or for a cluster, it is a typed error.
+#[test]
+fn a_lazy_limiter_starts_while_redis_is_down_and_connects_once_it_is_up() {
+    let mut server = RedisServer::start();
+    server.kill(); // its port is free: nothing answers
+    let runtime = rt();
+    runtime.block_on(async {
+        let limiter = RedisLimiter::builder(server.url(), Quota::per_hour(1000).unwrap())
+            .timeout(TIMEOUT)
+            .failure_policy(FailurePolicy::FailClosed)
+            .deny_cache_capacity(0)
+            .connect_lazy()
+            .unwrap();
+        for _ in 0..3 {
+            let d = guarded(&limiter, b"k").await.unwrap();
+            assert!(!d.is_allowed());
+            assert_eq!(d.origin(), Origin::Fallback);
+        }
+        server.restart();
+        pauses_until_remote(&limiter).await;
+        let d = guarded(&limiter, b"k").await.unwrap();
+        assert_eq!((d.is_allowed(), d.origin(), d.remaining()), (true, Origin::Remote, 999));
+    });
+    let outside = RedisLimiter::builder(server.url(), Quota::per_hour(1000).unwrap()).connect_lazy();
+    assert!(matches!(outside, Err(tollgate::redis::SetupError::Connect { .. })));
+}
+
 /// Under `Fallback`, a cost-0 check reports the fallback's current state like its own
 /// `check_key(key, 0)` (always allowed, nothing consumed), for `check` and `check_many`; `peek`
 /// stays a unit peek (denied once the key is exhausted).

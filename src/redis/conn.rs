@@ -109,6 +109,40 @@ pub(crate) async fn connect(
     }
 }
 
+/// A single-server connection that connects on its first command (and reconnects as any
+/// other): `connect_lazy`.
+pub(crate) fn connect_lazy(
+    target: &Target,
+    tls: &TlsConfig,
+    timeout: Duration,
+    reconnect_max_delay: Duration,
+) -> Result<Connection, SetupError> {
+    let Target::Single(url) = target else {
+        return Err(SetupError::Connect {
+            reason: "connect_lazy takes a single server: connect a cluster with connect()".to_owned(),
+        });
+    };
+    if tokio::runtime::Handle::try_current().is_err() {
+        return Err(SetupError::Connect {
+            reason: "connect_lazy must be called within a tokio runtime".to_owned(),
+        });
+    }
+    #[cfg(feature = "redis-tls")]
+    install_crypto_provider();
+    let client = client(url, tls)?;
+    let conn = ConnectionManager::new_lazy_with_config(client, manager_config(timeout, reconnect_max_delay))
+        .map_err(|e| connect_error(e, timeout))?;
+    Ok(Connection::Single(conn))
+}
+
+fn manager_config(timeout: Duration, reconnect_max_delay: Duration) -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(redis_timeout(timeout)))
+        .set_response_timeout(Some(redis_timeout(timeout)))
+        .set_min_delay(Duration::from_millis(5).min(reconnect_max_delay))
+        .set_max_delay(reconnect_max_delay)
+}
+
 fn url_error(e: redis::RedisError) -> SetupError {
     SetupError::Url { reason: e.to_string() }
 }
@@ -167,11 +201,7 @@ async fn connect_single(
     reconnect_max_delay: Duration,
 ) -> Result<Connection, SetupError> {
     let client = client(url, tls)?;
-    let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(redis_timeout(timeout)))
-        .set_response_timeout(Some(redis_timeout(timeout)))
-        .set_min_delay(Duration::from_millis(5).min(reconnect_max_delay))
-        .set_max_delay(reconnect_max_delay);
+    let config = manager_config(timeout, reconnect_max_delay);
     let conn =
         ConnectionManager::new_with_config(client, config).await.map_err(|e| connect_error(e, timeout))?;
     Ok(Connection::Single(conn))

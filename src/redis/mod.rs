@@ -360,13 +360,50 @@ impl<C: Clock> RedisLimiterBuilder<C> {
 
     /// Validates the configuration and connects (bounded by the timeout).
     pub async fn connect(self) -> Result<RedisLimiter<C>, SetupError> {
-        if !keys::prefix_is_valid(&self.prefix) {
-            return Err(SetupError::Prefix { prefix: self.prefix });
-        }
-        let params = Params::new(self.algorithm, self.quota)?;
+        let params = self.validate()?;
         let conn = conn::connect(&self.target, &self.tls, self.timeout, self.reconnect_max_delay).await?;
+        Ok(self.with_connection(conn, params))
+    }
+
+    /// Validates the configuration and returns at once, connecting on the first check (a
+    /// single server; from within a tokio runtime). A service can then start while Redis is
+    /// down: until Redis answers, every check follows the [`FailurePolicy`] (each bounded by
+    /// the timeout, as a check during an outage is), and the connection is retried in the
+    /// background as after any outage. [`connect`](Self::connect) instead fails at start.
+    /// [`SetupError::Connect`] for a cluster target (use `connect`) or outside a runtime.
+    ///
+    /// ```
+    /// use tollgate::redis::{FailurePolicy, RedisLimiter};
+    /// use tollgate::{AsyncRateLimiter, Origin, Quota};
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// // Nothing listens on port 1: the check fails open, as the policy says.
+    /// let limiter = RedisLimiter::builder("redis://127.0.0.1:1/", Quota::per_second(5).unwrap())
+    ///     .timeout(std::time::Duration::from_millis(50))
+    ///     .failure_policy(FailurePolicy::FailOpen)
+    ///     .connect_lazy()
+    ///     .unwrap();
+    /// let d = limiter.check_key_async("alice", 1).await.unwrap();
+    /// assert!(d.is_allowed());
+    /// assert_eq!(d.origin(), Origin::Fallback);
+    /// # });
+    /// ```
+    pub fn connect_lazy(self) -> Result<RedisLimiter<C>, SetupError> {
+        let params = self.validate()?;
+        let conn = conn::connect_lazy(&self.target, &self.tls, self.timeout, self.reconnect_max_delay)?;
+        Ok(self.with_connection(conn, params))
+    }
+
+    /// The checks both `connect`s make before connecting.
+    fn validate(&self) -> Result<Params, SetupError> {
+        if !keys::prefix_is_valid(&self.prefix) {
+            return Err(SetupError::Prefix { prefix: self.prefix.clone() });
+        }
+        Ok(Params::new(self.algorithm, self.quota)?)
+    }
+
+    fn with_connection(self, conn: conn::Connection, params: Params) -> RedisLimiter<C> {
         let head = format!("{}:{}:", self.prefix, keys::algo_segment(self.algorithm)).into_bytes();
-        Ok(RedisLimiter {
+        RedisLimiter {
             conn,
             params,
             overrides: papaya::HashMap::builder().hasher(foldhash::fast::RandomState::default()).build(),
@@ -375,7 +412,7 @@ impl<C: Clock> RedisLimiterBuilder<C> {
             policy: self.policy,
             cache: DenyCache::new(self.deny_cache_capacity),
             clock: self.clock,
-        })
+        }
     }
 }
 
