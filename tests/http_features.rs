@@ -1030,3 +1030,20 @@ async fn rules_and_skip_paths_inside_a_nested_router_use_the_full_path() {
         assert!(res.headers().get("x-ratelimit-limit").is_none());
     }
 }
+
+/// A token bucket whose burst is not its count advertises that bucket in both header styles:
+/// `q` is the burst, as `X-RateLimit-Limit` and `r` count, over the time it refills in
+/// (review finding: `10/s;burst=30` sent `q=10;w=1` beside `r=29` and a limit of 30).
+#[tokio::test]
+async fn a_burst_quota_advertises_its_bucket_in_both_header_styles() {
+    let clock = ManualClock::new();
+    let bucket = limiter(&clock, "10/s;burst=30");
+    let layer =
+        RateLimitLayer::builder().rule(rule("bucket", &bucket)).header_style(HeaderStyle::Both).build();
+    let base = serve(app(layer)).await;
+    let res = Client::new().get(&base).send().await.unwrap();
+    assert_eq!(header(&res, "ratelimit-policy"), Some("\"bucket\";q=30;w=3"));
+    assert_eq!(header(&res, "x-ratelimit-limit"), Some("30"));
+    assert_eq!(header(&res, "x-ratelimit-remaining"), Some("29"));
+    assert_eq!(header(&res, "ratelimit"), Some("\"bucket\";r=29;t=1"));
+}

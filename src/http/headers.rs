@@ -65,10 +65,13 @@ pub fn ceil_secs(d: Duration) -> u64 {
 
 /// The `RateLimit-Policy` value of a quota: `"name";q=<quota units>;w=<window in seconds>`.
 ///
-/// The header counts whole seconds, so the window `w` is the period rounded up (at least 1)
-/// and `q` is what the quota's rate allows in `w` seconds, rounded down:
-/// `q = floor(count · w / period)`. The policy thus never advertises more than the real rate;
-/// for a whole-second period it is exactly `count` per `period`.
+/// The window is the time the quota takes to refill its burst, `burst · period / count`: the
+/// quota's own period when the burst is the count (always, for the windowed algorithms), and
+/// for a token bucket with a larger or smaller burst the time that bucket refills in, so that
+/// `q` is the burst, as `X-RateLimit-Limit` and the `RateLimit` header's `r` count (review
+/// finding: `10/s;burst=30` advertised `q=10;w=1` beside `r=29`). The header counts whole
+/// seconds, so `w` is that time rounded up (at least 1) and `q` is what the quota's rate allows
+/// in `w` seconds, rounded down: `q = floor(count · w / period)`, never more than the real rate.
 ///
 /// ```
 /// use tollgate::http::policy_value;
@@ -77,12 +80,16 @@ pub fn ceil_secs(d: Duration) -> u64 {
 /// // 10 per 100 ms is 100 per second; 20 per 1.5 s is 26.67 per 2 s.
 /// assert_eq!(policy_value("r", &"10/100ms".parse().unwrap()), r#""r";q=100;w=1"#);
 /// assert_eq!(policy_value("r", &"20/1500ms".parse().unwrap()), r#""r";q=26;w=2"#);
+/// // A bucket of 30 refilled at 10/s: full again 3 s after it is emptied.
+/// assert_eq!(policy_value("b", &"10/s;burst=30".parse().unwrap()), r#""b";q=30;w=3"#);
+/// assert_eq!(policy_value("b", &"100/m;burst=10".parse().unwrap()), r#""b";q=10;w=6"#);
 /// ```
 pub fn policy_value(name: &str, quota: &Quota) -> String {
-    let window = ceil_secs(quota.period()).max(1);
     let period_nanos = quota.period().as_nanos().max(1);
-    let count = u128::from(quota.count());
-    // Overflows only for periods of centuries, where w ≥ period makes `count` itself a
+    let count = u128::from(quota.count()).max(1);
+    let refill_nanos = u128::from(quota.burst()).saturating_mul(period_nanos) / count;
+    let window = u64::try_from(refill_nanos.div_ceil(1_000_000_000)).unwrap_or(u64::MAX).max(1);
+    // Overflows only for windows of centuries, where w ≥ period makes `count` itself a
     // value that never exceeds the real rate.
     let units = u128::from(window)
         .checked_mul(1_000_000_000)
