@@ -308,12 +308,17 @@ impl Quota {
 /// Parses `"<count>/<period>[;burst=<b>]"`: `"100/s"`, `"10/m"`, `"1000/h"`, `"5/d"`,
 /// `"20/1500ms"`, `"100/30s"`, `"7/250us"`. Units: `ns`, `us`/`µs`, `ms`, `s`/`sec`/`second(s)`,
 /// `m`/`min`/`minute(s)`, `h`/`hr`/`hour(s)`, `d`/`day(s)`, in any case (`"10/S"`, `"5/Min"`;
-/// `µs` with either micro sign). Whitespace around the parts is tolerated; signs, exponents,
-/// fractions and input longer than [`MAX_RATE_STRING`] are not.
+/// `µs` with either micro sign), and so is the `burst` keyword (`"10/s;BURST=20"`). Whitespace
+/// around the parts is tolerated; signs, exponents, fractions and input longer than
+/// [`MAX_RATE_STRING`] are not, on either side of the `/` (each is a
+/// [`QuotaError::Parse`] saying a whole non-negative number is expected).
 ///
 /// ```
 /// use tollgate::{Quota, QuotaError};
 /// assert_eq!("10/S".parse::<Quota>(), "10/s".parse());
+/// assert_eq!("10/s;BURST=20".parse::<Quota>(), "10/s;burst=20".parse());
+/// let Err(QuotaError::Parse { reason, .. }) = "5/1.5s".parse::<Quota>() else { unreachable!() };
+/// assert!(reason.contains("whole non-negative number"), "{reason}");
 /// assert_eq!("7/250\u{3bc}s".parse::<Quota>(), "7/250us".parse());
 /// // Faster than one cell per nanosecond: the clock cannot resolve it.
 /// assert!(matches!("2000000000/s".parse::<Quota>(), Err(QuotaError::TooLarge { .. })));
@@ -330,7 +335,10 @@ impl FromStr for Quota {
         let (rate, burst) = match input.split_once(';') {
             Some((rate, rest)) => {
                 let rest = rest.trim();
-                let value = rest.strip_prefix("burst").map(str::trim_start).and_then(|r| r.strip_prefix('='));
+                // The keyword is case-insensitive, like the units ("10/S;BURST=3").
+                let value = strip_prefix_ignore_case(rest, "burst")
+                    .map(str::trim_start)
+                    .and_then(|r| r.strip_prefix('='));
                 let value = value.ok_or_else(|| err("expected \";burst=<n>\" after the rate"))?;
                 if value.contains(';') {
                     return Err(err("more than one \";burst=\" (or something after it)"));
@@ -347,10 +355,16 @@ impl FromStr for Quota {
         }
         let split = period.find(|c: char| !c.is_ascii_digit()).unwrap_or(period.len());
         let (amount, unit) = period.split_at(split);
+        let unit = unit.trim();
+        // A sign, a fraction, an exponent or a second number ("5/-1s", "5/1.5s", "5/1e3s") is
+        // a malformed amount, not an unknown unit: say so, as the count side does.
+        if unit.starts_with(['-', '+', '.', ',']) || unit.contains(|c: char| c.is_ascii_digit()) {
+            return Err(err(PERIOD_NOT_WHOLE));
+        }
         let amount = if amount.is_empty() { 1 } else { parse_count(amount).map_err(err)? };
         // Units are case-insensitive ("10/S", "5/Min"); both micro signs are accepted (U+00B5,
         // what a keyboard's µ gives, and the Greek letter U+03BC that some editors substitute).
-        let unit = unit.trim().to_ascii_lowercase();
+        let unit = unit.to_ascii_lowercase();
         let unit_ns = match unit.as_str() {
             "ns" | "nanosecond" | "nanoseconds" => 1,
             "us" | "\u{b5}s" | "\u{3bc}s" | "microsecond" | "microseconds" => NS_PER_US,
@@ -368,6 +382,15 @@ impl FromStr for Quota {
         let period = amount.checked_mul(unit_ns).ok_or(QuotaError::Overflow { what: "period" })?;
         Quota::from_parts(count, period, burst.unwrap_or(count))
     }
+}
+
+/// Why a period such as `"1.5s"` or `"-1s"` is refused: its amount must be whole and unsigned.
+const PERIOD_NOT_WHOLE: &str = "expected a whole non-negative number of time units in the period";
+
+/// `s` after `prefix`, compared ignoring ASCII case; `None` if `s` does not start with it.
+fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+    let (head, rest) = (s.get(..prefix.len())?, s.get(prefix.len()..)?);
+    head.eq_ignore_ascii_case(prefix).then_some(rest)
 }
 
 fn parse_count(s: &str) -> Result<u64, &'static str> {
@@ -500,6 +523,58 @@ mod tests {
         }
         assert!("99999999999999999999999/s".parse::<Quota>().unwrap_err().to_string().contains("too large"));
         assert_eq!("1/1000000000d".parse::<Quota>(), Err(QuotaError::Overflow { what: "period" }));
+    }
+
+    #[test]
+    fn a_malformed_period_amount_says_a_whole_number_is_expected() {
+        for bad in ["5/1.5s", "5/-1s", "5/+1s", "5/1,5s", "5/1e3s", "5/1 5s", "5/.5s"] {
+            match bad.parse::<Quota>() {
+                Err(QuotaError::Parse { input, reason }) => {
+                    assert_eq!(input, bad);
+                    assert_eq!(reason, PERIOD_NOT_WHOLE, "{bad}");
+                    assert!(reason.contains("whole non-negative number"), "{bad}: {reason}");
+                }
+                other => panic!("{bad:?} gave {other:?}"),
+            }
+        }
+        // The count side keeps its own wording; a real unknown unit is still one.
+        for (bad, reason) in [
+            ("1.5/s", "expected a whole non-negative number"),
+            ("-1/s", "expected a whole non-negative number"),
+            ("5/parsec", "unknown time unit"),
+            ("5/2parsecs", "unknown time unit"),
+            ("5/", "missing period after '/'"),
+            ("5/3", "missing time unit (s, m, h, d, ms, ...)"),
+        ] {
+            assert_eq!(
+                bad.parse::<Quota>(),
+                Err(QuotaError::Parse { input: bad.to_owned(), reason }),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_burst_keyword_is_case_insensitive_like_the_units() {
+        let expected = Quota::per_second(5).unwrap().with_burst(3).unwrap();
+        for s in ["5/s;BURST=3", "5/S;Burst=3", "5/s; bUrSt = 3", "5/s;burst=3"] {
+            let q: Quota = s.parse().unwrap_or_else(|e| panic!("{s}: {e}"));
+            assert_eq!(q, expected, "{s}");
+            // Display writes the canonical lower-case form, which reads back the same.
+            assert_eq!(q.to_string(), "5/s;burst=3");
+            assert_eq!(q.to_string().parse::<Quota>(), Ok(q));
+        }
+        // Other keywords are still refused, whatever their case; a multi-byte character where
+        // the keyword would end is no keyword either (and no panic).
+        for bad in ["5/s;BUST=3", "5/s;bursts=3", "5/s;burs\u{e9}=3", "5/s;\u{e9}urst=3", "5/s;burs"] {
+            match bad.parse::<Quota>() {
+                Err(QuotaError::Parse { input, reason }) => {
+                    assert_eq!(input, bad);
+                    assert_eq!(reason, "expected \";burst=<n>\" after the rate", "{bad}");
+                }
+                other => panic!("{bad:?} gave {other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -531,3 +531,120 @@ async fn a_cost_above_the_burst_is_refused_even_when_below_the_count() {
         "\"cost\" 5 is more than the quota's burst 4: every request would be refused"
     );
 }
+
+/// RFC 9110 §11.1: the auth scheme is case-insensitive (`bearer`, `BEARER`); the token is not.
+#[tokio::test]
+async fn the_bearer_scheme_is_case_insensitive_the_token_is_not() {
+    let s = setup().await;
+    let client = Client::new();
+    let status = |authorization: &'static str| {
+        let request = client.get(format!("{}/rules", s.admin)).header("authorization", authorization);
+        async move { request.send().await.unwrap().status() }
+    };
+    for accepted in ["Bearer s3cret", "bearer s3cret", "BEARER s3cret", "bEaReR s3cret"] {
+        assert_eq!(status(accepted).await, StatusCode::OK, "{accepted}");
+    }
+    for refused in ["bearer S3cret", "bearer s3cre", "Basic s3cret", "bearers3cret", "s3cret"] {
+        assert_eq!(status(refused).await, StatusCode::UNAUTHORIZED, "{refused}");
+    }
+}
+
+/// Without auto-ban, `GET /bans` is an empty list and `DELETE /bans/{key}` a `204` (nothing is
+/// banned, so there is nothing to lift), the same as lifting a key that is not banned when
+/// auto-ban is configured.
+#[tokio::test]
+async fn bans_without_auto_ban_are_an_empty_list_and_lifting_one_is_a_no_op() {
+    let client = Client::new();
+    let (_app, admin, _layer) = empty_setup().await;
+    let (status, bans) = send(&client, reqwest::Method::GET, format!("{admin}/bans"), "").await;
+    assert_eq!((status, bans), (StatusCode::OK, serde_json::json!([])));
+    let res =
+        authed(&client, reqwest::Method::DELETE, format!("{admin}/bans/192.0.2.1")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    // With auto-ban: a key that was never banned is lifted the same way.
+    let s = setup().await;
+    let res =
+        authed(&client, reqwest::Method::DELETE, format!("{}/bans/192.0.2.1", s.admin)).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert_eq!(get_json(&client, format!("{}/bans", s.admin)).await, serde_json::json!([]));
+    // Still behind the token.
+    let res = client.delete(format!("{admin}/bans/192.0.2.1")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+}
+
+/// A `|` key (`KeyBy::First`) is shown as it was given and reads back as the same key: a PUT of
+/// the shown rule keeps it, and requests are keyed by the first part present.
+#[tokio::test]
+async fn an_or_key_is_shown_as_given_and_reads_back() {
+    let (app, admin, _layer) = empty_setup().await;
+    let client = Client::new();
+    let body = r#"{"name":"api","quota":"5/s","key":"header:x-api-key|client_ip"}"#;
+    let (status, shown) = send(&client, reqwest::Method::POST, format!("{admin}/rules"), body).await;
+    assert_eq!(status, StatusCode::CREATED, "{shown}");
+    assert_eq!(shown["key"], "header:x-api-key|client_ip");
+    let res = client.get(format!("{app}/")).header("x-api-key", "abc").send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(client.get(format!("{app}/")).send().await.unwrap().status(), StatusCode::OK);
+    let keys = get_json(&client, format!("{admin}/rules/api/keys")).await;
+    let mut listed: Vec<&str> =
+        keys["keys"].as_array().unwrap().iter().map(|k| k["key"].as_str().unwrap()).collect();
+    listed.sort_unstable();
+    assert_eq!(listed, ["0:abc", "1:127.0.0.1"]);
+    // Round trip: the listed key text, sent back, is the same key (the state is kept too: a
+    // change of key alone keeps the limiter).
+    let rules = get_json(&client, format!("{admin}/rules")).await;
+    let text = rules[0]["key"].as_str().unwrap().to_owned();
+    let (status, shown) =
+        send(&client, reqwest::Method::PUT, format!("{admin}/rules/api"), &format!(r#"{{"key":"{text}"}}"#))
+            .await;
+    assert_eq!((status, shown["key"].as_str()), (StatusCode::OK, Some("header:x-api-key|client_ip")));
+    let res = client.get(format!("{app}/")).header("x-api-key", "abc").send().await.unwrap();
+    assert_eq!(res.headers()["x-ratelimit-remaining"], "3");
+    // Grouping: an `|` inside a `+` takes parentheses, and is shown with them.
+    let body =
+        r#"{"name":"grouped","route":"/search","quota":"5/s","key":"route+(header:x-api-key|client_ip)"}"#;
+    let (status, shown) = send(&client, reqwest::Method::POST, format!("{admin}/rules"), body).await;
+    assert_eq!(
+        (status, shown["key"].as_str()),
+        (StatusCode::CREATED, Some("route+(header:x-api-key|client_ip)"))
+    );
+}
+
+/// A rule made through the API gets a limiter whose key cap × bytes per key fits the memory
+/// budget: the reviewer's `4096/h` sliding log (32 792 bytes per key) would otherwise get 2²⁰
+/// keys (32 GiB). Here a budget of 3.5 keys' state admits 3 keys; a fourth is a 429 for a full
+/// table, and a rule whose one key would not fit is a 400.
+#[tokio::test]
+async fn admin_made_limiters_are_bounded_by_the_memory_budget() {
+    let per_key = tollgate::SlidingLog::from_quota("4096/h".parse().unwrap()).unwrap().bytes_per_key();
+    assert_eq!(per_key, 32_792);
+    let layer = RateLimitLayer::builder().build();
+    let app = serve(Router::new().route("/", get(|| async { "hi" })).layer(layer.clone())).await;
+    let admin = serve(AdminApi::new(layer.clone(), "s3cret").memory_budget(per_key * 7 / 2).router()).await;
+    let client = Client::new();
+    let body = r#"{"name":"log","quota":"4096/h","algorithm":"sliding_log","key":"header:x-k"}"#;
+    let (status, shown) = send(&client, reqwest::Method::POST, format!("{admin}/rules"), body).await;
+    assert_eq!(status, StatusCode::CREATED, "{shown}");
+    let hit_key = |k: u32| {
+        let request = client.get(&app).header("x-k", format!("k{k}"));
+        async move { request.send().await.unwrap() }
+    };
+    for k in 0..3 {
+        assert_eq!(hit_key(k).await.status(), StatusCode::OK, "k{k}");
+    }
+    let full = hit_key(3).await;
+    assert_eq!(full.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(full.headers()["retry-after"], "1"); // a full key table, not a rate
+    let keys = get_json(&client, format!("{admin}/rules/log/keys")).await;
+    assert_eq!(keys["total"], 3);
+    // A known key still passes.
+    assert_eq!(hit_key(0).await.status(), StatusCode::OK);
+    // Under a budget smaller than one key's state the rule is refused, not made useless.
+    let tiny = serve(AdminApi::new(layer.clone(), "s3cret").memory_budget(per_key - 1).router()).await;
+    let body = r#"{"name":"log2","route":"/x","quota":"4096/h","algorithm":"sliding_log"}"#;
+    let (status, problem) = send(&client, reqwest::Method::POST, format!("{tiny}/rules"), body).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(detail.contains("memory budget") && detail.contains("32792"), "{detail}");
+    assert_eq!(layer.rules().len(), 1);
+}

@@ -12,11 +12,13 @@
 //! | `DELETE /rules/{name}` | yes | remove the rule: `204`, `404` if unknown |
 //! | `GET /rules/{name}/keys` | yes | per-key state (listable limiters, first 1000 keys) |
 //! | `DELETE /rules/{name}/keys/{key}` | yes | forget one key's state |
-//! | `GET /bans`, `DELETE /bans/{key}` | yes | list / lift auto-bans |
+//! | `GET /bans` | yes | active auto-bans as JSON (first 1000); `[]` when none, or without auto-ban |
+//! | `DELETE /bans/{key}` | yes | lift the key's ban and forget its strikes: `204`, whether or not it was banned, and without auto-ban (nothing is banned there) |
 //!
-//! Authenticated routes need `Authorization: Bearer <token>`; the token is compared in
-//! constant time. Errors are `application/problem+json` (RFC 9457) with a `detail`; a body that
-//! does not describe a valid rule is a `400` whose detail names the field ([`SpecError`]).
+//! Authenticated routes need `Authorization: Bearer <token>` (the scheme in any case, as RFC
+//! 9110 has it: `bearer <token>` works too); the token is compared exactly, in constant time.
+//! Errors are `application/problem+json` (RFC 9457) with a `detail`; a body that does not
+//! describe a valid rule is a `400` whose detail names the field ([`SpecError`]).
 //!
 //! # Rule bodies
 //!
@@ -30,13 +32,30 @@
 //! or `null` for all (default); `quota`: a rate string (`"100/s"`, `"5/m"`, `"1000/h"`;
 //! required to create); `algorithm`: `gcra` (default), `fixed_window`, `sliding_window`,
 //! `sliding_log`; `mode`: `block` (default), `annotate`, `shadow`; `cost`: per request,
-//! `0..=` the quota's burst (default 1); `key`: `client_ip` (default), `peer_ip`, `global`,
-//! `route`, `header:<name>`, or several joined by `+` (e.g. `route+client_ip`).
+//! `0..=` the quota's burst (default 1); `key`: see [keys](#keys).
 //!
 //! Changes swap the layer's whole rule set atomically: requests in flight finish under the
 //! rules they started with, and the check path stays lock-free. A new `quota` or `algorithm`
 //! gives the rule a fresh limiter from the [`LimiterFactory`] (its counts start over); other
 //! changes keep the limiter and its state.
+//!
+//! The default factory's limiters hold at most [`DEFAULT_MAX_KEYS`] keys, and fewer where
+//! their state would exceed the memory budget ([`DEFAULT_MEMORY_BUDGET`], 256 MiB per rule;
+//! [`AdminApi::memory_budget`]): a `sliding_log` keeps `8 · limit + 24` bytes per key, so one
+//! of 4096 holds 8 186 keys. A rule whose per-key state alone exceeds the budget is a `400`.
+//!
+//! # Keys
+//!
+//! A `key` is one name, `client_ip` (default), `peer_ip`, `global`, `route` or
+//! `header:<name>`, or names combined (at most 8 names):
+//!
+//! * `a+b` is [`KeyBy::All`]: every part, joined (`route+client_ip`, per route and client);
+//! * `a|b` is [`KeyBy::First`]: the first part that yields a key
+//!   (`header:x-api-key|client_ip`, per API key, else per client address; [`KeyBy::or`]);
+//! * `+` binds tighter than `|`, and parentheses group: `route+(header:x-api-key|client_ip)`.
+//!
+//! `GET /rules` shows each rule's key in this form, and it reads back as the same key; a key
+//! with no text form (a custom extractor set in code) is shown as `custom`.
 //!
 //! ```
 //! use tollgate::http::{admin, RateLimitLayer};
@@ -83,13 +102,39 @@ use crate::window::{FixedWindow, SlidingLog, SlidingWindow};
 pub type LimiterFactory =
     Arc<dyn Fn(Quota, AlgorithmKind) -> Result<Arc<dyn HttpLimiter>, QuotaError> + Send + Sync>;
 
-/// Keys per limiter made for [`AdminApi::new`] (by [`swept_factory`]): a full table first
-/// sweeps idle keys inline, so memory stays bounded even between two background sweeps.
+/// Keys per limiter made for [`AdminApi::new`] (by [`swept_factory`]), at most: a full table
+/// first sweeps idle keys inline, so memory stays bounded even between two background sweeps.
+/// An algorithm with large per-key state gets fewer, so that the table fits its memory budget
+/// ([`DEFAULT_MEMORY_BUDGET`], [`max_keys_within_budget`]).
 ///
 /// ```
 /// assert_eq!(tollgate::http::admin::DEFAULT_MAX_KEYS, 1_048_576);
 /// ```
 pub const DEFAULT_MAX_KEYS: usize = 1 << 20;
+
+/// Bytes of limiter state each limiter made through the admin API may hold, by default:
+/// 256 MiB per rule. Its key cap is lowered to fit ([`max_keys_within_budget`]): a GCRA or
+/// window cell is a few words, so 2²⁰ keys fit easily, but a sliding log's ring is 8 bytes per
+/// unit of its limit (32 KiB at 4096), which would make 2²⁰ keys 32 GiB. Change it with
+/// [`AdminApi::memory_budget`] or [`budgeted_factory`].
+///
+/// The budget counts the algorithm's own state per key (the `bytes_per_key` the algorithms
+/// report, e.g. [`SlidingLog::bytes_per_key`]); the key table's own cost (the key, a table
+/// slot, allocator headers) comes on top.
+///
+/// ```
+/// use tollgate::http::admin::{max_keys_within_budget, DEFAULT_MAX_KEYS, DEFAULT_MEMORY_BUDGET};
+/// use tollgate::http::AlgorithmKind;
+/// use tollgate::{Quota, SlidingLog};
+/// assert_eq!(DEFAULT_MEMORY_BUDGET, 256 << 20);
+/// let quota: Quota = "4096/h".parse().unwrap();
+/// let keys = max_keys_within_budget(&quota, AlgorithmKind::SlidingLog, DEFAULT_MAX_KEYS, DEFAULT_MEMORY_BUDGET)
+///     .unwrap();
+/// let per_key = SlidingLog::from_quota(quota).unwrap().bytes_per_key(); // 32 792 bytes
+/// assert_eq!(keys, 8_186);
+/// assert!(keys * per_key <= DEFAULT_MEMORY_BUDGET);
+/// ```
+pub const DEFAULT_MEMORY_BUDGET: usize = 256 << 20;
 
 /// How often [`AdminApi::new`]'s limiters sweep their idle keys in the background: 10 s.
 ///
@@ -98,9 +143,77 @@ pub const DEFAULT_MAX_KEYS: usize = 1 << 20;
 /// ```
 pub const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 
+/// The most keys a limiter for `quota` under `algorithm` may hold: `max_keys`, or fewer so that
+/// keys × bytes of state per key stays within `memory_budget` bytes. What every factory here
+/// gives its limiters. A budget smaller than one key's state is
+/// [`QuotaError::TooLarge`] (a rule that could hold no key would refuse every request), as is a
+/// quota the algorithm cannot represent.
+///
+/// ```
+/// use tollgate::http::admin::max_keys_within_budget;
+/// use tollgate::http::AlgorithmKind;
+/// use tollgate::{Quota, QuotaError};
+/// let quota: Quota = "100/m".parse().unwrap();
+/// // A sliding log of 100 keeps 8 · 100 + 24 = 824 bytes per key: 1 MiB holds 1272 of them.
+/// assert_eq!(max_keys_within_budget(&quota, AlgorithmKind::SlidingLog, 1 << 20, 1 << 20), Ok(1272));
+/// // A GCRA cell is one word: the key cap binds first.
+/// assert_eq!(max_keys_within_budget(&quota, AlgorithmKind::Gcra, 1000, 1 << 20), Ok(1000));
+/// assert!(matches!(
+///     max_keys_within_budget(&quota, AlgorithmKind::SlidingLog, 1000, 100),
+///     Err(QuotaError::TooLarge { value: 824, max: 100, .. })
+/// ));
+/// ```
+pub fn max_keys_within_budget(
+    quota: &Quota,
+    algorithm: AlgorithmKind,
+    max_keys: usize,
+    memory_budget: usize,
+) -> Result<usize, QuotaError> {
+    let bytes_per_key = match algorithm {
+        AlgorithmKind::Gcra => Gcra::new(quota)?.state_bytes_per_key(),
+        AlgorithmKind::FixedWindow => FixedWindow::new(quota)?.state_bytes_per_key(),
+        AlgorithmKind::SlidingWindow => SlidingWindow::new(quota)?.state_bytes_per_key(),
+        AlgorithmKind::SlidingLog => SlidingLog::new(quota)?.state_bytes_per_key(),
+    };
+    key_cap(bytes_per_key, max_keys, memory_budget)
+}
+
+/// `min(max_keys, memory_budget / bytes_per_key)`, refusing a budget that holds no key.
+fn key_cap(bytes_per_key: usize, max_keys: usize, memory_budget: usize) -> Result<usize, QuotaError> {
+    // Every cell is at least a word; `max(1)` only keeps the division total.
+    let fits = memory_budget / bytes_per_key.max(1);
+    if fits == 0 {
+        return Err(QuotaError::TooLarge {
+            what: "limiter state per key in bytes (over the admin API's memory budget)",
+            value: u64::try_from(bytes_per_key).unwrap_or(u64::MAX),
+            max: u64::try_from(memory_budget).unwrap_or(u64::MAX),
+        });
+    }
+    Ok(fits.min(max_keys))
+}
+
+/// Bytes of state per key, as each algorithm reports it: the cell, plus what it allocates (a
+/// sliding log's ring, [`SlidingLog::bytes_per_key`]). Cells that allocate nothing are their
+/// size.
+trait StateBytes: Algorithm {
+    fn state_bytes_per_key(&self) -> usize {
+        std::mem::size_of::<Self::Cell>()
+    }
+}
+
+impl StateBytes for Gcra {}
+impl StateBytes for FixedWindow {}
+impl StateBytes for SlidingWindow {}
+impl StateBytes for SlidingLog {
+    fn state_bytes_per_key(&self) -> usize {
+        self.bytes_per_key()
+    }
+}
+
 /// A [`LimiterFactory`] of in-process keyed limiters (listable: `GET /rules/{name}/keys`
-/// works) on `clock`, each holding at most `max_keys` keys. Idle keys leave only when a full
-/// table sweeps inline; [`swept_factory`] also sweeps them in the background.
+/// works) on `clock`, each holding at most `max_keys` keys, and fewer where that many would
+/// exceed [`DEFAULT_MEMORY_BUDGET`] ([`max_keys_within_budget`]). Idle keys leave only when a
+/// full table sweeps inline; [`swept_factory`] also sweeps them in the background.
 ///
 /// ```
 /// use tollgate::http::{admin::keyed_factory, AlgorithmKind, Check, HttpKey};
@@ -111,7 +224,7 @@ pub const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 /// assert_eq!(d.remaining(), 1);
 /// ```
 pub fn keyed_factory<C: Clock + Clone + 'static>(clock: C, max_keys: usize) -> LimiterFactory {
-    factory(clock, max_keys, None)
+    budgeted_factory(clock, max_keys, DEFAULT_MEMORY_BUDGET, None)
 }
 
 /// Like [`keyed_factory`], and each limiter has a background thread sweeping its idle keys
@@ -133,24 +246,54 @@ pub fn swept_factory<C: Clock + Clone + 'static>(
     max_keys: usize,
     interval: Duration,
 ) -> LimiterFactory {
-    factory(clock, max_keys, Some(interval))
+    budgeted_factory(clock, max_keys, DEFAULT_MEMORY_BUDGET, Some(interval))
 }
 
-fn factory<C: Clock + Clone + 'static>(clock: C, max_keys: usize, sweep: Option<Duration>) -> LimiterFactory {
-    fn build<A: Algorithm, C: Clock + 'static>(
+/// The factory behind [`keyed_factory`] and [`swept_factory`], with its memory budget spelled
+/// out: each limiter holds at most [`max_keys_within_budget`]`(quota, algorithm, max_keys,
+/// memory_budget)` keys, and sweeps idle keys in the background every `sweep_interval` if one
+/// is given. A quota whose per-key state alone exceeds the budget is refused
+/// ([`QuotaError::TooLarge`]: the admin API answers `400`).
+///
+/// ```
+/// use tollgate::http::{admin::budgeted_factory, AlgorithmKind, Check, HttpKey};
+/// use tollgate::{CheckError, ManualClock, Quota};
+/// // A sliding log of 100 keeps 824 bytes per key: a 4 KiB budget holds 4 keys.
+/// let factory = budgeted_factory(ManualClock::new(), 1000, 4096, None);
+/// let limiter = factory(Quota::per_second(100).unwrap(), AlgorithmKind::SlidingLog).unwrap();
+/// for k in 0..4 {
+///     assert!(matches!(limiter.check_http(&HttpKey::new(&k.to_string()), 1), Check::Ready(Ok(_))));
+/// }
+/// let Check::Ready(refused) = limiter.check_http(&HttpKey::new("4"), 1) else { panic!() };
+/// assert_eq!(refused.unwrap_err(), CheckError::KeyLimit { max_keys: 4 });
+/// ```
+pub fn budgeted_factory<C: Clock + Clone + 'static>(
+    clock: C,
+    max_keys: usize,
+    memory_budget: usize,
+    sweep_interval: Option<Duration>,
+) -> LimiterFactory {
+    /// What one factory call needs besides the algorithm.
+    struct Limits {
+        max_keys: usize,
+        memory_budget: usize,
+        sweep: Option<Duration>,
+    }
+    fn build<A: StateBytes, C: Clock + 'static>(
         quota: &Quota,
         clock: C,
-        max_keys: usize,
-        sweep: Option<Duration>,
+        limits: &Limits,
     ) -> Result<Arc<dyn HttpLimiter>, QuotaError> {
+        let algorithm = A::new(quota)?;
+        let max_keys = key_cap(algorithm.state_bytes_per_key(), limits.max_keys, limits.memory_budget)?;
         let keyed = KeyedLimiter::<HttpKey, C, DefaultHashBuilder, A>::build(
-            A::new(quota)?,
+            algorithm,
             clock,
             0,
             DefaultHashBuilder::default(),
         );
         let listed = Arc::new(Listed(keyed.max_keys(max_keys)));
-        Ok(match sweep {
+        Ok(match limits.sweep {
             None => listed,
             Some(interval) => {
                 let sweeper = spawn_sweep_thread(Arc::downgrade(&listed), interval, |l| {
@@ -160,11 +303,12 @@ fn factory<C: Clock + Clone + 'static>(clock: C, max_keys: usize, sweep: Option<
             }
         })
     }
+    let limits = Limits { max_keys, memory_budget, sweep: sweep_interval };
     Arc::new(move |quota, algorithm| match algorithm {
-        AlgorithmKind::Gcra => build::<Gcra, C>(&quota, clock.clone(), max_keys, sweep),
-        AlgorithmKind::FixedWindow => build::<FixedWindow, C>(&quota, clock.clone(), max_keys, sweep),
-        AlgorithmKind::SlidingWindow => build::<SlidingWindow, C>(&quota, clock.clone(), max_keys, sweep),
-        AlgorithmKind::SlidingLog => build::<SlidingLog, C>(&quota, clock.clone(), max_keys, sweep),
+        AlgorithmKind::Gcra => build::<Gcra, C>(&quota, clock.clone(), &limits),
+        AlgorithmKind::FixedWindow => build::<FixedWindow, C>(&quota, clock.clone(), &limits),
+        AlgorithmKind::SlidingWindow => build::<SlidingWindow, C>(&quota, clock.clone(), &limits),
+        AlgorithmKind::SlidingLog => build::<SlidingLog, C>(&quota, clock.clone(), &limits),
     })
 }
 
@@ -203,26 +347,66 @@ impl<L: HttpLimiter> HttpLimiter for Swept<L> {
 }
 
 /// The admin API's configuration.
+///
+/// ```
+/// use tollgate::http::{admin::AdminApi, RateLimitLayer};
+/// // Limiters made through the API keep at most 64 MiB of state each (default 256 MiB).
+/// let api = AdminApi::new(RateLimitLayer::builder().build(), "s3cret").memory_budget(64 << 20);
+/// let router: axum::Router = api.router();
+/// ```
 #[derive(Clone)]
 pub struct AdminApi {
     layer: RateLimitLayer,
     token: Arc<[u8]>,
-    factory: LimiterFactory,
+    /// Set by [`AdminApi::limiter_factory`]; `None`: [`budgeted_factory`] with the defaults and
+    /// `memory_budget`, made when the router is.
+    factory: Option<LimiterFactory>,
+    memory_budget: usize,
 }
 
 impl std::fmt::Debug for AdminApi {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AdminApi").field("layer", &self.layer).finish_non_exhaustive()
+        f.debug_struct("AdminApi")
+            .field("layer", &self.layer)
+            .field("memory_budget", &self.memory_budget)
+            .field("custom_factory", &self.factory.is_some())
+            .finish_non_exhaustive()
     }
 }
 
 impl AdminApi {
     /// An admin API for `layer`, guarded by the bearer `token`. An empty token locks every
     /// authenticated route. New limiters come from [`swept_factory`] on a [`QuantaClock`], with
-    /// [`DEFAULT_MAX_KEYS`] and [`DEFAULT_SWEEP_INTERVAL`].
+    /// [`DEFAULT_MAX_KEYS`], [`DEFAULT_MEMORY_BUDGET`] and [`DEFAULT_SWEEP_INTERVAL`].
+    ///
+    /// ```
+    /// use tollgate::http::{admin::AdminApi, RateLimitLayer};
+    /// let api = AdminApi::new(RateLimitLayer::builder().build(), "s3cret");
+    /// ```
     pub fn new<M>(layer: RateLimitLayer<M>, token: &str) -> AdminApi {
-        let factory = swept_factory(QuantaClock::new(), DEFAULT_MAX_KEYS, DEFAULT_SWEEP_INTERVAL);
-        AdminApi { layer: layer.body_mode(), token: token.as_bytes().into(), factory }
+        AdminApi {
+            layer: layer.body_mode(),
+            token: token.as_bytes().into(),
+            factory: None,
+            memory_budget: DEFAULT_MEMORY_BUDGET,
+        }
+    }
+
+    /// Bytes of limiter state each rule created or re-limited through the API may hold
+    /// (default [`DEFAULT_MEMORY_BUDGET`], 256 MiB): its limiter's key cap is
+    /// [`max_keys_within_budget`] of [`DEFAULT_MAX_KEYS`] and this budget, so a sliding log of
+    /// 4096 gets 8 186 keys rather than 2²⁰ (32 GiB). A rule whose per-key state alone exceeds
+    /// the budget is refused (`400`). Applies to the default factory only: a factory set with
+    /// [`limiter_factory`](Self::limiter_factory) bounds its own limiters (e.g. with
+    /// [`budgeted_factory`]).
+    ///
+    /// ```
+    /// use tollgate::http::{admin::AdminApi, RateLimitLayer};
+    /// let api = AdminApi::new(RateLimitLayer::builder().build(), "s3cret").memory_budget(16 << 20);
+    /// ```
+    pub fn memory_budget(mut self, bytes: usize) -> Self {
+        self.memory_budget = bytes;
+        self
     }
 
     /// How to build a limiter for a rule created or re-limited through the API.
@@ -240,12 +424,26 @@ impl AdminApi {
         mut self,
         f: impl Fn(Quota, AlgorithmKind) -> Result<Arc<dyn HttpLimiter>, QuotaError> + Send + Sync + 'static,
     ) -> Self {
-        self.factory = Arc::new(f);
+        self.factory = Some(Arc::new(f));
         self
     }
 
     /// The router.
+    ///
+    /// ```
+    /// use tollgate::http::{admin::AdminApi, RateLimitLayer};
+    /// let router: axum::Router = AdminApi::new(RateLimitLayer::builder().build(), "s3cret").router();
+    /// ```
     pub fn router(self) -> Router {
+        let factory = self.factory.unwrap_or_else(|| {
+            budgeted_factory(
+                QuantaClock::new(),
+                DEFAULT_MAX_KEYS,
+                self.memory_budget,
+                Some(DEFAULT_SWEEP_INTERVAL),
+            )
+        });
+        let shared = Shared { layer: self.layer, token: self.token, factory };
         Router::new()
             .route("/healthz", get(|| async { "ok\n" }))
             .route("/readyz", get(readyz))
@@ -256,8 +454,15 @@ impl AdminApi {
             .route("/rules/{name}/keys/{key}", axum::routing::delete(reset_key))
             .route("/bans", get(list_bans))
             .route("/bans/{key}", axum::routing::delete(unban))
-            .with_state(Arc::new(self))
+            .with_state(Arc::new(shared))
     }
+}
+
+/// What the handlers share: the configuration, its factory resolved.
+struct Shared {
+    layer: RateLimitLayer,
+    token: Arc<[u8]>,
+    factory: LimiterFactory,
 }
 
 /// Compares in time that depends only on the lengths, never on where the bytes differ.
@@ -278,12 +483,20 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     diff == 0
 }
 
-type Api = State<Arc<AdminApi>>;
+type Api = State<Arc<Shared>>;
 
-fn authorized(api: &AdminApi, headers: &HeaderMap) -> bool {
-    let presented =
-        headers.get(AUTHORIZATION).and_then(|v| v.as_bytes().strip_prefix(b"Bearer ")).unwrap_or_default();
+fn authorized(api: &Shared, headers: &HeaderMap) -> bool {
+    let presented = headers.get(AUTHORIZATION).and_then(|v| bearer_token(v.as_bytes())).unwrap_or_default();
     !api.token.is_empty() && constant_time_eq(presented, &api.token)
+}
+
+/// The token of `Bearer <token>` credentials. The scheme is case-insensitive (RFC 9110 §11.1:
+/// `bearer`, `BEARER` and `Bearer` are the same) and one or more spaces may follow it; the
+/// token itself is compared exactly, in constant time, by the caller.
+fn bearer_token(credentials: &[u8]) -> Option<&[u8]> {
+    let space = credentials.iter().position(|&b| b == b' ')?;
+    let (scheme, rest) = credentials.split_at(space);
+    scheme.eq_ignore_ascii_case(b"bearer").then(|| rest.trim_ascii_start())
 }
 
 fn unauthorized() -> Response {
@@ -364,7 +577,7 @@ fn rule_json(route: Option<&str>, rule: &Rule) -> Value {
         "quota": rule.quota().to_string(),
         "algorithm": rule.current_algorithm().map(AlgorithmKind::as_str),
         "cost": rule.current_fixed_cost(),
-        "key": key_text(rule.current_key()),
+        "key": key_text(rule.current_key()).unwrap_or_else(|| "custom".to_owned()),
         "methods": rule.current_methods().map(|m| m.iter().map(|m| m.as_str().to_owned()).collect::<Vec<_>>()),
     })
 }
@@ -378,7 +591,7 @@ async fn list_rules(State(api): Api, headers: HeaderMap) -> Response {
     json_response(StatusCode::OK, &Value::Array(rules))
 }
 
-fn find_rule(api: &AdminApi, name: &str) -> Option<(Option<String>, Rule)> {
+fn find_rule(api: &Shared, name: &str) -> Option<(Option<String>, Rule)> {
     api.layer.rules().into_iter().find(|(_, r)| r.name() == name)
 }
 
@@ -459,7 +672,8 @@ impl std::fmt::Display for SpecError {
             SpecError::Algorithm(e) => write!(f, "\"algorithm\": {e}"),
             SpecError::Key { key } => write!(
                 f,
-                "\"key\" {key:?} is not client_ip, peer_ip, global, route or header:<name>, or several joined by '+'"
+                "\"key\" {key:?} is not client_ip, peer_ip, global, route or header:<name>, or up to 8 of them \
+                 joined by '+' (all) or '|' (the first present), grouped with parentheses"
             ),
             SpecError::Cost { cost, burst } => {
                 write!(f, "\"cost\" {cost} is more than the quota's burst {burst}: every request would be refused")
@@ -523,40 +737,133 @@ fn parse_mode(mode: &str) -> Result<Mode, SpecError> {
     }
 }
 
-/// `client_ip`, `peer_ip`, `global`, `route`, `header:<name>`, or several joined by `+`.
+/// Most names in one `key` (`route+client_ip` has two).
+const MAX_KEY_NAMES: usize = 8;
+
+/// Most parentheses one inside another in a `key`.
+const MAX_KEY_DEPTH: usize = 4;
+
+/// Reads a `key` (see the module docs):
+///
+/// ```text
+/// key  := alt
+/// alt  := all ('|' all)*        KeyBy::First when there are several
+/// all  := atom ('+' atom)*      KeyBy::All when there are several
+/// atom := name | '(' alt ')'
+/// name := client_ip | peer_ip | global | route | header:<header name>
+/// ```
+///
+/// `+` binds tighter than `|`; at most [`MAX_KEY_NAMES`] names and [`MAX_KEY_DEPTH`] levels of
+/// parentheses.
 fn parse_key(key: &str) -> Result<KeyBy, SpecError> {
-    let bad = || SpecError::Key { key: clip(key) };
-    let one = |part: &str| match part {
-        "client_ip" => Ok(KeyBy::ClientIp),
-        "peer_ip" => Ok(KeyBy::PeerIp),
-        "global" => Ok(KeyBy::Global),
-        "route" => Ok(KeyBy::Route),
-        _ => match part.strip_prefix("header:").map(|h| http::HeaderName::from_bytes(h.as_bytes())) {
-            Some(Ok(name)) => Ok(KeyBy::Header(name)),
-            _ => Err(bad()),
-        },
-    };
-    let parts: Vec<&str> = key.split('+').collect();
-    if parts.len() > 8 {
-        return Err(bad());
-    }
-    match parts.as_slice() {
-        [single] => one(single),
-        many => Ok(KeyBy::All(many.iter().map(|p| one(p)).collect::<Result<Vec<_>, _>>()?.into())),
+    let mut parser = KeyParser { rest: key, names: 0 };
+    match parser.alternatives(0) {
+        Some(by) if parser.rest.is_empty() => Ok(by),
+        _ => Err(SpecError::Key { key: clip(key) }),
     }
 }
 
-/// The text `parse_key` reads back, where there is one (`custom` otherwise).
-fn key_text(key: &KeyBy) -> String {
+/// A recursive-descent reader of `key`'s grammar ([`parse_key`]); depth and size are bounded.
+struct KeyParser<'a> {
+    /// What is left to read.
+    rest: &'a str,
+    /// Names read so far.
+    names: usize,
+}
+
+impl KeyParser<'_> {
+    /// `alt := all ('|' all)*`.
+    fn alternatives(&mut self, depth: usize) -> Option<KeyBy> {
+        let mut parts = vec![self.all(depth)?];
+        while let Some(rest) = self.rest.strip_prefix('|') {
+            self.rest = rest;
+            parts.push(self.all(depth)?);
+        }
+        if parts.len() == 1 {
+            parts.pop()
+        } else {
+            Some(KeyBy::First(parts.into()))
+        }
+    }
+
+    /// `all := atom ('+' atom)*`.
+    fn all(&mut self, depth: usize) -> Option<KeyBy> {
+        let mut parts = vec![self.atom(depth)?];
+        while let Some(rest) = self.rest.strip_prefix('+') {
+            self.rest = rest;
+            parts.push(self.atom(depth)?);
+        }
+        if parts.len() == 1 {
+            parts.pop()
+        } else {
+            Some(KeyBy::All(parts.into()))
+        }
+    }
+
+    /// `atom := name | '(' alt ')'`.
+    fn atom(&mut self, depth: usize) -> Option<KeyBy> {
+        if let Some(rest) = self.rest.strip_prefix('(') {
+            if depth >= MAX_KEY_DEPTH {
+                return None;
+            }
+            self.rest = rest;
+            let inner = self.alternatives(depth + 1)?;
+            self.rest = self.rest.strip_prefix(')')?;
+            return Some(inner);
+        }
+        let end = self.rest.find(['+', '|', '(', ')']).unwrap_or(self.rest.len());
+        let (name, rest) = self.rest.split_at(end);
+        self.rest = rest;
+        self.names += 1;
+        if self.names > MAX_KEY_NAMES {
+            return None;
+        }
+        match name {
+            "client_ip" => Some(KeyBy::ClientIp),
+            "peer_ip" => Some(KeyBy::PeerIp),
+            "global" => Some(KeyBy::Global),
+            "route" => Some(KeyBy::Route),
+            _ => name
+                .strip_prefix("header:")
+                .and_then(|h| http::HeaderName::from_bytes(h.as_bytes()).ok())
+                .map(KeyBy::Header),
+        }
+    }
+}
+
+/// The text [`parse_key`] reads back as the same key, or `None` where there is none: a custom
+/// extractor, a header whose name holds `+` or `|`, a composite of fewer than two parts, or
+/// one past the parser's limits. The API shows those as `custom`.
+fn key_text(key: &KeyBy) -> Option<String> {
+    let text = write_key(key)?;
+    // Within the parser's limits (names, depth); the structure round-trips by construction.
+    parse_key(&text).is_ok().then_some(text)
+}
+
+fn write_key(key: &KeyBy) -> Option<String> {
+    /// A part of `All` or `First`, in parentheses where the parser would otherwise read it
+    /// into its parent: any composite inside `All`, a `First` inside `First`.
+    fn part(key: &KeyBy, in_all: bool) -> Option<String> {
+        let text = write_key(key)?;
+        let group = matches!(key, KeyBy::First(_)) || (in_all && matches!(key, KeyBy::All(_)));
+        Some(if group { format!("({text})") } else { text })
+    }
+    fn join(parts: &[KeyBy], in_all: bool) -> Option<String> {
+        if parts.len() < 2 {
+            return None; // `a` alone reads back as `a`, not as a composite of one
+        }
+        let texts = parts.iter().map(|p| part(p, in_all)).collect::<Option<Vec<_>>>()?;
+        Some(texts.join(if in_all { "+" } else { "|" }))
+    }
     match key {
-        KeyBy::ClientIp => "client_ip".to_owned(),
-        KeyBy::PeerIp => "peer_ip".to_owned(),
-        KeyBy::Global => "global".to_owned(),
-        KeyBy::Route => "route".to_owned(),
-        KeyBy::Header(h) => format!("header:{h}"),
-        KeyBy::All(parts) => parts.iter().map(key_text).collect::<Vec<_>>().join("+"),
-        KeyBy::First(parts) => parts.iter().map(key_text).collect::<Vec<_>>().join("|"),
-        KeyBy::Custom(_) => "custom".to_owned(),
+        KeyBy::ClientIp => Some("client_ip".to_owned()),
+        KeyBy::PeerIp => Some("peer_ip".to_owned()),
+        KeyBy::Global => Some("global".to_owned()),
+        KeyBy::Route => Some("route".to_owned()),
+        KeyBy::Header(h) if !h.as_str().contains(['+', '|']) => Some(format!("header:{h}")),
+        KeyBy::Header(_) | KeyBy::Custom(_) => None,
+        KeyBy::All(parts) => join(parts, true),
+        KeyBy::First(parts) => join(parts, false),
     }
 }
 
@@ -568,7 +875,7 @@ struct Built {
 
 /// Validates `body` into a rule; `current` is the rule being replaced (its route and rule),
 /// whose values fill the fields the body leaves out.
-fn build(api: &AdminApi, body: &[u8], current: Option<(Option<String>, &Rule)>) -> Result<Built, SpecError> {
+fn build(api: &Shared, body: &[u8], current: Option<(Option<String>, &Rule)>) -> Result<Built, SpecError> {
     let spec: RuleBody =
         serde_json::from_slice(body).map_err(|e| SpecError::Json { detail: e.to_string() })?;
     let (current_route, current) = match current {
@@ -769,11 +1076,176 @@ async fn unban(State(api): Api, Path(key): Path<String>, headers: HeaderMap) -> 
     if !authorized(&api, &headers) {
         return unauthorized();
     }
-    match api.layer.auto_ban() {
-        Some(ban) => {
-            ban.unban(&HttpKey::new(&key));
-            StatusCode::NO_CONTENT.into_response()
+    // Idempotent, like `GET /bans`: without auto-ban no key is banned, so there is nothing to
+    // lift and the key is unbanned afterwards either way.
+    if let Some(ban) = api.layer.auto_ban() {
+        ban.unban(&HttpKey::new(&key));
+    }
+    StatusCode::NO_CONTENT.into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(name: &'static str) -> KeyBy {
+        KeyBy::Header(http::HeaderName::from_static(name))
+    }
+
+    fn all(parts: Vec<KeyBy>) -> KeyBy {
+        KeyBy::All(parts.into())
+    }
+
+    fn first(parts: Vec<KeyBy>) -> KeyBy {
+        KeyBy::First(parts.into())
+    }
+
+    #[test]
+    fn every_key_with_a_text_form_reads_back_as_the_same_key() {
+        let cases = [
+            (KeyBy::ClientIp, "client_ip"),
+            (KeyBy::PeerIp, "peer_ip"),
+            (KeyBy::Global, "global"),
+            (KeyBy::Route, "route"),
+            (header("x-api-key"), "header:x-api-key"),
+            (all(vec![KeyBy::Route, KeyBy::ClientIp]), "route+client_ip"),
+            (first(vec![header("x-api-key"), KeyBy::ClientIp]), "header:x-api-key|client_ip"),
+            (header("x-api-key").or(KeyBy::PeerIp), "header:x-api-key|peer_ip"),
+            (KeyBy::Route.and(KeyBy::Global), "route+global"),
+            // `+` binds tighter than `|`: no parentheses needed for an All inside a First.
+            (first(vec![all(vec![KeyBy::Route, KeyBy::ClientIp]), KeyBy::Global]), "route+client_ip|global"),
+            // Nesting that would otherwise flatten (a different key) is parenthesised.
+            (
+                all(vec![first(vec![header("x-user"), KeyBy::ClientIp]), KeyBy::Route]),
+                "(header:x-user|client_ip)+route",
+            ),
+            (all(vec![all(vec![KeyBy::Route, KeyBy::PeerIp]), KeyBy::Global]), "(route+peer_ip)+global"),
+            (first(vec![first(vec![KeyBy::Route, KeyBy::PeerIp]), KeyBy::Global]), "(route|peer_ip)|global"),
+            (
+                first(vec![
+                    KeyBy::Route,
+                    all(vec![KeyBy::Global, first(vec![KeyBy::PeerIp, KeyBy::ClientIp])]),
+                ]),
+                "route|global+(peer_ip|client_ip)",
+            ),
+        ];
+        for (key, text) in cases {
+            let shown = key_text(&key);
+            assert_eq!(shown.as_deref(), Some(text), "{key:?}");
+            let parsed = match parse_key(text) {
+                Ok(parsed) => parsed,
+                Err(e) => panic!("{text}: {e}"),
+            };
+            // KeyBy has no PartialEq (a custom extractor is a closure); its Debug is structural.
+            assert_eq!(format!("{parsed:?}"), format!("{key:?}"), "{text}");
+            assert_eq!(key_text(&parsed).as_deref(), Some(text));
         }
-        None => error(StatusCode::NOT_FOUND, "auto-ban is not configured"),
+    }
+
+    #[test]
+    fn keys_without_a_text_form_are_none_never_a_wrong_text() {
+        let custom = KeyBy::custom(|_, _| false);
+        for key in [
+            custom.clone(),
+            KeyBy::Route.and(custom.clone()),
+            custom.or(KeyBy::ClientIp),
+            all(vec![KeyBy::Route]), // reads back as `route`, a different key
+            first(vec![KeyBy::Route]),
+            all(vec![]),
+            header("x+y"), // would read as two parts
+            header("x|y"),
+            all(vec![KeyBy::Route; 9]), // more names than the parser takes
+        ] {
+            assert_eq!(key_text(&key), None, "{key:?}");
+        }
+    }
+
+    #[test]
+    fn key_texts_the_parser_refuses() {
+        for bad in [
+            "",
+            "+",
+            "route+",
+            "|client_ip",
+            "route||client_ip",
+            "(route",
+            "route)",
+            "()",
+            "(((((client_ip+route)))))+global", // parentheses five deep, over MAX_KEY_DEPTH
+            "route+route+route+route+route+route+route+route+route",
+            "cookie",
+            "header:bad name",
+            "route + client_ip",
+            "custom",
+        ] {
+            assert_eq!(parse_key(bad).err(), Some(SpecError::Key { key: clip(bad) }), "{bad:?}");
+        }
+        // Four deep is fine, and parentheses around a whole key change nothing.
+        let deep = parse_key("((((client_ip+route))))+global").map(|k| format!("{k:?}"));
+        assert_eq!(
+            deep.ok(),
+            Some(format!("{:?}", all(vec![all(vec![KeyBy::ClientIp, KeyBy::Route]), KeyBy::Global])))
+        );
+        let grouped = parse_key("(route)").map(|k| format!("{k:?}"));
+        assert_eq!(grouped.ok(), Some("Route".to_owned()));
+        // Eight names is the limit, not an error.
+        assert!(matches!(parse_key(&["route"; 8].join("+")), Ok(KeyBy::All(parts)) if parts.len() == 8));
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive_the_token_is_not() {
+        for credentials in ["Bearer sekret", "bearer sekret", "BEARER sekret", "bEaReR  sekret"] {
+            assert_eq!(bearer_token(credentials.as_bytes()), Some(&b"sekret"[..]), "{credentials}");
+        }
+        assert_eq!(bearer_token(b"Bearer Sekret"), Some(&b"Sekret"[..]));
+        for other in ["Basic c2VrcmV0", "Bearersekret", "sekret", "", "Bear sekret"] {
+            assert_eq!(bearer_token(other.as_bytes()), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn admin_made_limiters_fit_the_memory_budget() {
+        use crate::decision::CheckError;
+        // The reviewer's rule: a sliding log of 4096 keeps 32 792 bytes per key.
+        let quota: Quota = match "4096/h".parse() {
+            Ok(q) => q,
+            Err(e) => panic!("{e}"),
+        };
+        let per_key = match SlidingLog::from_quota(quota) {
+            Ok(log) => log.bytes_per_key(),
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(per_key, 32_792);
+        let keys = max_keys_within_budget(
+            &quota,
+            AlgorithmKind::SlidingLog,
+            DEFAULT_MAX_KEYS,
+            DEFAULT_MEMORY_BUDGET,
+        );
+        assert_eq!(keys, Ok(8_186));
+        assert!(8_186 * per_key <= DEFAULT_MEMORY_BUDGET && 8_187 * per_key > DEFAULT_MEMORY_BUDGET);
+        // One-word cells: the key cap binds, as before.
+        for algorithm in [AlgorithmKind::Gcra, AlgorithmKind::FixedWindow, AlgorithmKind::SlidingWindow] {
+            let keys = max_keys_within_budget(&quota, algorithm, DEFAULT_MAX_KEYS, DEFAULT_MEMORY_BUDGET);
+            assert_eq!(keys, Ok(DEFAULT_MAX_KEYS), "{algorithm:?}");
+        }
+        // The factory's limiters are built with that cap: with a budget of 3.5 keys, the fourth
+        // key is refused (a full table of live keys: the inline sweep frees nothing).
+        let factory = budgeted_factory(crate::ManualClock::new(), DEFAULT_MAX_KEYS, per_key * 7 / 2, None);
+        let limiter = match factory(quota, AlgorithmKind::SlidingLog) {
+            Ok(l) => l,
+            Err(e) => panic!("{e}"),
+        };
+        for k in 0..3 {
+            assert!(matches!(limiter.check_http(&HttpKey::new(&format!("k{k}")), 1), Check::Ready(Ok(_))));
+        }
+        let Check::Ready(refused) = limiter.check_http(&HttpKey::new("k3"), 1) else { panic!("in process") };
+        assert_eq!(refused.err(), Some(CheckError::KeyLimit { max_keys: 3 }));
+        // A budget below one key's state refuses the rule rather than admit no key.
+        let tiny = budgeted_factory(crate::ManualClock::new(), DEFAULT_MAX_KEYS, per_key - 1, None);
+        assert!(matches!(
+            tiny(quota, AlgorithmKind::SlidingLog).err(),
+            Some(QuotaError::TooLarge { value: 32_792, max: 32_791, .. })
+        ));
     }
 }
