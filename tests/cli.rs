@@ -270,6 +270,53 @@ fn simulate_overload_matches_analytic_counts() {
     assert!(sliding["peak_in_window"].as_u64().is_some_and(|p| p <= 10), "{sliding}");
 }
 
+/// With `;burst=`, GCRA's peak in a window is `burst + n − 1`, not `2n − 1`: a full bucket of 30
+/// (33 arrivals pass in the first 320 ms while three cells come back), then one every 100 ms:
+/// 39 in the first second. The footer states that bound, from the quota's own burst and count.
+#[test]
+fn simulate_footer_bounds_gcra_by_the_quotas_burst() {
+    let args = [
+        "--quota",
+        "10/s;burst=30",
+        "--algorithm",
+        "gcra",
+        "--arrivals",
+        "uniform:100/s",
+        "--duration",
+        "5s",
+    ];
+    let doc = simulate_json(&args);
+    let gcra = algo(&doc, "gcra");
+    assert_eq!(per_second_admitted(gcra), vec![39, 10, 10, 10, 10]);
+    assert_eq!(gcra["peak_in_window"], 39);
+    assert_eq!(algo(&doc, "exact-log")["peak_in_window"], 10);
+    assert_eq!((&doc["burst"], &doc["gcra_peak_bound"]), (&Value::from(30), &Value::from(39)));
+    let footer = |args: &[&str]| {
+        let mut all = vec!["simulate"];
+        all.extend_from_slice(args);
+        let out = tollgate(&all);
+        assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.lines().last().unwrap_or_default().to_owned()
+    };
+    let text = footer(&args);
+    assert!(text.contains("the exact log admits at most 10;"), "{text}");
+    assert!(text.contains("GCRA with burst 30 and n = 10 can pass up to burst + n − 1 = 39"), "{text}");
+    assert!(!text.contains("2n − 1"), "{text}");
+    // Burst = count: the familiar 2n − 1, with its value.
+    let text = footer(&[
+        "--quota",
+        "10/s",
+        "--algorithm",
+        "gcra",
+        "--arrivals",
+        "uniform:100/s",
+        "--duration",
+        "2s",
+    ]);
+    assert!(text.contains("GCRA with burst n = 10 can pass up to 2n − 1 = 19"), "{text}");
+}
+
 #[test]
 fn simulate_underload_admits_everything() {
     let doc = simulate_json(&[

@@ -49,6 +49,10 @@ pub(crate) struct AlgoRun {
 pub(crate) struct SimReport {
     pub(crate) quota: String,
     pub(crate) limit_per_period: u64,
+    /// The quota's burst (`limit_per_period` unless it has `;burst=`).
+    pub(crate) burst: u64,
+    /// The most GCRA can admit in one window of the period: `burst + limit_per_period − 1`.
+    pub(crate) gcra_peak_bound: u64,
     pub(crate) period_s: f64,
     pub(crate) arrivals: String,
     pub(crate) duration_s: f64,
@@ -264,6 +268,8 @@ pub(crate) fn run(
     Ok(SimReport {
         quota: quota.to_string(),
         limit_per_period: quota.count(),
+        burst: quota.burst(),
+        gcra_peak_bound: gcra_peak_bound(&quota),
         period_s: period as f64 / 1e9,
         arrivals: arrivals.to_string(),
         duration_s: duration.as_secs_f64(),
@@ -273,6 +279,14 @@ pub(crate) fn run(
         algorithms: runs,
         skipped,
     })
+}
+
+/// The most GCRA can admit in any window of one period: a full bucket (`burst`), then a cell
+/// every emission interval `T ≥ period / count` while the window lasts, at most `count − 1` of
+/// them in a window shorter than `period`. `2n − 1` when the burst is the count; `burst + n − 1`
+/// otherwise (`10/s;burst=30`: 39).
+fn gcra_peak_bound(quota: &Quota) -> u64 {
+    quota.burst().saturating_add(quota.count()).saturating_sub(1)
 }
 
 /// The per-second table and the summary.
@@ -321,10 +335,18 @@ pub(crate) fn table(r: &SimReport) -> String {
     for s in &r.skipped {
         let _ = writeln!(out, "note: algorithm {} not run: {}", s.algorithm, s.reason);
     }
+    let gcra = if r.burst == r.limit_per_period {
+        format!("GCRA with burst n = {} can pass up to 2n − 1 = {}", r.burst, r.gcra_peak_bound)
+    } else {
+        format!(
+            "GCRA with burst {} and n = {} can pass up to burst + n − 1 = {}",
+            r.burst, r.limit_per_period, r.gcra_peak_bound
+        )
+    };
     let _ = writeln!(
         out,
-        "\nexact-log is the reference ({}); peak = most admissions in any window of one period (the quota promises \
-         at most {}; GCRA with burst n can pass up to 2n − 1: a full bucket plus the refill)",
+        "\nexact-log is the reference ({}); peak = most admissions in any window of one period (the exact log \
+         admits at most {}; {gcra}: a full bucket plus the refill)",
         r.reference, r.limit_per_period
     );
     out
