@@ -19,10 +19,10 @@
 compile_error!("tollgate needs native 64-bit atomics (target_has_atomic = \"64\")");
 
 #[cfg(not(tollgate_loom))]
-pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+pub(crate) use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 #[cfg(tollgate_loom)]
-pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 /// The loom stand-in for papaya needs a lock that loom can see.
 #[cfg(tollgate_loom)]

@@ -114,3 +114,42 @@ fn for_each_key_reports_overridden_quotas() {
     let peeked = limiter.peek("vip");
     assert_eq!((peeked.limit(), peeked.remaining()), (100, 98));
 }
+
+/// A receipt is refunded only under the parameters its take was made under (review finding:
+/// a GCRA take at 2/m refunded after `set_quota(2/h)` gave back 30 min of capacity for 30 s).
+#[test]
+fn a_refund_after_the_keys_quota_changed_gives_back_nothing() {
+    use tollgate::RateLimiter;
+    let clock = ManualClock::new();
+    let limiter: KeyedLimiter<String, _> = KeyedLimiter::with_clock(q("2/m"), clock.clone());
+    let available = |key: &str| {
+        let d = limiter.peek(key);
+        d.remaining() + u64::from(d.is_allowed())
+    };
+    // Default → override.
+    let (d, receipt) = limiter.check_key_with_receipt("k", 1).unwrap();
+    assert!(d.is_allowed());
+    limiter.set_quota("k", q("2/h")).unwrap();
+    let before = available("k");
+    assert!(!limiter.refund_key("k", 1, receipt));
+    assert_eq!(available("k"), before);
+    // Override → the same quota installed again (another generation).
+    let (_, receipt) = limiter.check_key_with_receipt("k", 1).unwrap();
+    limiter.set_quota("k", q("2/h")).unwrap();
+    assert!(!limiter.refund_key("k", 1, receipt));
+    // Override → default.
+    limiter.reset("k");
+    let (d, receipt) = limiter.check_key_with_receipt("k", 1).unwrap();
+    assert!(d.is_allowed());
+    limiter.clear_quota("k");
+    assert!(!limiter.refund_key("k", 1, receipt));
+    // Unchanged parameters still refund, default and override alike.
+    limiter.reset("k");
+    let (_, receipt) = limiter.check_key_with_receipt("k", 1).unwrap();
+    assert!(limiter.refund_key("k", 1, receipt));
+    assert_eq!(available("k"), 2);
+    limiter.set_quota("v", q("5/s")).unwrap();
+    let (_, receipt) = limiter.check_key_with_receipt("v", 2).unwrap();
+    assert!(limiter.refund_key("v", 2, receipt));
+    assert_eq!(available("v"), 5);
+}

@@ -19,7 +19,7 @@ use crate::clock::{Clock, Nanos, QuantaClock};
 use crate::decision::{CheckError, Decision};
 use crate::limiter::{now_of, RateLimiter};
 use crate::quota::{Quota, QuotaError};
-use crate::sync::{AtomicBool, AtomicUsize, Ordering};
+use crate::sync::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use map::Map;
 
 /// The default hasher: foldhash's fast, per-map randomly seeded hasher (SipHash would cost more
@@ -67,6 +67,11 @@ trait Op<A: Algorithm>: Copy {
     fn check(a: &A, cell: &A::Cell, now: Nanos, cost: u64) -> Result<Self::Out, Retired>;
     /// The result for `cost = 0` (a report of the state).
     fn peeked(d: Decision) -> Self::Out;
+    /// `out`, marked as made under the override of that `generation` (0: the default).
+    fn stamped(out: Self::Out, generation: u32) -> Self::Out {
+        let _ = generation;
+        out
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -95,6 +100,19 @@ impl<A: Algorithm> Op<A> for WithReceipt {
     fn peeked(d: Decision) -> (Decision, Receipt) {
         (d, Receipt::NONE)
     }
+    fn stamped((d, receipt): (Decision, Receipt), generation: u32) -> (Decision, Receipt) {
+        (d, receipt.under(generation))
+    }
+}
+
+/// A key's parameter override, and the generation that tells it apart from every other
+/// override this limiter installed: a receipt records the generation it was taken under, and
+/// a refund under other parameters is refused (a GCRA refund under a longer emission interval
+/// would give back more than the take). Never 0, the default parameters' generation.
+#[derive(Debug)]
+struct Override<A> {
+    algorithm: A,
+    generation: u32,
 }
 
 /// A rate limiter with one state per key `K` (user, IP, API key, route, tenant, …).
@@ -127,8 +145,10 @@ pub struct KeyedLimiter<K, C: Clock = QuantaClock, S = DefaultHashBuilder, A: Al
     algorithm: A,
     clock: C,
     /// Per-key parameter overrides; consulted only while `has_overrides` is set.
-    overrides: Map<K, A, S>,
+    overrides: Map<K, Override<A>, S>,
     has_overrides: AtomicBool,
+    /// The last override generation handed out.
+    generations: AtomicU32,
     max_keys: Option<usize>,
     policy: FullTablePolicy,
     /// Live (non-retired) keys, tracked only when `max_keys` is set. Padded: every new key and
@@ -199,6 +219,7 @@ where
             clock,
             overrides: Map::new(0, hasher),
             has_overrides: AtomicBool::new(false),
+            generations: AtomicU32::new(0),
             max_keys: None,
             policy: FullTablePolicy::default(),
             live: CachePadded::new(AtomicUsize::new(0)),
@@ -366,9 +387,12 @@ where
     {
         // Relaxed: see check_n.
         if self.has_overrides.load(Ordering::Relaxed) {
-            if let Some(result) =
-                self.overrides.get(key, |a| a.map(|a| self.check_with(a, key, n, false, _op)))
-            {
+            let checked = self.overrides.get(key, |o| {
+                o.map(|o| {
+                    self.check_with(&o.algorithm, key, n, false, _op).map(|out| O::stamped(out, o.generation))
+                })
+            });
+            if let Some(result) = checked {
                 return result;
             }
         }
@@ -545,7 +569,7 @@ where
     {
         if self.has_overrides.load(Ordering::Relaxed) {
             // Relaxed: see check_n.
-            if let Some(d) = self.overrides.get(key, |a| a.map(|a| self.peek_with(a, key, 1))) {
+            if let Some(d) = self.overrides.get(key, |o| o.map(|o| self.peek_with(&o.algorithm, key, 1))) {
                 return d;
             }
         }
@@ -637,8 +661,14 @@ where
         }
         // Relaxed: once set the flag stays set; the override itself is published by the map.
         self.has_overrides.store(true, Ordering::Relaxed);
+        // Relaxed: only uniqueness matters (the fetch_add's atomicity), not ordering; 0 is
+        // skipped on wrap-around (it names the default parameters).
+        let mut generation = self.generations.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
+        if generation == 0 {
+            generation = self.generations.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
+        }
         // One atomic replace: a concurrent check sees the old or the new quota, never neither.
-        self.overrides.insert(key.to_owned(), algorithm);
+        self.overrides.insert(key.to_owned(), Override { algorithm, generation });
         Ok(())
     }
 
@@ -675,7 +705,7 @@ where
         if !self.has_overrides.load(Ordering::Relaxed) {
             return self.algorithm.quota();
         }
-        self.overrides.get(key, |a| a.map(Algorithm::quota)).unwrap_or_else(|| self.algorithm.quota())
+        self.overrides.get(key, |o| o.map(|o| o.algorithm.quota())).unwrap_or_else(|| self.algorithm.quota())
     }
 
     /// The default quota.
@@ -738,7 +768,7 @@ where
             // Idleness depends on the key's own parameters (e.g. a longer window).
             let retired = if has_overrides {
                 self.overrides
-                    .get(key, |a| a.map(|a| a.try_retire(cell, now)))
+                    .get(key, |o| o.map(|o| o.algorithm.try_retire(cell, now)))
                     .unwrap_or_else(|| self.algorithm.try_retire(cell, now))
             } else {
                 self.algorithm.try_retire(cell, now)
@@ -805,8 +835,11 @@ where
                 return;
             }
             // Under the key's own quota, as `peek` reports it.
-            let overridden =
-                if has_overrides { self.overrides.get(k, |a| a.map(|a| a.peek(cell, now, 1))) } else { None };
+            let overridden = if has_overrides {
+                self.overrides.get(k, |o| o.map(|o| o.algorithm.peek(cell, now, 1)))
+            } else {
+                None
+            };
             f(k, overridden.unwrap_or_else(|| self.algorithm.peek(cell, now, 1)));
         });
     }
@@ -1019,22 +1052,27 @@ where
         self.check_fast(&self.cells.guard(), key, cost, WithReceipt)
     }
 
-    /// Refunds through the key's live cell (under its override, if any). A key whose cell was
-    /// evicted since gives back nothing: it was evicted because its state, this take included,
-    /// had expired.
+    /// Refunds through the key's live cell, under the parameters the take was made under: a
+    /// key whose override changed (or appeared, or went) since gives back nothing, as a key
+    /// whose cell was evicted since does (it was evicted because its state, this take
+    /// included, had expired). Never more than was taken.
     fn refund_key(&self, key: &Q, cost: u32, receipt: Receipt) -> bool {
-        let refund = |algorithm: &A| {
-            self.cells.get(key, |cell| {
-                cell.is_some_and(|cell| algorithm.refund(cell, now_of(&self.clock), u64::from(cost), receipt))
-            })
+        let refund = |algorithm: &A, generation: u32| {
+            receipt.generation() == generation
+                && self.cells.get(key, |cell| {
+                    cell.is_some_and(|cell| {
+                        algorithm.refund(cell, now_of(&self.clock), u64::from(cost), receipt)
+                    })
+                })
         };
         // Relaxed: see check_n.
         if self.has_overrides.load(Ordering::Relaxed) {
-            if let Some(refunded) = self.overrides.get(key, |a| a.map(refund)) {
+            if let Some(refunded) = self.overrides.get(key, |o| o.map(|o| refund(&o.algorithm, o.generation)))
+            {
                 return refunded;
             }
         }
-        refund(&self.algorithm)
+        refund(&self.algorithm, 0)
     }
 
     fn sweep_keys(&self) -> usize {
