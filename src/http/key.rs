@@ -166,6 +166,20 @@ impl KeyBuilder {
         }
     }
 
+    /// Bytes written so far.
+    pub(crate) fn len(&self) -> usize {
+        self.spill.as_ref().map_or(self.len, String::len)
+    }
+
+    /// Drops what was written after the first `len` bytes (a length this builder had).
+    pub(crate) fn truncate(&mut self, len: usize) {
+        match &mut self.spill {
+            Some(s) if s.is_char_boundary(len) => s.truncate(len),
+            Some(_) => {}
+            None => self.len = self.len.min(len),
+        }
+    }
+
     /// Whether nothing was written.
     pub fn is_empty(&self) -> bool {
         self.len == 0 && self.spill.as_ref().is_none_or(String::is_empty)
@@ -204,7 +218,8 @@ pub struct PeerAddr(pub SocketAddr);
 pub struct RequestInfo<'a> {
     /// The method.
     pub method: &'a Method,
-    /// The URI.
+    /// The URI, as the service the layer wraps sees it: inside `Router::nest`, without the
+    /// nest's prefix. Route rules and skip paths use [`path`](Self::path), the full one.
     pub uri: &'a Uri,
     /// The headers.
     pub headers: &'a HeaderMap,
@@ -469,7 +484,9 @@ impl KeyBy {
             return HttpKey::new("-");
         }
         let key = out.finish();
-        if key.as_bytes().len() > MAX_KEY_LEN {
+        // A key that looks like a digest is digested too, so no client can send a long key's
+        // digest as its own key and share that bucket (review finding).
+        if key.as_bytes().len() > MAX_KEY_LEN || key.as_bytes().first() == Some(&b'#') {
             return digest(key.as_bytes());
         }
         key
@@ -504,11 +521,15 @@ impl KeyBy {
                     if i > 0 {
                         out.push_str("|");
                     }
-                    let mut one = KeyBuilder::new();
-                    if part.write(req, &mut one) {
-                        push_escaped(out, one.as_str());
-                    } else {
+                    // Written in place; escaped afterwards only if it needs it (rare).
+                    let start = out.len();
+                    if !part.write(req, out) {
+                        out.truncate(start);
                         out.push_str("-");
+                    } else if needs_escape(out.as_str().get(start..).unwrap_or_default()) {
+                        let written = out.as_str().get(start..).unwrap_or_default().to_owned();
+                        out.truncate(start);
+                        push_escaped(out, &written);
                     }
                 }
                 true
@@ -517,13 +538,19 @@ impl KeyBy {
             // own, so an API key that spells an address does not share that address's bucket
             // (review finding: `header.or(ClientIp)` let one client spend another's).
             KeyBy::First(parts) => {
+                let start = out.len();
                 for (i, part) in parts.iter().enumerate() {
-                    let mut attempt = KeyBuilder::new();
-                    if part.write(req, &mut attempt) {
-                        let _ = fmt::Write::write_fmt(out, format_args!("{i}:"));
-                        out.push_str(attempt.as_str());
+                    match DIGITS.get(i) {
+                        Some(digit) => out.push_str(digit),
+                        None => {
+                            let _ = fmt::Write::write_fmt(out, format_args!("{i}"));
+                        }
+                    }
+                    out.push_str(":");
+                    if part.write(req, out) {
                         return true;
                     }
+                    out.truncate(start); // what a failed alternative wrote goes too
                 }
                 false
             }
@@ -531,9 +558,18 @@ impl KeyBy {
     }
 }
 
+/// Positions of [`KeyBy::First`]'s alternatives, without formatting.
+const DIGITS: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+
+/// Whether a part of [`KeyBy::All`] must be escaped.
+fn needs_escape(part: &str) -> bool {
+    part == "-" || part.contains(['|', '\\'])
+}
+
 /// Keys longer than this are replaced by a digest of 33 bytes (`#` and 32 hex digits of a
 /// 128-bit FNV-1a hash), so a client choosing its key (a header value) cannot choose how much
-/// memory each key takes. A JWT-sized API key still gets a bucket of its own.
+/// memory each key takes. A JWT-sized API key still gets a bucket of its own. A key that
+/// starts with `#` is digested whatever its length, so no key can pass for another's digest.
 ///
 /// ```
 /// use tollgate::http::{KeyBy, MAX_KEY_LEN};
@@ -561,7 +597,7 @@ fn digest(bytes: &[u8]) -> HttpKey {
 fn push_escaped(out: &mut KeyBuilder, part: &str) {
     if part == "-" {
         out.push_str("\\-");
-    } else if !part.contains(['|', '\\']) {
+    } else if !needs_escape(part) {
         out.push_str(part);
     } else {
         for piece in part.split_inclusive(['|', '\\']) {
@@ -698,5 +734,35 @@ mod tests {
         assert_eq!(a, key(&long('a'))); // the same on every call and process
                                         // A fixed value: the digest must not change across versions (Redis keys are shared).
         assert_eq!(digest(b"").as_str(), "#6c62272e07bb014262b821756295c58d");
+        // A client sending a long key's digest as its key gets a bucket of its own (review
+        // finding: the digest text, shown by the admin API and in logs, was a valid key).
+        let forged = key(a.as_str());
+        assert_ne!(forged, a);
+        assert_eq!(forged.as_str().len(), 33);
+        assert_ne!(key("#short"), HttpKey::new("#short"));
+    }
+
+    /// An alternative that writes part of a key and then reports none leaves nothing behind,
+    /// and a part written in place is escaped as one built apart would be.
+    #[test]
+    fn failed_alternatives_and_escaped_parts_leave_exact_keys() {
+        let cfg = ClientIpConfig::default();
+        let half = KeyBy::custom(|_, out| {
+            out.push_str("partial|");
+            false
+        });
+        let by = half.clone().or(KeyBy::header("a"));
+        assert_eq!(by.key_of(&with_headers(&[("a", "x")]), &cfg).as_str(), "1:x");
+        let long = "y".repeat(60); // spills past the inline buffer, then truncates
+        let spill = KeyBy::custom(move |_, out| {
+            out.push_str(&long);
+            false
+        });
+        assert_eq!(spill.or(KeyBy::Route).key_of(&with_headers(&[]), &cfg).as_str(), "1:/r");
+        let and = KeyBy::All([half, KeyBy::header("a"), KeyBy::header("b")].into());
+        assert_eq!(and.key_of(&with_headers(&[("a", "p|q"), ("b", "-")]), &cfg).as_str(), "-|p\\|q|\\-");
+        let many: Vec<KeyBy> =
+            (0..12).map(|i| if i == 11 { KeyBy::Route } else { KeyBy::header("none") }).collect();
+        assert_eq!(KeyBy::First(many.into()).key_of(&with_headers(&[]), &cfg).as_str(), "11:/r");
     }
 }
