@@ -231,6 +231,12 @@ impl Clock for CachedClock {
         // Relaxed: see the upkeep thread's store.
         self.shared.nanos.load(StdOrdering::Relaxed)
     }
+
+    /// Its source's: every thread reads one word, but the upkeep thread fills it from TSC
+    /// readings, and moved to another core it can store a reading behind the last one.
+    fn skew(&self) -> Nanos {
+        self.shared.source.skew()
+    }
 }
 
 /// A clock moved by hand, for tests and simulations. Clones share the same time.

@@ -344,6 +344,10 @@ impl<L: HttpLimiter> HttpLimiter for Swept<L> {
     fn refund_http(&self, key: &HttpKey, cost: u32, receipt: Receipt) -> bool {
         self.limiter.refund_http(key, cost, receipt)
     }
+
+    fn sweep_http(&self) -> usize {
+        self.limiter.sweep_http()
+    }
 }
 
 /// The admin API's configuration.

@@ -76,6 +76,8 @@ impl<C: Clock + 'static> BanStore for Store<C> {
 /// a full key table ([`CheckError::KeyLimit`](crate::CheckError::KeyLimit)) or a backend's
 /// fail-closed answer during an outage (a decision of [`Origin::Fallback`](crate::Origin),
 /// e.g. Redis down under `FailurePolicy::FailClosed`), so an outage bans nobody past its end.
+/// A local fallback share's denials (`FailurePolicy::Fallback`) are `Origin::Fallback` too,
+/// so during an outage nobody is banned at all: the share itself still bounds each client.
 ///
 /// ```
 /// use std::time::Duration;

@@ -70,16 +70,22 @@ pub fn ceil_secs(d: Duration) -> u64 {
 /// for a token bucket with a larger or smaller burst the time that bucket refills in, so that
 /// `q` is the burst, as `X-RateLimit-Limit` and the `RateLimit` header's `r` count (review
 /// finding: `10/s;burst=30` advertised `q=10;w=1` beside `r=29`). The header counts whole
-/// seconds, so `w` is that time rounded up (at least 1) and `q` is what the quota's rate allows
-/// in `w` seconds, rounded down: `q = floor(count · w / period)`, never more than the real rate.
+/// seconds, so `w` is that time rounded up (at least 1), and `q` is the burst, or what the
+/// quota's rate allows in `w` seconds if that is less: `q = min(burst, floor(count · w /
+/// period))`. So `q` is never more than the real rate allows, and never less than the `r` of
+/// any response (`r` counts what is left of the burst): a client reading `q` and `r` never
+/// plans a burst that the limiter would refuse.
 ///
 /// ```
 /// use tollgate::http::policy_value;
 /// use tollgate::Quota;
 /// assert_eq!(policy_value("api", &Quota::per_minute(100).unwrap()), r#""api";q=100;w=60"#);
-/// // 10 per 100 ms is 100 per second; 20 per 1.5 s is 26.67 per 2 s.
-/// assert_eq!(policy_value("r", &"10/100ms".parse().unwrap()), r#""r";q=100;w=1"#);
-/// assert_eq!(policy_value("r", &"20/1500ms".parse().unwrap()), r#""r";q=26;w=2"#);
+/// // 10 per 100 ms: a burst of 10 that refills in 0.1 s, advertised over 1 s; 20 per 1.5 s
+/// // refills in 2 s (rounded up), at a rate of 26.67 per 2 s: the burst of 20 is less.
+/// assert_eq!(policy_value("r", &"10/100ms".parse().unwrap()), r#""r";q=10;w=1"#);
+/// assert_eq!(policy_value("r", &"20/1500ms".parse().unwrap()), r#""r";q=20;w=2"#);
+/// // A smaller burst than the rate over w (review finding: this was q=20;w=2 beside r ≤ 14).
+/// assert_eq!(policy_value("r", &"10/s;burst=15".parse().unwrap()), r#""r";q=15;w=2"#);
 /// // A bucket of 30 refilled at 10/s: full again 3 s after it is emptied.
 /// assert_eq!(policy_value("b", &"10/s;burst=30".parse().unwrap()), r#""b";q=30;w=3"#);
 /// assert_eq!(policy_value("b", &"100/m;burst=10".parse().unwrap()), r#""b";q=10;w=6"#);
@@ -94,7 +100,8 @@ pub fn policy_value(name: &str, quota: &Quota) -> String {
     let units = u128::from(window)
         .checked_mul(1_000_000_000)
         .and_then(|scale| count.checked_mul(scale))
-        .map_or(count, |n| n / period_nanos);
+        .map_or(count, |n| n / period_nanos)
+        .min(u128::from(quota.burst()));
     let mut s = String::with_capacity(name.len() + 24);
     let _ = write!(s, "\"{name}\";q={units};w={window}");
     s
@@ -501,14 +508,34 @@ mod tests {
         ] {
             assert_eq!(policy(q), expected, "{q}");
         }
-        // Below a second or between whole seconds: w rounds up, q is the rate over w, rounded down.
-        assert_eq!(policy("10/100ms"), r#""r";q=100;w=1"#);
-        assert_eq!(policy("20/1500ms"), r#""r";q=26;w=2"#);
+        // Below a second or between whole seconds: w rounds up, q is the burst, or the rate
+        // over w rounded down where that is less.
+        assert_eq!(policy("10/100ms"), r#""r";q=10;w=1"#);
+        assert_eq!(policy("20/1500ms"), r#""r";q=20;w=2"#);
         assert_eq!(policy("1/1500ms"), r#""r";q=1;w=2"#);
-        assert_eq!(policy("3/333ms"), r#""r";q=9;w=1"#);
+        assert_eq!(policy("3/333ms"), r#""r";q=3;w=1"#);
+        assert_eq!(policy("10/s;burst=15"), r#""r";q=15;w=2"#);
+        assert_eq!(policy("7/s;burst=10"), r#""r";q=10;w=2"#);
+        assert_eq!(policy("100/s;burst=10"), r#""r";q=10;w=1"#);
+        assert_eq!(policy("2/s;burst=3"), r#""r";q=3;w=2"#);
         // The fastest quota there is: one cell per nanosecond.
         let q = Quota::new(1_000, Duration::from_micros(1)).unwrap();
-        assert_eq!(policy_value("r", &q), r#""r";q=1000000000;w=1"#);
+        assert_eq!(policy_value("r", &q), r#""r";q=1000;w=1"#);
+        // q is never below the burst's remaining r nor above the rate over w.
+        for s in ["1/s", "3/s;burst=1", "5/7s;burst=9", "1000/h;burst=5", "9/250ms;burst=40"] {
+            let quota: Quota = s.parse().unwrap();
+            let value = policy(s);
+            let num = |tag: &str| -> u128 {
+                let i = value.find(tag).unwrap() + tag.len();
+                value[i..].split(';').next().unwrap().parse().unwrap()
+            };
+            let (q, w) = (num(";q="), num(";w="));
+            assert!(q <= u128::from(quota.burst()), "{s}: {value}");
+            assert!(
+                q * quota.period().as_nanos() <= u128::from(quota.count()) * w * 1_000_000_000,
+                "{s}: {value}"
+            );
+        }
     }
 
     #[test]

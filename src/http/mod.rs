@@ -572,7 +572,8 @@ impl RateLimitLayerBuilder {
     }
 
     /// Requests for which `predicate` is true are not limited (internal addresses, health
-    /// checks, …).
+    /// checks, …). Inside `Router::nest`, `req.path()` is the full path and `req.uri` the one
+    /// the nested router sees ([`RequestInfo::path`]).
     ///
     /// ```
     /// use tollgate::http::RateLimitLayer;
@@ -880,8 +881,16 @@ impl State {
 
     fn sweep(&self) -> usize {
         let rules = self.rules.load();
-        let limiters = rules.global.iter().chain(rules.routes.iter().map(|(_, r)| r));
-        let swept: usize = limiters.map(|rule| rule.limiter.sweep_http()).sum();
+        let mut seen: Vec<*const ()> = Vec::new();
+        let mut swept = 0;
+        for rule in rules.global.iter().chain(rules.routes.iter().map(|(_, r)| r)) {
+            // A limiter shared by several rules is swept once.
+            let at = Arc::as_ptr(&rule.limiter).cast::<()>();
+            if !seen.contains(&at) {
+                seen.push(at);
+                swept += rule.limiter.sweep_http();
+            }
+        }
         swept + self.ban.as_ref().map_or(0, AutoBan::sweep)
     }
 
