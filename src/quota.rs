@@ -96,8 +96,9 @@ impl fmt::Display for QuotaError {
             QuotaError::Overflow { what } => {
                 write!(f, "{what} is too large (quota arithmetic would overflow within 100 years)")
             }
-            // A window too short for any count field (e.g. a 1 ns sliding window).
-            QuotaError::TooLarge { what, value, max: 0 } => {
+            // A window too short for any count field (e.g. a 1 ns sliding window); other
+            // limits of 0 (an admin memory budget of 0) take the plain wording.
+            QuotaError::TooLarge { what, value, max: 0 } if what.ends_with("window limit") => {
                 write!(f, "{what} {value} is too large: the period is too short for any (max 0)")
             }
             QuotaError::TooLarge { what, value, max } => write!(f, "{what} {value} is too large (max {max})"),
@@ -523,6 +524,14 @@ mod tests {
         }
         assert!("99999999999999999999999/s".parse::<Quota>().unwrap_err().to_string().contains("too large"));
         assert_eq!("1/1000000000d".parse::<Quota>(), Err(QuotaError::Overflow { what: "period" }));
+    }
+
+    #[test]
+    fn a_zero_maximum_is_explained_by_what_it_bounds() {
+        let window = QuotaError::TooLarge { what: "sliding-window limit", value: 1, max: 0 };
+        assert!(window.to_string().contains("period is too short"), "{window}");
+        let budget = QuotaError::TooLarge { what: "limiter state per key in bytes", value: 24, max: 0 };
+        assert_eq!(budget.to_string(), "limiter state per key in bytes 24 is too large (max 0)");
     }
 
     #[test]
