@@ -182,7 +182,15 @@ impl KeyBuilder {
 
     /// Whether nothing was written.
     pub fn is_empty(&self) -> bool {
-        self.len == 0 && self.spill.as_ref().is_none_or(String::is_empty)
+        self.len() == 0
+    }
+
+    /// What was written so far, as bytes (no UTF-8 check).
+    fn as_bytes(&self) -> &[u8] {
+        match &self.spill {
+            Some(s) => s.as_bytes(),
+            None => self.bytes.get(..self.len).unwrap_or_default(),
+        }
     }
 
     /// The finished key.
@@ -523,10 +531,10 @@ impl KeyBy {
                     }
                     // Written in place; escaped afterwards only if it needs it (rare).
                     let start = out.len();
-                    if !part.write(req, out) {
+                    if !part.write_part(req, out) {
                         out.truncate(start);
                         out.push_str("-");
-                    } else if needs_escape(out.as_str().get(start..).unwrap_or_default()) {
+                    } else if needs_escape(out.as_bytes().get(start..).unwrap_or_default()) {
                         let written = out.as_str().get(start..).unwrap_or_default().to_owned();
                         out.truncate(start);
                         push_escaped(out, &written);
@@ -547,7 +555,7 @@ impl KeyBy {
                         }
                     }
                     out.push_str(":");
-                    if part.write(req, out) {
+                    if part.write_part(req, out) {
                         return true;
                     }
                     out.truncate(start); // what a failed alternative wrote goes too
@@ -562,8 +570,26 @@ impl KeyBy {
 const DIGITS: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
 
 /// Whether a part of [`KeyBy::All`] must be escaped.
-fn needs_escape(part: &str) -> bool {
-    part == "-" || part.contains(['|', '\\'])
+fn needs_escape(part: &[u8]) -> bool {
+    part == b"-" || part.iter().any(|&b| b == b'|' || b == b'\\')
+}
+
+impl KeyBy {
+    /// [`write`](Self::write) for a part of [`KeyBy::All`] or [`KeyBy::First`], in place after
+    /// what `out` already holds. A custom extractor gets a builder of its own, as it would
+    /// alone: it may read the builder (`is_empty`, `as_str`), and must not see earlier parts
+    /// (review finding: writing in place, `!out.is_empty()` said yes for a missing part).
+    fn write_part(&self, req: &RequestInfo<'_>, out: &mut KeyBuilder) -> bool {
+        let KeyBy::Custom(f) = self else {
+            return self.write(req, out);
+        };
+        let mut own = KeyBuilder::new();
+        let written = f(req, &mut own);
+        if written {
+            out.push_str(own.as_str());
+        }
+        written
+    }
 }
 
 /// Keys longer than this are replaced by a digest of 33 bytes (`#` and 32 hex digits of a
@@ -597,7 +623,7 @@ fn digest(bytes: &[u8]) -> HttpKey {
 fn push_escaped(out: &mut KeyBuilder, part: &str) {
     if part == "-" {
         out.push_str("\\-");
-    } else if !needs_escape(part) {
+    } else if !needs_escape(part.as_bytes()) {
         out.push_str(part);
     } else {
         for piece in part.split_inclusive(['|', '\\']) {
@@ -740,6 +766,33 @@ mod tests {
         assert_ne!(forged, a);
         assert_eq!(forged.as_str().len(), 33);
         assert_ne!(key("#short"), HttpKey::new("#short"));
+    }
+
+    /// A custom extractor inside `and`/`or` sees an empty builder of its own, as alone (review
+    /// finding: writing parts in place, `!out.is_empty()` reported a missing part as written).
+    #[test]
+    fn a_custom_part_sees_only_its_own_builder() {
+        let cfg = ClientIpConfig::default();
+        let optional = || {
+            KeyBy::custom(|req, out| {
+                if let Some(v) = req.headers.get("x").and_then(|v| v.to_str().ok()) {
+                    out.push_str(v);
+                }
+                !out.is_empty()
+            })
+        };
+        let req = with_headers(&[("a", "y")]);
+        assert_eq!(optional().or(KeyBy::header("a")).key_of(&req, &cfg).as_str(), "1:y");
+        assert_eq!(KeyBy::header("a").and(optional()).key_of(&req, &cfg).as_str(), "y|-");
+        let both = with_headers(&[("a", "y"), ("x", "z|")]);
+        assert_eq!(KeyBy::header("a").and(optional()).key_of(&both, &cfg).as_str(), "y|z\\|");
+        // A spilled builder truncated back to empty is empty.
+        let mut b = KeyBuilder::new();
+        b.push_str("0:");
+        b.push_str(&"y".repeat(60));
+        b.truncate(0);
+        assert!(b.is_empty());
+        assert_eq!(b.finish().as_str(), "");
     }
 
     /// An alternative that writes part of a key and then reports none leaves nothing behind,
