@@ -70,11 +70,11 @@ pub fn ceil_secs(d: Duration) -> u64 {
 /// for a token bucket with a larger or smaller burst the time that bucket refills in, so that
 /// `q` is the burst, as `X-RateLimit-Limit` and the `RateLimit` header's `r` count (review
 /// finding: `10/s;burst=30` advertised `q=10;w=1` beside `r=29`). The header counts whole
-/// seconds, so `w` is that time rounded up (at least 1), and `q` is the burst, or what the
-/// quota's rate allows in `w` seconds if that is less: `q = min(burst, floor(count · w /
-/// period))`. So `q` is never more than the real rate allows, and never less than the `r` of
-/// any response (`r` counts what is left of the burst): a client reading `q` and `r` never
-/// plans a burst that the limiter would refuse.
+/// seconds, so `w` is that time rounded up (at least 1), and `q` is the burst: the rate over
+/// a `w` rounded up allows at least that (`q = min(burst, floor(count · w / period))`, which
+/// is the burst but where the product overflows). So `q` is never more than the real rate
+/// allows, and never less than the `r` of any response (`r` counts what is left of the
+/// burst): a client reading `q` and `r` never plans a burst that the limiter would refuse.
 ///
 /// ```
 /// use tollgate::http::policy_value;
@@ -93,8 +93,11 @@ pub fn ceil_secs(d: Duration) -> u64 {
 pub fn policy_value(name: &str, quota: &Quota) -> String {
     let period_nanos = quota.period().as_nanos().max(1);
     let count = u128::from(quota.count()).max(1);
-    let refill_nanos = u128::from(quota.burst()).saturating_mul(period_nanos) / count;
-    let window = u64::try_from(refill_nanos.div_ceil(1_000_000_000)).unwrap_or(u64::MAX).max(1);
+    // ⌈burst · period / count⌉ in seconds, rounded up once (rounding the nanoseconds down
+    // first could make `w` a second short, and `q` below the burst: review finding).
+    let refill = u128::from(quota.burst()).saturating_mul(period_nanos);
+    let window =
+        u64::try_from(refill.div_ceil(count.saturating_mul(1_000_000_000))).unwrap_or(u64::MAX).max(1);
     // Overflows only for windows of centuries, where w ≥ period makes `count` itself a
     // value that never exceeds the real rate.
     let units = u128::from(window)
@@ -522,7 +525,17 @@ mod tests {
         let q = Quota::new(1_000, Duration::from_micros(1)).unwrap();
         assert_eq!(policy_value("r", &q), r#""r";q=1000;w=1"#);
         // q is never below the burst's remaining r nor above the rate over w.
-        for s in ["1/s", "3/s;burst=1", "5/7s;burst=9", "1000/h;burst=5", "9/250ms;burst=40"] {
+        for s in [
+            "1/s",
+            "3/s;burst=1",
+            "5/7s;burst=9",
+            "1000/h;burst=5",
+            "9/250ms;burst=40",
+            // A refill a fraction of a nanosecond past whole seconds (review finding: q=0;w=1).
+            "3000000/3000000001ms;burst=1",
+            "3/3000000001ns;burst=1",
+            "3/1500000001ns;burst=2",
+        ] {
             let quota: Quota = s.parse().unwrap();
             let value = policy(s);
             let num = |tag: &str| -> u128 {
@@ -531,6 +544,7 @@ mod tests {
             };
             let (q, w) = (num(";q="), num(";w="));
             assert!(q <= u128::from(quota.burst()), "{s}: {value}");
+            assert!(q >= u128::from(quota.burst()), "{s}: {value}: q below the burst (r can reach it)");
             assert!(
                 q * quota.period().as_nanos() <= u128::from(quota.count()) * w * 1_000_000_000,
                 "{s}: {value}"
