@@ -188,7 +188,7 @@ impl<A: Algorithm, B: Algorithm> Algorithm for Composite<A, B> {
 
     #[inline]
     fn check(&self, cell: &CompositeCell<A, B>, now: Nanos, cost: u64) -> Result<Decision, Retired> {
-        self.checked::<false>(cell, now, cost).map(|(decision, _)| decision)
+        self.check_with_receipt(cell, now, cost).map(|(decision, _)| decision)
     }
 
     /// The receipt holds both takes (see [`Receipt`]), so a caller that must undo an admitted
@@ -201,7 +201,13 @@ impl<A: Algorithm, B: Algorithm> Algorithm for Composite<A, B> {
         now: Nanos,
         cost: u64,
     ) -> Result<(Decision, Receipt), Retired> {
-        self.checked::<true>(cell, now, cost)
+        loop {
+            match self.check_once(cell, now, cost) {
+                Ok(checked) => return Ok(checked),
+                // A HOLD (a sweep in progress: restore and check again) or the tombstone.
+                Err(Retired) => self.resolve_holds(cell)?,
+            }
+        }
     }
 
     /// Refunds both sub-limits' takes, each through its own algorithm's refund (each exact or
@@ -290,26 +296,8 @@ impl<A: Algorithm, B: Algorithm> Composite<A, B> {
         }
     }
 
-    /// A check, with a receipt of both takes if `RECEIPT` (without, `b` is checked through its
-    /// plain `check`: building the receipt cost 19 instructions a check, callgrind).
     #[inline]
-    fn checked<const RECEIPT: bool>(
-        &self,
-        cell: &CompositeCell<A, B>,
-        now: Nanos,
-        cost: u64,
-    ) -> Result<(Decision, Receipt), Retired> {
-        loop {
-            match self.check_once::<RECEIPT>(cell, now, cost) {
-                Ok(checked) => return Ok(checked),
-                // A HOLD (a sweep in progress: restore and check again) or the tombstone.
-                Err(Retired) => self.resolve_holds(cell)?,
-            }
-        }
-    }
-
-    #[inline]
-    fn check_once<const RECEIPT: bool>(
+    fn check_once(
         &self,
         cell: &CompositeCell<A, B>,
         now: Nanos,
@@ -320,12 +308,7 @@ impl<A: Algorithm, B: Algorithm> Composite<A, B> {
             return Ok((first.most_restrictive(standing(&self.b, &cell.b, now, cost)), Receipt::NONE));
         }
         loop {
-            let second = if RECEIPT {
-                self.b.check_with_receipt(&cell.b, now, cost)
-            } else {
-                self.b.check(&cell.b, now, cost).map(|d| (d, Receipt::NONE))
-            };
-            return match second {
+            return match self.b.check_with_receipt(&cell.b, now, cost) {
                 Ok((second, taken)) if second.is_allowed() => {
                     Ok((first.most_restrictive(second), Receipt::pair(receipt, taken)))
                 }
