@@ -336,6 +336,31 @@ pub(crate) mod word {
         })
     }
 
+    /// As [`check`], for a step split in two: `fast(state)` decides the common checks inline
+    /// (`Some((decision, new state))`, returned as `taken(decision, new state)`), and a state it leaves to the rest (`None`: no store)
+    /// is checked by `slow`, which loads the word again and runs the whole step out of line,
+    /// through [`check`]. That is a CAS retry in all but name: the check applies the same
+    /// `now` to a state at least as new. Kept apart, the common path's decision stays in
+    /// registers; merged in one loop with an out-of-line step's (returned through memory),
+    /// every check stored it to the stack and loaded it back (`sliding-cell`, callgrind:
+    /// 126 instructions per check before).
+    #[inline]
+    pub(crate) fn check_split<R>(
+        word: &AtomicU64,
+        mut fast: impl FnMut(u64) -> Option<(Decision, u64)>,
+        taken: impl Fn(Decision, u64) -> R,
+        slow: impl FnOnce() -> Result<R, Retired>,
+    ) -> Result<R, Retired> {
+        let common = cell::update(word, |state| match fast(state) {
+            Some((decision, new)) => Step::Store(new, Some(taken(decision, new))),
+            None => Step::Keep(None),
+        })?;
+        match common {
+            Some(result) => Ok(result),
+            None => slow(),
+        }
+    }
+
     /// The state a peek judges: a retired cell reads as fresh (0).
     #[inline]
     pub(crate) fn peek_state(word: &AtomicU64) -> u64 {
@@ -353,7 +378,10 @@ pub(crate) mod word {
     /// `step(&self, state, now, cost) -> (Decision, Option<u64>)`; `$is_idle(self, state, now)`
     /// says whether a state is indistinguishable from a fresh one.
     macro_rules! single_word {
-        ($field:ident, $is_idle:expr) => {
+        // `split`: the type's step is split into `fast(state, now, cost) -> Option<(Decision,
+        // u64)>` (inline) and `check_rest(&word, now, cost)` / `check_rest_with_receipt` (out
+        // of line), checked through [`check_split`].
+        ($field:ident, $is_idle:expr $(, $split:ident)?) => {
             #[inline]
             fn check(
                 &self,
@@ -361,8 +389,44 @@ pub(crate) mod word {
                 now: $crate::Nanos,
                 cost: u64,
             ) -> Result<$crate::Decision, $crate::Retired> {
-                $crate::algorithm::word::check(&cell.$field, |state| self.step(state, now, cost))
+                $crate::algorithm::word::single_word!(@check self, cell.$field, now, cost $(, $split)?)
             }
+
+            #[inline]
+            fn check_with_receipt(
+                &self,
+                cell: &Self::Cell,
+                now: $crate::Nanos,
+                cost: u64,
+            ) -> Result<($crate::Decision, $crate::algorithm::Receipt), $crate::Retired> {
+                $crate::algorithm::word::single_word!(@receipt self, cell.$field, now, cost $(, $split)?)
+            }
+
+            $crate::algorithm::word::single_word!(@rest $field, $is_idle);
+        };
+        (@check $s:ident, $word:expr, $now:ident, $cost:ident) => {
+            $crate::algorithm::word::check(&$word, |state| $s.step(state, $now, $cost))
+        };
+        (@check $s:ident, $word:expr, $now:ident, $cost:ident, split) => {
+            $crate::algorithm::word::check_split(
+                &$word,
+                |state| $s.fast(state, $now, $cost),
+                |decision, _| decision,
+                || $s.check_rest(&$word, $now, $cost),
+            )
+        };
+        (@receipt $s:ident, $word:expr, $now:ident, $cost:ident) => {
+            $crate::algorithm::word::check_with_receipt(&$word, |state| $s.step(state, $now, $cost))
+        };
+        (@receipt $s:ident, $word:expr, $now:ident, $cost:ident, split) => {
+            $crate::algorithm::word::check_split(
+                &$word,
+                |state| $s.fast(state, $now, $cost),
+                |decision, new| (decision, $crate::algorithm::Receipt::new(new, 0)),
+                || $s.check_rest_with_receipt(&$word, $now, $cost),
+            )
+        };
+        (@rest $field:ident, $is_idle:expr) => {
 
             #[inline]
             fn peek(&self, cell: &Self::Cell, now: $crate::Nanos, cost: u64) -> $crate::Decision {
@@ -388,16 +452,6 @@ pub(crate) mod word {
 
             fn free_slot(cell: &Self::Cell, free: &mut dyn FnMut()) -> bool {
                 $crate::cell::free_slot(&cell.$field, free)
-            }
-
-            #[inline]
-            fn check_with_receipt(
-                &self,
-                cell: &Self::Cell,
-                now: $crate::Nanos,
-                cost: u64,
-            ) -> Result<($crate::Decision, $crate::algorithm::Receipt), $crate::Retired> {
-                $crate::algorithm::word::check_with_receipt(&cell.$field, |state| self.step(state, now, cost))
             }
 
             #[inline]

@@ -1071,19 +1071,16 @@ where
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         let mut acc = Acc::default();
         let step = self.state.first_pass(&mut RequestInfo::new(&req, &self.state.ip), &mut acc);
-        match step {
-            Step::Skip => ResponseFuture::inner(self.inner.call(req), None, self.state.style),
-            Step::Respond(res) => ResponseFuture::ready(res),
-            Step::Pass => {
-                let report = prepare(&mut req, &mut acc, &self.state);
-                ResponseFuture::inner(self.inner.call(req), report, self.state.style)
-            }
+        let report = match step {
+            Step::Skip => None,
+            Step::Pass => prepare(&mut req, &mut acc, &self.state),
+            Step::Respond(res) => return ResponseFuture::ready(res),
             Step::Async(resume) => {
                 let state = Arc::clone(&self.state);
                 // The service that was polled ready handles this request; keep a fresh clone.
                 let clone = self.inner.clone();
                 let mut inner = std::mem::replace(&mut self.inner, clone);
-                ResponseFuture::boxed(Box::pin(async move {
+                return ResponseFuture::boxed(Box::pin(async move {
                     let mut acc = Acc::default();
                     let step = {
                         let mut info = RequestInfo::new(&req, &state.ip);
@@ -1110,8 +1107,13 @@ where
                             Ok(Err(problem(StatusCode::SERVICE_UNAVAILABLE, headers::UNAVAILABLE)))
                         }
                     }
-                }))
+                }));
             }
+        };
+        // One call site, the inner future written straight into the returned one's field.
+        ResponseFuture {
+            kind: Kind::Inner { future: self.inner.call(req), report, style: self.state.style },
+            mode: PhantomData,
         }
     }
 }
@@ -1145,10 +1147,6 @@ pin_project_lite::pin_project! {
 }
 
 impl<F, B, E, M> ResponseFuture<F, B, E, M> {
-    fn inner(future: F, report: Option<Report>, style: HeaderStyle) -> Self {
-        ResponseFuture { kind: Kind::Inner { future, report, style }, mode: PhantomData }
-    }
-
     fn ready(response: Response<Bytes>) -> Self {
         ResponseFuture { kind: Kind::Ready { response: Some(response) }, mode: PhantomData }
     }

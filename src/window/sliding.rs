@@ -1,7 +1,7 @@
 //! Sliding window counter (weighted previous + current window), one packed word per key.
 
 use crate::algorithm::{word, Algorithm, Receipt};
-use crate::cell;
+use crate::cell::{self, Retired};
 use crate::clock::Nanos;
 use crate::decision::Decision;
 use crate::quota::{Quota, QuotaError};
@@ -227,12 +227,22 @@ impl SlidingWindow {
     /// 1 key 48.9 → 34.2 ns (24.8), with 10⁴ keys 43.5 → 41.8 ns (32.5).
     #[inline]
     pub(crate) fn outcome(&self, state: u64, now: Nanos, cost: u64) -> Outcome {
+        match self.fast(state, now, cost) {
+            Some((decision, stored)) => Outcome { decision, stored: Some(stored) },
+            None => self.outcome_general(state, now, cost),
+        }
+    }
+
+    /// The common admissions of [`outcome`](Self::outcome): `Some((decision, new word))`, or
+    /// `None` for the rest ([`outcome_general`](Self::outcome_general)).
+    #[inline]
+    fn fast(&self, state: u64, now: Nanos, cost: u64) -> Option<(Decision, u64)> {
         let (index, prev, cur) = self.unpack(state);
         let start = index.saturating_mul(self.window);
         let next = start.saturating_add(self.window);
         // (prev, cur, time into the window, the word to store) in the window `now` is in.
         let (prev, cur, elapsed, stored) = if now < start || cost == 0 {
-            return self.outcome_general(state, now, cost);
+            return None;
         } else if now < next {
             (prev, cur, now - start, state.wrapping_add(cost) & cell::MAX_STATE)
         } else if now < next.saturating_add(self.window) {
@@ -248,17 +258,36 @@ impl SlidingWindow {
             .zip(cur.checked_add(cost).and_then(|c| c.checked_mul(self.window)))
             .and_then(|(weight, counted)| weight.checked_add(counted));
         match need {
-            Some(need) if need <= self.limit_units => Outcome {
-                decision: Decision::allowed_in_units(
+            Some(need) if need <= self.limit_units => Some((
+                Decision::allowed_in_units(
                     self.limit,
                     self.limit_units - need,
                     self.window,
                     left + self.window,
                 ),
-                stored: Some(stored),
-            },
-            _ => self.outcome_general(state, now, cost),
+                stored,
+            )),
+            _ => None,
         }
+    }
+
+    /// A check that [`fast`](Self::fast) left: the whole step, out of line (`check_split`).
+    #[cold]
+    #[inline(never)]
+    fn check_rest(&self, word: &AtomicU64, now: Nanos, cost: u64) -> Result<Decision, Retired> {
+        word::check(word, |state| self.step(state, now, cost))
+    }
+
+    /// [`check_rest`](Self::check_rest) with a receipt.
+    #[cold]
+    #[inline(never)]
+    fn check_rest_with_receipt(
+        &self,
+        word: &AtomicU64,
+        now: Nanos,
+        cost: u64,
+    ) -> Result<(Decision, Receipt), Retired> {
+        word::check_with_receipt(word, |state| self.step(state, now, cost))
     }
 
     /// The step in full: any state, time and cost (see [`outcome`](Self::outcome)). It is also
@@ -417,7 +446,7 @@ impl Algorithm for SlidingWindow {
         self.limit
     }
 
-    word::single_word!(word, |w: &SlidingWindow, state, now| w.is_idle(state, now));
+    word::single_word!(word, |w: &SlidingWindow, state, now| w.is_idle(state, now), split);
 
     #[inline]
     fn new_cell(&self) -> SlidingWindowCell {
