@@ -364,13 +364,7 @@ fn reset_during_a_denial_in_flight_leaves_no_cache_entry() {
     let server = RedisServer::start();
     rt().block_on(async {
         for algorithm in [RedisAlgorithm::Gcra, RedisAlgorithm::FixedWindow] {
-            let redis = RedisLimiter::builder(server.url(), Quota::per_hour(1).unwrap())
-                .algorithm(algorithm)
-                .timeout(Duration::from_secs(5))
-                .clock(ManualClock::new())
-                .connect()
-                .await
-                .unwrap();
+            let redis = redis_support::manual_limiter(&server, Quota::per_hour(1).unwrap(), algorithm).await;
             let key: &[u8] = b"victim";
             assert!(redis.check(key, 1).await.unwrap().is_allowed());
             let (denied, reset) = tokio::join!(redis.check(key, 1), redis.reset(key));

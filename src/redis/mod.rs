@@ -77,11 +77,11 @@ pub enum RedisAlgorithm {
     /// GCRA (token bucket / leaky bucket): one string per key holding the TAT.
     #[default]
     Gcra,
-    /// Fixed window: one string per key (`window index:count`); limit at most
+    /// Fixed window: one string per key (`window index:count:window length`); limit at most
     /// [`MAX_WINDOW_LIMIT`].
     FixedWindow,
     /// Sliding window counter (weighted previous + current window): one string per key
-    /// (`window index:previous:current`); limit at most [`MAX_WINDOW_LIMIT`].
+    /// (`window index:previous:current:window length`); limit at most [`MAX_WINDOW_LIMIT`].
     SlidingWindow,
     /// Exact sliding log: one sorted set per key holding the newest `limit` admission stamps;
     /// limit at most [`MAX_LOG_LIMIT`] (4096, as in process; about 113–127 bytes of Redis memory
@@ -915,6 +915,11 @@ impl<C: Clock> RedisLimiter<C> {
     /// the key's state in Redis carries over. The override lives in this process only; give every
     /// process sharing the limit the same overrides.
     ///
+    /// As in process, a window algorithm's override keeps the window length
+    /// ([`QuotaError::Incompatible`] otherwise): the stored window index and counts mean nothing
+    /// on another window grid. (A key whose stored state was written under another window
+    /// length, by a process with another default quota, starts afresh: see the module docs.)
+    ///
     /// ```no_run
     /// # fn demo(limiter: tollgate::redis::RedisLimiter) -> Result<(), tollgate::QuotaError> {
     /// limiter.set_quota(b"partner", tollgate::Quota::per_second(1000)?)?;
@@ -924,6 +929,11 @@ impl<C: Clock> RedisLimiter<C> {
     /// ```
     pub fn set_quota(&self, key: &[u8], quota: Quota) -> Result<(), QuotaError> {
         let params = Params::new(self.params.algorithm, quota)?;
+        let windowed =
+            matches!(self.params.algorithm, RedisAlgorithm::FixedWindow | RedisAlgorithm::SlidingWindow);
+        if windowed && params.a != self.params.a {
+            return Err(QuotaError::Incompatible { reason: "a window override keeps the window length" });
+        }
         self.overrides.pin().insert(key.into(), params);
         // A cached denial, or one in flight, was judged under the old quota.
         self.cache.invalidate(key);

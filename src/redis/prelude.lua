@@ -39,6 +39,19 @@ local function tollgate_ttl_ms(us)
   return math.max(1, math.ceil(us / 1000)) + tollgate_ttl_extra_ms
 end
 
+-- For a key whose stored window is ahead of the clock (the clock went back, e.g. a wall-clock
+-- step of the server): the µs until Redis removes it, by the TTL it was given under the clock
+-- that wrote it (rounded up, so the key is gone by then). The scripts stand still in the stored
+-- window as in process, but no longer than this: a clock that was years ahead must not lock the
+-- key for years (nor re-store it for that long), and the key is fresh once it expires.
+local function tollgate_ttl_left_us(key)
+  local left = redis.call('PTTL', key)
+  if left < 0 then
+    return nil
+  end
+  return (math.max(left - tollgate_ttl_extra_ms, 0) + 1) * 1000
+end
+
 local tollgate_mode = ARGV[1]
 local tollgate_cost = tonumber(ARGV[2])
 local tollgate_now_us = tollgate_now(ARGV[3])

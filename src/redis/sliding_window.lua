@@ -1,5 +1,8 @@
 -- Sliding window counter (DESIGN.md §4, Cloudflare-style), windows aligned to the Unix epoch,
--- in microseconds. KEYS[1]: "index:previous:current" counts. ARGV[4]: window W, ARGV[5]: limit.
+-- in microseconds. KEYS[1]: "index:previous:current:W" counts. ARGV[4]: window W, ARGV[5]: limit.
+-- A clock behind the stored window stands still in it (more than a window behind: until the
+-- key's TTL runs out, as in fixed_window.lua); state
+-- stored under another window length starts afresh (as in fixed_window.lua).
 -- At elapsed time e into the current window the estimate is prev·(W − e)/W + cur; a check of
 -- `cost` is allowed iff prev·(W − e) + (cur + cost)·W ≤ limit·W, compared exactly: products of a
 -- count (< 2^25) and a duration (< 2^51) are split into two 26-bit-based halves.
@@ -48,11 +51,12 @@ end
 local index = tollgate_div(now, window)
 local elapsed = now - index * window
 local prev, cur = 0, 0
+local cap = nil
 local stored = redis.call('GET', KEYS[1])
 if stored then
-  local si, sp, sc = string.match(stored, '^(%d+):(%d+):(%d+)$')
+  local si, sp, sc, sw = string.match(stored, '^(%d+):(%d+):(%d+):?(%d*)$')
   si = tonumber(si)
-  if si then
+  if si and (sw == '' or tonumber(sw) == window) then
     sp, sc = tonumber(sp), tonumber(sc)
     if si == index then
       prev, cur = sp, sc
@@ -60,6 +64,9 @@ if stored then
       prev = sc
     elseif si > index then
       -- The clock went back: stand still at the start of the stored window (strictest).
+      if si > index + 1 then
+        cap = tollgate_ttl_left_us(KEYS[1])
+      end
       index, elapsed, prev, cur = si, 0, sp, sc
     end
   end
@@ -84,6 +91,13 @@ local function earliest_fit(count, slack)
   end
   return window - muldiv(slack, window, count) -- slack·W / count < W here
 end
+-- A time bounded by when the key expires, if the clock is behind its window (`cap`).
+local function capped(t)
+  if cap and cap < t then
+    return cap
+  end
+  return t
+end
 -- Time until the state is fresh: the end of the window after the newest non-empty one.
 local function reset_after(p, c)
   local windows = 0
@@ -95,7 +109,7 @@ local function reset_after(p, c)
   if windows == 0 then
     return 0
   end
-  return math.max(start + windows * window - now, 0)
+  return capped(math.max(start + windows * window - now, 0))
 end
 
 if le(add(mul(prev, weight), mul(cur + cost, window)), capacity) then
@@ -103,7 +117,7 @@ if le(add(mul(prev, weight), mul(cur + cost, window)), capacity) then
   if tollgate_mode == 'c' and cost > 0 then
     cur = cur + cost
     local reset = reset_after(prev, cur)
-    redis.call('SET', KEYS[1], string.format('%.0f:%.0f:%.0f', index, prev, cur), 'PX', tollgate_ttl_ms(reset))
+    redis.call('SET', KEYS[1], string.format('%.0f:%.0f:%.0f:%.0f', index, prev, cur, window), 'PX', tollgate_ttl_ms(reset))
     return {1, remaining, reset, 0}
   end
   return {1, remaining, reset_after(prev, cur + cost), 0}
@@ -117,5 +131,5 @@ else
   -- The next window, where this window's cells become the previous ones.
   target = start + window + earliest_fit(cur, limit - cost)
 end
-local retry = math.max(target - now, 1)
+local retry = capped(math.max(target - now, 1))
 return {0, math.max(limit - used(prev, cur, weight), 0), reset_after(prev, cur), retry}

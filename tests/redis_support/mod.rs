@@ -300,3 +300,19 @@ impl RedisCluster {
         self.nodes.iter().map(|n| n.query(cmd)).collect()
     }
 }
+
+/// A limiter on `server` running `algorithm` for `quota`, with a 5 s timeout and a
+/// `ManualClock` (which only the deny cache reads: checks take Redis' time).
+pub async fn manual_limiter(
+    server: &RedisServer,
+    quota: tollgate::Quota,
+    algorithm: tollgate::redis::RedisAlgorithm,
+) -> tollgate::redis::RedisLimiter<tollgate::ManualClock> {
+    tollgate::redis::RedisLimiter::builder(server.url(), quota)
+        .algorithm(algorithm)
+        .timeout(Duration::from_secs(5))
+        .clock(tollgate::ManualClock::new())
+        .connect()
+        .await
+        .expect("connect to the test redis-server")
+}
