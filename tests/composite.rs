@@ -4,7 +4,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 
-use tollgate::{Algorithm, Composite, FixedWindow, Gcra, Quota, SlidingLog, SlidingWindow};
+use tollgate::{
+    Algorithm, Composite, FixedWindow, Gcra, Limiter, ManualClock, Quota, SlidingLog, SlidingWindow,
+};
 
 /// A composite and its one shared cell.
 type Shared<A, B> = Arc<(Composite<A, B>, tollgate::CompositeCell<A, B>)>;
@@ -104,4 +106,49 @@ fn gcra_first_never_over_admits_and_is_exact_single_threaded() {
     let a_used = 1000 - s.0.first().peek(s.1.first(), 0, 0).remaining();
     assert!(a_used >= admitted, "{a_used} < {admitted}");
     assert_eq!(s.0.second().peek(s.1.second(), 0, 0).remaining(), 10 - admitted);
+}
+
+fn quota(text: &str) -> Quota {
+    text.parse().unwrap()
+}
+
+/// A nested composite's denial reports how the admitting sub-limits stand, not what they would
+/// hold after a take that did not happen: `standing(b)` peeks the inner composite, whose peek
+/// merged its admitting sub-limit's after-`cost` remaining into a denial (remaining 0 and the
+/// wrong limit while a unit check passes; review finding).
+#[test]
+fn nested_composite_denial_reports_what_is_left() {
+    let inner =
+        Composite::of(FixedWindow::new(&quota("4/s")).unwrap(), SlidingWindow::new(&quota("3/s")).unwrap());
+    let c = Composite::of(Gcra::new(&quota("3/s")).unwrap(), inner);
+    let cell = c.new_cell();
+    assert!(c.check(&cell, 0, 2).unwrap().is_allowed()); // gcra 1 left, fixed 2, sliding 1
+    let d = c.check(&cell, 0, 2).unwrap(); // gcra denies
+    assert!(!d.is_allowed());
+    assert!(c.peek(&cell, 0, 1).is_allowed()); // every sub-limit still has a cell
+    assert_eq!((d.limit(), d.remaining()), (3, 1), "denial reported {d:?}");
+}
+
+/// `Composite::peek` previews the check: a weighted cost one sub-limit admits and the other
+/// denies reports the admitting one as it stands.
+#[test]
+fn composite_peek_denial_matches_the_check() {
+    let c =
+        Composite::of(FixedWindow::new(&quota("4/s")).unwrap(), SlidingWindow::new(&quota("3/s")).unwrap());
+    let cell = c.new_cell();
+    assert!(c.check(&cell, 0, 2).unwrap().is_allowed()); // fixed 2 left, sliding 1 left
+    let p = c.peek(&cell, 0, 2);
+    assert!(!p.is_allowed());
+    assert_eq!((p.limit(), p.remaining()), (3, 1), "peek reported {p:?}");
+    let d = c.check(&cell, 0, 2).unwrap();
+    assert_eq!((d.is_allowed(), d.limit(), d.remaining()), (false, 3, 1));
+    assert_eq!(p.retry_after(), d.retry_after());
+    // Unit cost through a limiter: peek names the limit the check is refused by.
+    let limiter = Limiter::with_algorithm(c, ManualClock::new());
+    assert!(limiter.check_n(3).unwrap().is_allowed()); // fixed 1 left, sliding 0 left
+    let peeked = limiter.peek();
+    let checked = limiter.check();
+    assert!(!peeked.is_allowed() && !checked.is_allowed());
+    assert_eq!((checked.limit(), checked.remaining()), (3, 0));
+    assert_eq!((peeked.limit(), peeked.remaining()), (checked.limit(), checked.remaining()));
 }

@@ -222,7 +222,20 @@ impl<A: Algorithm, B: Algorithm> Algorithm for Composite<A, B> {
     }
 
     fn peek(&self, cell: &CompositeCell<A, B>, now: Nanos, cost: u64) -> Decision {
-        self.a.peek(&cell.a, now, cost).most_restrictive(self.b.peek(&cell.b, now, cost))
+        let (a, b) = (self.a.peek(&cell.a, now, cost), self.b.peek(&cell.b, now, cost));
+        if a.is_allowed() == b.is_allowed() {
+            return a.most_restrictive(b);
+        }
+        // One sub-limit denies, so the check this previews takes nothing: the other reports
+        // what it holds now, as that check's denial does (`standing`).
+        let held = |d: Decision, peek_now: &dyn Fn() -> Decision| {
+            if d.is_allowed() && cost > 0 {
+                peek_now()
+            } else {
+                d
+            }
+        };
+        held(a, &|| self.a.peek(&cell.a, now, 0)).most_restrictive(held(b, &|| self.b.peek(&cell.b, now, 0)))
     }
 
     fn reset(&self, cell: &CompositeCell<A, B>) {
