@@ -115,7 +115,17 @@ impl Params {
     pub(crate) fn new(algorithm: RedisAlgorithm, quota: Quota) -> Result<Params, QuotaError> {
         match algorithm {
             RedisAlgorithm::Gcra => {
-                let t = quota.emission_interval_nanos().div_ceil(1000);
+                // Redis keeps µs: an emission interval below 1 µs would run as 1 µs, a rate up
+                // to 1000× below the quota's, silently. Refused instead.
+                let interval = quota.emission_interval_nanos();
+                if interval < 1000 {
+                    return Err(too_large(
+                        "cells per second (Redis keeps µs: one cell per µs at most)",
+                        1_000_000_000 / interval.max(1),
+                        1_000_000,
+                    ));
+                }
+                let t = interval.div_ceil(1000);
                 let burst = quota.burst();
                 let tolerance = burst.checked_mul(t).filter(|&v| v <= MAX_SCRIPT_VALUE).ok_or_else(|| {
                     too_large("burst × emission interval in µs (Redis)", burst, MAX_SCRIPT_VALUE / t)
@@ -123,6 +133,14 @@ impl Params {
                 Ok(Params { algorithm, quota, a: t, b: tolerance, capacity: burst })
             }
             RedisAlgorithm::FixedWindow | RedisAlgorithm::SlidingWindow | RedisAlgorithm::SlidingLog => {
+                // As for GCRA: a window below 1 µs would run as 1 µs.
+                if quota.period_nanos() < 1000 {
+                    return Err(too_large(
+                        "windows per second (Redis keeps µs: a window of 1 µs at least)",
+                        1_000_000_000 / quota.period_nanos().max(1),
+                        1_000_000,
+                    ));
+                }
                 let window = quota.period_nanos().div_ceil(1000);
                 if window > MAX_SCRIPT_VALUE {
                     return Err(too_large("window in µs (Redis)", window, MAX_SCRIPT_VALUE));
@@ -223,10 +241,27 @@ mod tests {
     fn params_round_up_and_bound() {
         let p = Params::new(RedisAlgorithm::Gcra, Quota::per_second(3).unwrap()).unwrap();
         assert_eq!((p.a, p.b, p.capacity), (333_334, 1_000_002, 3));
-        let q: Quota = "1/ns".parse().unwrap();
+        let q: Quota = "1/us".parse().unwrap();
         let p = Params::new(RedisAlgorithm::Gcra, q).unwrap();
         assert_eq!((p.a, p.b), (1, 1));
-        let q = "1/ns".parse::<Quota>().unwrap().with_burst(1 << 52).unwrap();
+        // Below 1 µs per cell (or per window) Redis would run 1000× slower than the quota.
+        let q: Quota = "1/ns".parse().unwrap();
+        let Err(QuotaError::TooLarge { value, max, .. }) = Params::new(RedisAlgorithm::Gcra, q) else {
+            panic!("1/ns accepted for Redis")
+        };
+        assert_eq!((value, max), (1_000_000_000, 1_000_000));
+        assert!(Params::new(RedisAlgorithm::Gcra, "2000000/s".parse().unwrap()).is_err());
+        assert!(Params::new(RedisAlgorithm::Gcra, "1000000/s".parse().unwrap()).is_ok());
+        for algorithm in
+            [RedisAlgorithm::FixedWindow, RedisAlgorithm::SlidingWindow, RedisAlgorithm::SlidingLog]
+        {
+            assert!(matches!(
+                Params::new(algorithm, "5/999ns".parse().unwrap()),
+                Err(QuotaError::TooLarge { .. })
+            ));
+            assert!(Params::new(algorithm, "5/1us".parse().unwrap()).is_ok());
+        }
+        let q = "1/us".parse::<Quota>().unwrap().with_burst(1 << 52).unwrap();
         assert!(matches!(Params::new(RedisAlgorithm::Gcra, q), Err(QuotaError::TooLarge { .. })));
         let p = Params::new(RedisAlgorithm::FixedWindow, "10/1500ms".parse().unwrap()).unwrap();
         assert_eq!((p.a, p.b, p.capacity), (1_500_000, 10, 10));
