@@ -34,7 +34,7 @@ done
 } | tee "$ROWS"
 # Per mode: the median requests/s (wall clock and per CPU-second of the server) and p99 over the
 # rounds (the mean of the middle two for an even count; rows without a number are left out),
-# and the ratios of those medians to plain's.
+# the ratios of those medians to plain's, and the median of per-round ratios to plain (paired).
 awk '
   function med(s,   a, n, i, j, t) { n = split(s, a, " ")
     for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j - 1] + 0 > a[j] + 0; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
@@ -44,11 +44,16 @@ awk '
   function add(list, v) { return v ~ /^[0-9.]+$/ ? list " " v : list }
   { for (i = 1; i <= NF; i++) { split($i, kv, "="); f[kv[1]] = kv[2] }
     m = f["mode"]; if (!(m in seen)) { seen[m] = 1; order[++n] = m }
-    rps[m] = add(rps[m], f["rps"]); cpu[m] = add(cpu[m], f["per_cpu_s"]); p99[m] = add(p99[m], ms(f["p99"])) }
+    rps[m] = add(rps[m], f["rps"]); cpu[m] = add(cpu[m], f["per_cpu_s"]); p99[m] = add(p99[m], ms(f["p99"]))
+    r = f["round"]; if (!(r in rseen)) { rseen[r] = 1; rounds[++nr] = r }
+    if (f["per_cpu_s"] ~ /^[0-9.]+$/) c[m, r] = f["per_cpu_s"] }
   END {
     base = med(rps["plain"]); basec = med(cpu["plain"]); basep = med(p99["plain"])
-    printf "\n%-34s %10s %7s %10s %7s %9s %7s\n", "mode (median of rounds)", "req/s", "ratio", "req/cpu-s", "ratio", "p99 ms", "ratio"
+    printf "\n%-34s %10s %7s %10s %7s %7s %9s %7s\n", "mode (median of rounds)", "req/s", "ratio", "req/cpu-s", "ratio", "paired", "p99 ms", "ratio"
     for (i = 1; i <= n; i++) { m = order[i]
-      printf "%-34s %10.0f %7.3f %10.0f %7.3f %9.2f %7.2f\n", m, med(rps[m]), (base ? med(rps[m]) / base : 0), med(cpu[m]), (basec ? med(cpu[m]) / basec : 0), med(p99[m]), (basep ? med(p99[m]) / basep : 0) }
+      # paired: the median over rounds of this mode req/cpu-s over plain req/cpu-s, same round
+      # (drift between rounds cancels).
+      pr = ""; for (j = 1; j <= nr; j++) { r = rounds[j]; if (((m, r) in c) && (("plain", r) in c) && c["plain", r] > 0) pr = pr " " c[m, r] / c["plain", r] }
+      printf "%-34s %10.0f %7.3f %10.0f %7.3f %7.3f %9.2f %7.2f\n", m, med(rps[m]), (base ? med(rps[m]) / base : 0), med(cpu[m]), (basec ? med(cpu[m]) / basec : 0), med(pr), med(p99[m]), (basep ? med(p99[m]) / basep : 0) }
   }' "$ROWS"
 rm -f "$ROWS"
