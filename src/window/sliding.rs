@@ -65,6 +65,8 @@ pub struct SlidingWindow {
     /// to the general path, which has the overflow-safe arithmetic.
     limit_units: u64,
     count_bits: u32,
+    /// `mask(count_bits)`, kept so a check does not rebuild it.
+    count_mask: u64,
 }
 
 /// A sliding-window cell: the packed `index | prev | cur` word, or the tombstone.
@@ -110,7 +112,15 @@ impl SlidingWindow {
             return Err(QuotaError::TooLarge { what: "sliding-window limit", value: limit, max });
         }
         let limit_units = limit.checked_mul(window).unwrap_or(0);
-        Ok(SlidingWindow { quota, window, recip: reciprocal(window), limit, limit_units, count_bits })
+        Ok(SlidingWindow {
+            quota,
+            window,
+            recip: reciprocal(window),
+            limit,
+            limit_units,
+            count_bits,
+            count_mask: max,
+        })
     }
 
     /// Packs `(index, prev, cur)` into a state word.
@@ -123,7 +133,7 @@ impl SlidingWindow {
     #[inline]
     pub fn pack(&self, index: u64, prev: u64, cur: u64) -> u64 {
         let c = self.count_bits;
-        let m = mask(c);
+        let m = self.count_mask;
         ((index << (2 * c)) | ((prev & m) << c) | (cur & m)) & cell::MAX_STATE
     }
 
@@ -131,7 +141,7 @@ impl SlidingWindow {
     #[inline]
     pub fn unpack(&self, state: u64) -> (u64, u64, u64) {
         let c = self.count_bits;
-        (state >> (2 * c), (state >> c) & mask(c), state & mask(c))
+        (state >> (2 * c), (state >> c) & self.count_mask, state & self.count_mask)
     }
 
     /// The pure step (see [`FixedWindow::step`](super::FixedWindow::step)).
