@@ -361,3 +361,24 @@ fn a_silent_server_at_setup_is_a_timeout() {
     });
     drop(silent);
 }
+
+/// `reset` forgets the key in the fallback's local limiter too, also when the `DEL` succeeds:
+/// an outage after a reset must not refuse the key by its local state from before the reset
+/// (review finding: only a failed `DEL` reset the fallback).
+#[test]
+fn reset_clears_the_fallback_share_too() {
+    use tollgate::RateLimiter;
+    let mut server = RedisServer::start();
+    rt().block_on(async {
+        let local: Arc<KeyedLimiter<Vec<u8>, ManualClock>> =
+            Arc::new(KeyedLimiter::with_clock(Quota::per_hour(2).unwrap(), ManualClock::new()));
+        let redis = limiter(&server, FailurePolicy::Fallback(local.clone())).await;
+        // Spent locally during an earlier outage.
+        assert!(local.check_key(b"k".as_slice(), 2).unwrap().is_allowed());
+        redis.reset(b"k").await.unwrap(); // Redis answers: the DEL succeeds
+        assert_eq!(local.peek_key(b"k".as_slice()).unwrap().remaining(), 1, "fallback share reset");
+        server.kill();
+        let d = tokio::time::timeout(HANG, redis.check(b"k", 1)).await.unwrap().unwrap();
+        assert_eq!((d.is_allowed(), d.origin()), (true, Origin::Fallback));
+    });
+}

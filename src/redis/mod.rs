@@ -734,8 +734,9 @@ impl<C: Clock> RedisLimiter<C> {
         }
     }
 
-    /// Forgets `key`'s state in Redis (its next check sees a fresh key) and in this process' deny
-    /// cache, once the `DEL` is answered (or failed). A check of `key` in flight meanwhile may still
+    /// Forgets `key`'s state in Redis (its next check sees a fresh key), in this process' deny
+    /// cache, once the `DEL` is answered (or failed), and in the local limiter of a
+    /// [`FailurePolicy::Fallback`]. A check of `key` in flight meanwhile may still
     /// report a denial, but that denial is not cached here. Other processes' deny caches keep
     /// their entries until those expire.
     ///
@@ -754,7 +755,9 @@ impl<C: Clock> RedisLimiter<C> {
         // After the DEL: a denial whose command Redis ran before the DEL is answered before the
         // DEL is, so its check read the generation before this bump and is not cached.
         self.cache.invalidate(key);
-        if let (Err(_), FailurePolicy::Fallback(local)) = (&result, &self.policy) {
+        // The fallback's share too, whether or not the DEL went through: an outage after a
+        // successful reset must not judge the key by the local state from before it.
+        if let FailurePolicy::Fallback(local) = &self.policy {
             local.reset_key(key)?;
         }
         result.map(drop)
