@@ -917,7 +917,8 @@ impl<C: Clock> RedisLimiter<C> {
 
     /// Overrides the quota of one key (like [`KeyedLimiter::set_quota`](crate::KeyedLimiter::set_quota)):
     /// the key's state in Redis carries over. The override lives in this process only; give every
-    /// process sharing the limit the same overrides.
+    /// process sharing the limit the same overrides. A [`FailurePolicy::Fallback`] limiter keeps
+    /// its own quotas: override the key there too if its local share should follow.
     ///
     /// As in process, a window algorithm's override keeps the window length
     /// ([`QuotaError::Incompatible`] otherwise): the stored window index and counts mean nothing
