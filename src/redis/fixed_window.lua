@@ -1,10 +1,11 @@
 -- Fixed window (DESIGN.md §4), windows aligned to the Unix epoch, in microseconds.
 -- KEYS[1]: "index:count:W" of the key's current window. ARGV[4]: window W, ARGV[5]: limit.
--- A check in a later window starts from zero; a clock that went back (an earlier window index)
--- keeps using the stored window (time stands still, never admitting more); one more than a
--- window behind (a wall-clock step), no longer than the key's TTL (tollgate_ttl_left_us). State stored under another window length (a process with another quota under the
--- same prefix) is on another grid: the key starts afresh. ("index:count", without W, is the
--- format of earlier versions, read as this window length.)
+-- A check in a later window starts from zero. A clock that went back (an earlier window index)
+-- keeps using the stored window (time stands still, never admitting more); more than one window
+-- back (a wall-clock step), only until the key's TTL runs out (tollgate_ttl_left_us). State
+-- stored under another window length (a process with another quota under the same prefix) is
+-- on another grid: the key starts afresh. ("index:count", without W, is the format of earlier
+-- versions, read as this window length.)
 local window = tonumber(ARGV[4])
 local limit = tonumber(ARGV[5])
 local now = tollgate_now_us

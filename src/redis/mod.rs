@@ -532,8 +532,8 @@ impl<C: Clock> RedisLimiter<C> {
     /// **Resolution.** Redis keeps time in microseconds, so the scripts run the algorithm in µs:
     /// the emission interval (GCRA) or window is rounded *up* to a whole µs (never admitting more
     /// than promised; one below 1 µs, which would run up to 1000× slower than the quota, is
-    /// refused: [`QuotaError::TooLarge`]), and reported durations are whole µs (a sliding-window `retry_after` that
-    /// is fractional in ns is rounded up). When the window, or GCRA's emission interval
+    /// refused: [`QuotaError::TooLarge`]), and reported durations are whole µs (a
+    /// sliding-window `retry_after` that is fractional in ns is rounded up). When the window, or GCRA's emission interval
     /// (period / count, not just the period: `3/s` is 333 333 334 ns in process, 333 334 µs here),
     /// is a whole number of µs, decisions equal the in-process ones (differential tests check
     /// every field). Quotas whose arithmetic would

@@ -1,8 +1,8 @@
 -- Sliding window counter (DESIGN.md §4, Cloudflare-style), windows aligned to the Unix epoch,
 -- in microseconds. KEYS[1]: "index:previous:current:W" counts. ARGV[4]: window W, ARGV[5]: limit.
--- A clock behind the stored window stands still in it (more than a window behind: until the
--- key's TTL runs out, as in fixed_window.lua); state
--- stored under another window length starts afresh (as in fixed_window.lua).
+-- A clock behind the stored window stands still in it (more than one window back, only until
+-- the key's TTL runs out); state stored under another window length starts afresh (both as in
+-- fixed_window.lua).
 -- At elapsed time e into the current window the estimate is prev·(W − e)/W + cur; a check of
 -- `cost` is allowed iff prev·(W − e) + (cur + cost)·W ≤ limit·W, compared exactly: products of a
 -- count (< 2^25) and a duration (< 2^51) are split into two 26-bit-based halves.
