@@ -1,11 +1,9 @@
 -- Fixed window (DESIGN.md §4), windows aligned to the Unix epoch, in microseconds.
--- KEYS[1]: "index:count:W" of the key's current window. ARGV[4]: window W, ARGV[5]: limit.
+-- KEYS[1]: "index:count" of the key's current window. ARGV[4]: window W, ARGV[5]: limit.
 -- A check in a later window starts from zero. A clock that went back (an earlier window index)
 -- keeps using the stored window (time stands still, never admitting more); more than one window
--- back (a wall-clock step), only until the key's TTL runs out (tollgate_ttl_left_us). State
--- stored under another window length (a process with another quota under the same prefix) is
--- on another grid: the key starts afresh. ("index:count", without W, is the format of earlier
--- versions, read as this window length.)
+-- back (a wall-clock step, or state written by a process with a shorter window under the same
+-- prefix), only until the key expires, within 2·W (tollgate_ttl_left_us).
 local window = tonumber(ARGV[4])
 local limit = tonumber(ARGV[5])
 local now = tollgate_now_us
@@ -15,13 +13,15 @@ local count = 0
 local cap = nil
 local stored = redis.call('GET', KEYS[1])
 if stored then
-  local stored_index, stored_count, stored_window = string.match(stored, '^(%d+):(%d+):?(%d*)$')
+  local stored_index, stored_count = string.match(stored, '^(%d+):(%d+)$')
   stored_index = tonumber(stored_index)
-  local same_grid = stored_window == '' or tonumber(stored_window) == window
-  if stored_index and same_grid and stored_index >= index then
-    if stored_index > index + 1 then
-      cap = tollgate_ttl_left_us(KEYS[1])
-    end
+  local usable = stored_index and stored_index >= index
+  if usable and stored_index > index + 1 then
+    -- 2·W: the longest TTL below (`ends` of a window at most one ahead).
+    cap = tollgate_ttl_left_us(KEYS[1], 2 * window)
+    usable = cap ~= nil
+  end
+  if usable then
     index = stored_index
     count = tonumber(stored_count)
   end
@@ -32,7 +32,7 @@ if cap and cap < ends then
 end
 if count + cost <= limit then
   if tollgate_mode == 'c' and cost > 0 then
-    redis.call('SET', KEYS[1], string.format('%.0f:%.0f:%.0f', index, count + cost, window), 'PX', tollgate_ttl_ms(ends))
+    redis.call('SET', KEYS[1], string.format('%.0f:%.0f', index, count + cost), 'PX', tollgate_ttl_ms(ends))
   end
   local reset = 0
   if count + cost > 0 then

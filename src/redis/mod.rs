@@ -77,11 +77,11 @@ pub enum RedisAlgorithm {
     /// GCRA (token bucket / leaky bucket): one string per key holding the TAT.
     #[default]
     Gcra,
-    /// Fixed window: one string per key (`window index:count:window length`); limit at most
+    /// Fixed window: one string per key (`window index:count`); limit at most
     /// [`MAX_WINDOW_LIMIT`].
     FixedWindow,
     /// Sliding window counter (weighted previous + current window): one string per key
-    /// (`window index:previous:current:window length`); limit at most [`MAX_WINDOW_LIMIT`].
+    /// (`window index:previous:current`); limit at most [`MAX_WINDOW_LIMIT`].
     SlidingWindow,
     /// Exact sliding log: one sorted set per key holding the newest `limit` admission stamps;
     /// limit at most [`MAX_LOG_LIMIT`] (4096, as in process; about 113–127 bytes of Redis memory
@@ -922,8 +922,7 @@ impl<C: Clock> RedisLimiter<C> {
     ///
     /// As in process, a window algorithm's override keeps the window length
     /// ([`QuotaError::Incompatible`] otherwise): the stored window index and counts mean nothing
-    /// on another window grid. (A key whose stored state was written under another window
-    /// length, by a process with another default quota, starts afresh: see the module docs.)
+    /// on another window grid.
     ///
     /// ```no_run
     /// # fn demo(limiter: tollgate::redis::RedisLimiter) -> Result<(), tollgate::QuotaError> {

@@ -40,16 +40,23 @@ local function tollgate_ttl_ms(us)
 end
 
 -- For a key whose stored window is ahead of the clock (the clock went back, e.g. a wall-clock
--- step of the server): the µs until Redis removes it, by the TTL it was given under the clock
--- that wrote it (rounded up, so the key is gone by then). The scripts stand still in the stored
--- window as in process, but no longer than this: a clock that was years ahead must not lock the
--- key for years (nor re-store it for that long), and the key is fresh once it expires.
-local function tollgate_ttl_left_us(key)
+-- step of the server, or the state was written on a finer window grid): the µs until Redis
+-- removes it, by the TTL it was given under the clock that wrote it (rounded up, so the key is
+-- gone by then). The scripts stand still in the stored window as in process, but no longer than
+-- this: a clock that was years ahead must not lock the key for years, and the key is fresh once
+-- it expires. `bound` is the longest TTL the script sets; a longer one (or none) was not set by
+-- it (an earlier release re-stored such keys for as long as the clock had jumped): nil, and the
+-- caller reads the key as fresh instead of as locked.
+local function tollgate_ttl_left_us(key, bound)
   local left = redis.call('PTTL', key)
   if left < 0 then
     return nil
   end
-  return (math.max(left - tollgate_ttl_extra_ms, 0) + 1) * 1000
+  local us = (math.max(left - tollgate_ttl_extra_ms, 0) + 1) * 1000
+  if us > bound + 2000 then -- 2 ms: TTLs are whole ms, rounded up, plus the +1 above
+    return nil
+  end
+  return us
 end
 
 local tollgate_mode = ARGV[1]

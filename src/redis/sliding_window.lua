@@ -1,8 +1,7 @@
 -- Sliding window counter (DESIGN.md §4, Cloudflare-style), windows aligned to the Unix epoch,
--- in microseconds. KEYS[1]: "index:previous:current:W" counts. ARGV[4]: window W, ARGV[5]: limit.
--- A clock behind the stored window stands still in it (more than one window back, only until
--- the key's TTL runs out); state stored under another window length starts afresh (both as in
--- fixed_window.lua).
+-- in microseconds. KEYS[1]: "index:previous:current" counts. ARGV[4]: window W, ARGV[5]: limit.
+-- A clock behind the stored window stands still in it; more than one window back, only until
+-- the key expires, within 3·W (as in fixed_window.lua).
 -- At elapsed time e into the current window the estimate is prev·(W − e)/W + cur; a check of
 -- `cost` is allowed iff prev·(W − e) + (cur + cost)·W ≤ limit·W, compared exactly: products of a
 -- count (< 2^25) and a duration (< 2^51) are split into two 26-bit-based halves.
@@ -54,9 +53,9 @@ local prev, cur = 0, 0
 local cap = nil
 local stored = redis.call('GET', KEYS[1])
 if stored then
-  local si, sp, sc, sw = string.match(stored, '^(%d+):(%d+):(%d+):?(%d*)$')
+  local si, sp, sc = string.match(stored, '^(%d+):(%d+):(%d+)$')
   si = tonumber(si)
-  if si and (sw == '' or tonumber(sw) == window) then
+  if si then
     sp, sc = tonumber(sp), tonumber(sc)
     if si == index then
       prev, cur = sp, sc
@@ -64,10 +63,13 @@ if stored then
       prev = sc
     elseif si > index then
       -- The clock went back: stand still at the start of the stored window (strictest).
+      -- 3·W: the longest TTL below (`reset_after` of a window at most one ahead).
       if si > index + 1 then
-        cap = tollgate_ttl_left_us(KEYS[1])
+        cap = tollgate_ttl_left_us(KEYS[1], 3 * window)
       end
-      index, elapsed, prev, cur = si, 0, sp, sc
+      if si == index + 1 or cap then
+        index, elapsed, prev, cur = si, 0, sp, sc
+      end
     end
   end
 end
@@ -117,7 +119,7 @@ if le(add(mul(prev, weight), mul(cur + cost, window)), capacity) then
   if tollgate_mode == 'c' and cost > 0 then
     cur = cur + cost
     local reset = reset_after(prev, cur)
-    redis.call('SET', KEYS[1], string.format('%.0f:%.0f:%.0f:%.0f', index, prev, cur, window), 'PX', tollgate_ttl_ms(reset))
+    redis.call('SET', KEYS[1], string.format('%.0f:%.0f:%.0f', index, prev, cur), 'PX', tollgate_ttl_ms(reset))
     return {1, remaining, reset, 0}
   end
   return {1, remaining, reset_after(prev, cur + cost), 0}
