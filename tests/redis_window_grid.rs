@@ -125,3 +125,49 @@ fn a_wall_clock_jump_does_not_lock_window_keys() {
         assert!(bad.is_empty(), "{bad:#?}");
     });
 }
+
+/// Standing still under the TTL cap must not extend the key's life: each capped re-store had
+/// added 1 ms (PX of the capped time, rounded up), so a key written one window ahead (already the
+/// longest TTL the script sets) soon passed the bound and read as fresh while it still held the
+/// window's count: 54-56 admitted under 50/s (review finding). The checks are in flight
+/// together, so Redis runs them within a few ms.
+#[test]
+fn standing_still_after_a_clock_step_admits_at_most_the_limit() {
+    let server = RedisServer::start();
+    rt().block_on(async {
+        let w = 1_000_000_000u64; // 1 s in ns
+        let s = 1_700_000_000u64; // a window index (s since the epoch)
+        let limit = 50u32;
+        let mut bad = Vec::new();
+        for algorithm in [RedisAlgorithm::FixedWindow, RedisAlgorithm::SlidingWindow] {
+            let redis =
+                redis_support::manual_limiter(&server, Quota::per_second(limit.into()).unwrap(), algorithm)
+                    .await;
+            let key: &[u8] = b"step";
+            let mut admitted = 0;
+            // Window s, then the clock goes back less than a window (stands still in s, the
+            // longest TTL the script sets: 2 W fixed, 3 W sliding), then more than a window.
+            for t in [s * w, (s - 1) * w] {
+                admitted += u32::from(redis.check_at(key, 1, t).await.unwrap().is_allowed());
+            }
+            // 100 checks in flight at once (one multiplexed connection: Redis runs them back
+            // to back, most within the same millisecond).
+            let redis = std::sync::Arc::new(redis);
+            let mut set = tokio::task::JoinSet::new();
+            for _ in 0..100 {
+                let redis = redis.clone();
+                set.spawn(async move { redis.check_at(b"step", 1, (s - 3) * w).await.unwrap().is_allowed() });
+            }
+            while let Some(ok) = set.join_next().await {
+                admitted += u32::from(ok.unwrap());
+            }
+            let pttl: i64 = server.query(redis::cmd("PTTL").arg(redis.redis_key(key)));
+            let pttls = pttl - 3_600_000;
+            eprintln!("{algorithm:?} {admitted} {pttls:?}");
+            if admitted > limit {
+                bad.push(format!("{algorithm:?}: {admitted} admitted under {limit}/s; PTTL-1h: {pttls:?}"));
+            }
+        }
+        assert!(bad.is_empty(), "{bad:#?}");
+    });
+}

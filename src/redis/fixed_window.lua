@@ -32,7 +32,7 @@ if cap and cap < ends then
 end
 if count + cost <= limit then
   if tollgate_mode == 'c' and cost > 0 then
-    redis.call('SET', KEYS[1], string.format('%.0f:%.0f', index, count + cost), 'PX', tollgate_ttl_ms(ends))
+    redis.call('SET', KEYS[1], string.format('%.0f:%.0f', index, count + cost), 'PX', tollgate_capped_px(tollgate_ttl_ms(ends)))
   end
   local reset = 0
   if count + cost > 0 then

@@ -39,6 +39,18 @@ local function tollgate_ttl_ms(us)
   return math.max(1, math.ceil(us / 1000)) + tollgate_ttl_extra_ms
 end
 
+-- The key's PTTL (ms) as tollgate_ttl_left_us read it, when the script stands still under that
+-- cap: a re-store then keeps (at most) this expiry, so standing still never extends the key's
+-- life (PX of the capped time, rounded up, added 1 ms a write, until the TTL passed the bound
+-- and the key read as fresh while it still held the window's count).
+local tollgate_cap_pttl = nil
+local function tollgate_capped_px(px)
+  if tollgate_cap_pttl then
+    return math.max(1, math.min(px, tollgate_cap_pttl)) -- PX 0 is refused
+  end
+  return px
+end
+
 -- For a key whose stored window is ahead of the clock (the clock went back, e.g. a wall-clock
 -- step of the server, or the state was written on a finer window grid): the µs until Redis
 -- removes it, by the TTL it was given under the clock that wrote it (rounded up, so the key is
@@ -56,6 +68,7 @@ local function tollgate_ttl_left_us(key, bound)
   if us > bound + 2000 then -- 2 ms: TTLs are whole ms, rounded up, plus the +1 above
     return nil
   end
+  tollgate_cap_pttl = left
   return us
 end
 

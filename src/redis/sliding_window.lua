@@ -119,7 +119,7 @@ if le(add(mul(prev, weight), mul(cur + cost, window)), capacity) then
   if tollgate_mode == 'c' and cost > 0 then
     cur = cur + cost
     local reset = reset_after(prev, cur)
-    redis.call('SET', KEYS[1], string.format('%.0f:%.0f:%.0f', index, prev, cur), 'PX', tollgate_ttl_ms(reset))
+    redis.call('SET', KEYS[1], string.format('%.0f:%.0f:%.0f', index, prev, cur), 'PX', tollgate_capped_px(tollgate_ttl_ms(reset)))
     return {1, remaining, reset, 0}
   end
   return {1, remaining, reset_after(prev, cur + cost), 0}
