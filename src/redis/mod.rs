@@ -18,6 +18,9 @@
 //!   `RedisLimiterBuilder::tls_root_certificates`, optional client certificate). Redis Cluster
 //!   with feature `redis-cluster` (`RedisLimiter::cluster_builder`). One multiplexed,
 //!   reconnecting connection per limiter, `TCP_NODELAY` on.
+//! * **Server version:** Redis 5.0 or later. The scripts read `TIME` before they write, which
+//!   needs effects replication (the default since 5.0; 3.2–4.x would refuse the write), and use
+//!   no command newer than 5.0. The test suite runs against Redis 7.0.
 //!
 //! ```no_run
 //! use tollgate::redis::{FailurePolicy, RedisAlgorithm, RedisLimiter};
