@@ -100,7 +100,7 @@ fn algorithms(c: &mut Criterion) {
     one(c, "fixed", params::<FixedWindow>(quota(1_000_000_000, 1_000_000_000)));
     one(c, "sliding", params::<SlidingWindow>(quota(15, 100)));
     one(c, "log", params::<SlidingLog>(quota(16, 16)));
-    // Issue 4's reference point: a sliding log of limit 100 (824 B a key; ~0.8 GB at 10⁶ keys).
+    // Issue 4's reference point: a sliding log of limit 100 (832 B a key; ~0.8 GB at 10⁶ keys).
     one(c, "log100", params::<SlidingLog>(quota(100, 100)));
     // Two limits on one key, all-or-nothing (compare with "gcra").
     let gcra = params::<Gcra>(quota(1_000_000_000, 1_000_000_000));

@@ -275,6 +275,23 @@ pub(crate) fn load_slot(slot: &AtomicU64) -> u64 {
     slot.load(Ordering::Relaxed)
 }
 
+/// Reads a sliding log's boundary hint (where its last search ended).
+#[inline]
+pub(crate) fn load_hint(hint: &AtomicU64) -> u64 {
+    // Relaxed: the hint only says where a search starts. Every position it leads to is read
+    // and judged like any other (a slot's lap tag and stamp), so any value, however stale,
+    // gives the same search result on a sorted ring; it orders and publishes nothing.
+    hint.load(Ordering::Relaxed)
+}
+
+/// Writes a sliding log's boundary hint.
+#[inline]
+pub(crate) fn store_hint(hint: &AtomicU64, value: u64) {
+    // Relaxed: see `load_hint`. Racing writers leave one of their values: each is a position
+    // some search found, and a wrong one costs the next search a few reads, nothing else.
+    hint.store(value, Ordering::Relaxed);
+}
+
 /// Writes a slot this thread owns (it won the head CAS for that position).
 #[inline]
 pub(crate) fn store_slot(slot: &AtomicU64, value: u64) {

@@ -16,7 +16,7 @@
 //! * [`Gcra`] (default): token bucket / leaky bucket as a meter; smooth, one `u64` per key. Can
 //!   pass up to `2n − 1` in one wall-clock period (a full burst plus the refill).
 //! * [`FixedWindow`], [`SlidingWindow`] (weighted two-window counter) and [`SlidingLog`]
-//!   (exact, `8·limit + 24` bytes per key): "`count` per window", compared in the
+//!   (exact, `8·limit + 32` bytes per key): "`count` per window", compared in the
 //!   [`window`] module's table; [`Composite`] puts several limits on one key, all or nothing.
 //!   All are always compiled, and work direct and keyed like GCRA.
 #![deny(missing_docs, unsafe_code, unsafe_op_in_unsafe_fn)]

@@ -617,7 +617,7 @@ async fn an_or_key_is_shown_as_given_and_reads_back() {
 #[tokio::test]
 async fn admin_made_limiters_are_bounded_by_the_memory_budget() {
     let per_key = tollgate::SlidingLog::from_quota("4096/h".parse().unwrap()).unwrap().bytes_per_key();
-    assert_eq!(per_key, 32_792);
+    assert_eq!(per_key, 32_800);
     let layer = RateLimitLayer::builder().build();
     let app = serve(Router::new().route("/", get(|| async { "hi" })).layer(layer.clone())).await;
     let admin = serve(AdminApi::new(layer.clone(), "s3cret").memory_budget(per_key * 7 / 2).router()).await;
@@ -645,6 +645,6 @@ async fn admin_made_limiters_are_bounded_by_the_memory_budget() {
     let (status, problem) = send(&client, reqwest::Method::POST, format!("{tiny}/rules"), body).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     let detail = problem["detail"].as_str().unwrap();
-    assert!(detail.contains("memory budget") && detail.contains("32792"), "{detail}");
+    assert!(detail.contains("memory budget") && detail.contains("32800"), "{detail}");
     assert_eq!(layer.rules().len(), 1);
 }

@@ -103,6 +103,30 @@ fn sliding_log_claim_second_lap() {
     });
 }
 
+/// Sliding log, the search for `remaining` and its boundary hint: stamps at 0, 0.4 s and 0.8 s
+/// in a log of 3 per second; at 1 s the oldest has expired and two are in the window, so both
+/// racing checks search (reading and writing the hint) before either claims. Exactly one is
+/// admitted, with nothing left; later counts are exact from whatever hint the race left.
+#[test]
+fn sliding_log_search_hint() {
+    model(|| {
+        let clock = ManualClock::new();
+        let log = SlidingLog::from_quota(Quota::per_second(3).expect("quota")).expect("fits");
+        let limiter = Arc::new(Limiter::with_algorithm(log, clock.clone()));
+        for t in [0, 4, 8] {
+            clock.set(t * SECOND / 10);
+            assert!(limiter.check().is_allowed());
+        }
+        clock.set(SECOND);
+        let all = race(&limiter, 2);
+        assert_eq!(admitted(&all), vec![0], "{all:?}");
+        clock.set(SECOND + SECOND / 2); // 0.4 s has expired: 0.8 s and 1 s remain
+        assert_eq!(limiter.peek().remaining(), 0); // one free, which the peeked cell would take
+        clock.set(SECOND + SECOND * 9 / 10); // and 0.8 s: only 1 s remains
+        assert_eq!(limiter.peek().remaining(), 1);
+    });
+}
+
 /// Composite refund vs a concurrent check: `a` = 3 per minute, `b` = 1 per second. Two checks
 /// race; exactly one passes `b`, the other's `a` cells are refunded through `a`'s CAS loop while
 /// the winner may be incrementing `a` concurrently. Afterwards `a` holds exactly 1.

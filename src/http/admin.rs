@@ -41,7 +41,7 @@
 //!
 //! The default factory's limiters hold at most [`DEFAULT_MAX_KEYS`] keys, and fewer where
 //! their state would exceed the memory budget ([`DEFAULT_MEMORY_BUDGET`], 256 MiB per rule;
-//! [`AdminApi::memory_budget`]): a `sliding_log` keeps `8 · limit + 24` bytes per key, so one
+//! [`AdminApi::memory_budget`]): a `sliding_log` keeps `8 · limit + 32` bytes per key, so one
 //! of 4096 holds 8 186 keys. A rule whose per-key state alone exceeds the budget is a `400`.
 //!
 //! # Keys
@@ -130,8 +130,8 @@ pub const DEFAULT_MAX_KEYS: usize = 1 << 20;
 /// let quota: Quota = "4096/h".parse().unwrap();
 /// let keys = max_keys_within_budget(&quota, AlgorithmKind::SlidingLog, DEFAULT_MAX_KEYS, DEFAULT_MEMORY_BUDGET)
 ///     .unwrap();
-/// let per_key = SlidingLog::from_quota(quota).unwrap().bytes_per_key(); // 32 792 bytes
-/// assert_eq!(keys, 8_186);
+/// let per_key = SlidingLog::from_quota(quota).unwrap().bytes_per_key(); // 32 800 bytes
+/// assert_eq!(keys, 8_184);
 /// assert!(keys * per_key <= DEFAULT_MEMORY_BUDGET);
 /// ```
 pub const DEFAULT_MEMORY_BUDGET: usize = 256 << 20;
@@ -154,13 +154,13 @@ pub const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 /// use tollgate::http::AlgorithmKind;
 /// use tollgate::{Quota, QuotaError};
 /// let quota: Quota = "100/m".parse().unwrap();
-/// // A sliding log of 100 keeps 8 · 100 + 24 = 824 bytes per key: 1 MiB holds 1272 of them.
-/// assert_eq!(max_keys_within_budget(&quota, AlgorithmKind::SlidingLog, 1 << 20, 1 << 20), Ok(1272));
+/// // A sliding log of 100 keeps 8 · 100 + 32 = 832 bytes per key: 1 MiB holds 1260 of them.
+/// assert_eq!(max_keys_within_budget(&quota, AlgorithmKind::SlidingLog, 1 << 20, 1 << 20), Ok(1260));
 /// // A GCRA cell is one word: the key cap binds first.
 /// assert_eq!(max_keys_within_budget(&quota, AlgorithmKind::Gcra, 1000, 1 << 20), Ok(1000));
 /// assert!(matches!(
 ///     max_keys_within_budget(&quota, AlgorithmKind::SlidingLog, 1000, 100),
-///     Err(QuotaError::TooLarge { value: 824, max: 100, .. })
+///     Err(QuotaError::TooLarge { value: 832, max: 100, .. })
 /// ));
 /// ```
 pub fn max_keys_within_budget(
@@ -258,7 +258,7 @@ pub fn swept_factory<C: Clock + Clone + 'static>(
 /// ```
 /// use tollgate::http::{admin::budgeted_factory, AlgorithmKind, Check, HttpKey};
 /// use tollgate::{CheckError, ManualClock, Quota};
-/// // A sliding log of 100 keeps 824 bytes per key: a 4 KiB budget holds 4 keys.
+/// // A sliding log of 100 keeps 832 bytes per key: a 4 KiB budget holds 4 keys.
 /// let factory = budgeted_factory(ManualClock::new(), 1000, 4096, None);
 /// let limiter = factory(Quota::per_second(100).unwrap(), AlgorithmKind::SlidingLog).unwrap();
 /// for k in 0..4 {
@@ -1219,15 +1219,15 @@ mod tests {
             Ok(log) => log.bytes_per_key(),
             Err(e) => panic!("{e}"),
         };
-        assert_eq!(per_key, 32_792);
+        assert_eq!(per_key, 32_800);
         let keys = max_keys_within_budget(
             &quota,
             AlgorithmKind::SlidingLog,
             DEFAULT_MAX_KEYS,
             DEFAULT_MEMORY_BUDGET,
         );
-        assert_eq!(keys, Ok(8_186));
-        assert!(8_186 * per_key <= DEFAULT_MEMORY_BUDGET && 8_187 * per_key > DEFAULT_MEMORY_BUDGET);
+        assert_eq!(keys, Ok(8_184));
+        assert!(8_184 * per_key <= DEFAULT_MEMORY_BUDGET && 8_185 * per_key > DEFAULT_MEMORY_BUDGET);
         // One-word cells: the key cap binds, as before.
         for algorithm in [AlgorithmKind::Gcra, AlgorithmKind::FixedWindow, AlgorithmKind::SlidingWindow] {
             let keys = max_keys_within_budget(&quota, algorithm, DEFAULT_MAX_KEYS, DEFAULT_MEMORY_BUDGET);
@@ -1249,7 +1249,7 @@ mod tests {
         let tiny = budgeted_factory(crate::ManualClock::new(), DEFAULT_MAX_KEYS, per_key - 1, None);
         assert!(matches!(
             tiny(quota, AlgorithmKind::SlidingLog).err(),
-            Some(QuotaError::TooLarge { value: 32_792, max: 32_791, .. })
+            Some(QuotaError::TooLarge { value: 32_800, max: 32_799, .. })
         ));
     }
 }

@@ -33,7 +33,7 @@
 //! |---|---|---|---|
 //! | [`FixedWindow`] | one `u64` | per aligned window | up to `2·limit` across an edge |
 //! | [`SlidingWindow`] | one `u64` | approximate (see [`approximation_error`]) | up to `2·limit` in a `W` spanning an edge, when the previous window's traffic was bunched at its end (about `limit` when it was spread) |
-//! | [`SlidingLog`] | `8·limit + 24` bytes ([`SlidingLog::bytes_per_key`]) | exact: never more than `limit` in any `W` | none |
+//! | [`SlidingLog`] | `8·limit + 32` bytes ([`SlidingLog::bytes_per_key`]) | exact: never more than `limit` in any `W` | none |
 //!
 //! ```
 //! use std::time::Duration;
