@@ -155,6 +155,50 @@ async fn methods_and_costs() {
     assert!(res.headers().get("retry-after").is_none());
 }
 
+/// A rule on GET also limits HEAD, which axum answers by running the GET handler (a HEAD-only
+/// path around a GET rule would leave the handler unlimited); other methods stay apart.
+#[tokio::test]
+async fn a_get_rule_limits_head_too() {
+    let clock = ManualClock::new();
+    let l = limiter(&clock, "3/m");
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = Arc::clone(&calls);
+    let handler = move || {
+        counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        async { "expensive" }
+    };
+    let layer =
+        RateLimitLayer::builder().route("/search", rule("search", &l).methods([http::Method::GET])).build();
+    let app = Router::new().route("/search", get(handler).post(|| async { "posted" })).layer(layer);
+    let base = serve(app).await;
+    let client = Client::new();
+    let url = format!("{base}/search");
+    let mut statuses = Vec::new();
+    for method in ["GET", "HEAD", "HEAD", "HEAD", "GET", "POST"] {
+        let res = client.request(method.parse().unwrap(), &url).send().await.unwrap();
+        statuses.push(res.status().as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 200, 429, 429, 200], "GET and HEAD share the rule; POST is not in it");
+    assert_eq!(
+        calls.load(std::sync::atomic::Ordering::SeqCst),
+        3,
+        "the GET handler ran only within the limit"
+    );
+}
+
+/// A route rule on HEAD overlaps one on GET for the same route (GET covers HEAD).
+#[test]
+fn a_head_rule_overlaps_a_get_rule_on_the_same_route() {
+    let clock = ManualClock::new();
+    let layer = RateLimitLayer::builder()
+        .route("/search", rule("get", &limiter(&clock, "3/m")).methods([http::Method::GET]))
+        .build();
+    let head = rule("head", &limiter(&clock, "3/m")).methods([http::Method::HEAD]);
+    assert!(layer.add_rule(Some("/search"), head).is_err());
+    let post = rule("post", &limiter(&clock, "3/m")).methods([http::Method::POST]);
+    assert!(layer.add_rule(Some("/search"), post).is_ok());
+}
+
 #[tokio::test]
 async fn route_and_ip_combined_keys() {
     let clock = ManualClock::new();

@@ -28,7 +28,8 @@
 //! ```
 //!
 //! `name` (required to create; 1–64 of `A-Z a-z 0-9 - _ . :`); `route`: a path prefix or axum
-//! route pattern starting with `/`, or `null` for every request (default); `methods`: a list,
+//! route pattern starting with `/`, or `null` for every request (default); `methods`: a list
+//! (`GET` includes `HEAD`, which servers answer with the `GET` handler),
 //! or `null` for all (default); `quota`: a rate string (`"100/s"`, `"5/m"`, `"1000/h"`;
 //! required to create); `algorithm`: `gcra` (default), `fixed_window`, `sliding_window`,
 //! `sliding_log`; `mode`: `block` (default), `annotate`, `shadow`; `cost`: per request,

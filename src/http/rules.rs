@@ -245,7 +245,19 @@ impl Rule {
         self
     }
 
-    /// Only these methods count against this rule.
+    /// Only these methods count against this rule. `GET` includes `HEAD`: a server answers
+    /// `HEAD` by running the `GET` handler and dropping the body (RFC 9110 §9.3.2; axum's
+    /// `get()` does), so a rule on `GET` that let `HEAD` through would leave the handler it
+    /// protects unlimited.
+    ///
+    /// ```
+    /// use http::Method;
+    /// # use tollgate::http::{HttpKey, Rule};
+    /// # use tollgate::{KeyedLimiter, Quota};
+    /// let search = Rule::new("search", KeyedLimiter::<HttpKey>::new(Quota::per_minute(30).unwrap()))
+    ///     .unwrap()
+    ///     .methods([Method::GET]); // GET and HEAD
+    /// ```
     pub fn methods(mut self, methods: impl IntoIterator<Item = Method>) -> Rule {
         self.methods = Some(methods.into_iter().collect());
         self
@@ -369,8 +381,12 @@ impl Rule {
         self.policy.quota
     }
 
+    /// Whether requests of `method` count against this rule (see [`Rule::methods`]: `GET`
+    /// includes `HEAD`).
     pub(crate) fn applies_to(&self, method: &Method) -> bool {
-        self.methods.as_ref().is_none_or(|m| m.contains(method))
+        self.methods
+            .as_ref()
+            .is_none_or(|m| m.contains(method) || (method == Method::HEAD && m.contains(&Method::GET)))
     }
 
     #[inline]
@@ -415,8 +431,11 @@ impl RuleSet {
     /// Whether a route rule other than `except` covers `pattern` for some method `rule` covers.
     pub(crate) fn route_taken(&self, pattern: Option<&str>, rule: &Rule, except: Option<&str>) -> bool {
         let Some(pattern) = pattern else { return false };
+        // Some method one rule covers counts against the other (`applies_to`: GET covers HEAD).
         let overlap = |other: &Rule| match (&rule.methods, &other.methods) {
-            (Some(a), Some(b)) => a.iter().any(|m| b.contains(m)),
+            (Some(a), Some(b)) => {
+                a.iter().any(|m| other.applies_to(m)) || b.iter().any(|m| rule.applies_to(m))
+            }
             _ => true,
         };
         self.routes.iter().any(|(p, r)| p == pattern && Some(&*r.name) != except && overlap(r))
