@@ -332,10 +332,17 @@ async fn auto_ban_triggers_blocks_and_expires() {
     let base = serve(app(layer.clone())).await;
     let client = Client::new();
     assert_eq!(client.get(&base).send().await.unwrap().status(), StatusCode::OK);
-    for _ in 0..3 {
-        assert_eq!(client.get(&base).send().await.unwrap().status(), StatusCode::TOO_MANY_REQUESTS);
+    for _ in 0..2 {
+        let res = client.get(&base).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(header(&res, "retry-after"), Some("1"));
     }
-    // Third denial within the window: banned for 60 s, even though the limiter refills in 1 s.
+    // The third denial within the window bans for 60 s, even though the limiter refills in
+    // 1 s, and says so: the ban's answer and its Retry-After, not the rule's 1 s (a client
+    // retrying as told would walk into the ban).
+    let res = client.get(&base).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    assert_eq!(header(&res, "retry-after"), Some("60"));
     clock.advance(Duration::from_secs(2));
     let res = client.get(&base).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::FORBIDDEN);
@@ -376,6 +383,79 @@ async fn auto_ban_status_can_be_429() {
     assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(header(&res, "retry-after"), Some("4"));
     assert!(res.headers().get("x-ratelimit-limit").is_none(), "a ban does not consult the limiter");
+}
+
+/// Denials by a bucket every client shares (a site-wide rule) are no strikes: a client refused
+/// because another filled the site's limit is not banned. `ban_strikes(true)` opts back in.
+#[tokio::test]
+async fn shared_bucket_denials_are_no_strikes() {
+    let clock = ManualClock::new();
+    let ban =
+        || AutoBan::with_clock(2, Duration::from_secs(60), Duration::from_secs(600), clock.clone()).unwrap();
+    for opted_in in [false, true] {
+        let site = limiter(&clock, "3/s");
+        let site_rule = rule("site", &site).key(KeyBy::Global);
+        let site_rule = if opted_in { site_rule.ban_strikes(true) } else { site_rule };
+        let layer = RateLimitLayer::builder().rule(site_rule).auto_ban(ban()).build();
+        let base = serve(app(layer.clone())).await;
+        let client = Client::new();
+        let statuses = |n| {
+            let (client, base) = (client.clone(), base.clone());
+            async move {
+                let mut out = Vec::new();
+                for _ in 0..n {
+                    out.push(client.get(&base).send().await.unwrap().status().as_u16());
+                }
+                out
+            }
+        };
+        // Three pass, then refusals: 429 while the site is full.
+        let seen = statuses(5).await;
+        let expected: &[u16] = if opted_in { &[200, 200, 200, 429, 403] } else { &[200, 200, 200, 429, 429] };
+        assert_eq!(seen, expected, "opted in: {opted_in}");
+        clock.advance(Duration::from_secs(1));
+        let after = statuses(1).await;
+        assert_eq!(after, [if opted_in { 403 } else { 200 }], "opted in: {opted_in}");
+        let mut bans = 0;
+        layer.auto_ban().unwrap().for_each_ban(|_, _| bans += 1);
+        assert_eq!(bans, usize::from(opted_in));
+    }
+}
+
+/// The auto-ban's tables are capped: a flood of addresses each refused once leaves at most
+/// `max_keys` strikes, and a full table strikes and bans no one new.
+#[tokio::test]
+async fn auto_ban_tables_are_bounded() {
+    let clock = ManualClock::new();
+    let l = limiter(&clock, "1/h");
+    let ban = AutoBan::with_clock(1, Duration::from_secs(60), Duration::from_secs(60), clock.clone())
+        .unwrap()
+        .max_keys(50)
+        .key(KeyBy::header("x-client"));
+    let layer = RateLimitLayer::builder()
+        .rule(rule("client", &l).key(KeyBy::header("x-client")))
+        .auto_ban(ban)
+        .build();
+    let base = serve(app(layer.clone())).await;
+    let client = Client::new();
+    let mut refused = [0u32; 2]; // 429 (not banned: full tables), 403 (banned)
+    for i in 0..200 {
+        let id = format!("c{i}");
+        assert_eq!(client.get(&base).header("x-client", &id).send().await.unwrap().status(), StatusCode::OK);
+        match client.get(&base).header("x-client", &id).send().await.unwrap().status() {
+            StatusCode::TOO_MANY_REQUESTS => refused[0] += 1,
+            StatusCode::FORBIDDEN => refused[1] += 1,
+            other => panic!("{other}"),
+        }
+    }
+    // Each denial is the client's first strike, which bans (1 denial within the window):
+    // 50 bans fit; then neither table takes new keys (the bans are live: nothing to sweep).
+    assert_eq!(refused, [150, 50]);
+    let mut bans = 0;
+    layer.auto_ban().unwrap().for_each_ban(|_, _| bans += 1);
+    assert_eq!(bans, 50);
+    clock.advance(Duration::from_secs(120));
+    assert!(layer.auto_ban().unwrap().sweep() <= 100, "at most 50 keys in each table");
 }
 
 /// A backend that always fails (Redis down, with a policy of reporting it).
@@ -772,9 +852,9 @@ async fn both_body_modes_answer_alike() {
         assert_eq!(answers[0], answers[1], "{method}");
         statuses.push(answers[0].0.as_u16());
     }
-    // Remote: 3 passes then a 429 (strike 1); local: 2 passes, a 429 (strike 2: banned), then
-    // the ban's 403.
-    assert_eq!(statuses, [200, 200, 200, 429, 200, 200, 429, 403]);
+    // Remote: 3 passes then a 429 (strike 1); local: 2 passes, then the strike that bans (2),
+    // answered as the ban is (403), and the ban's 403.
+    assert_eq!(statuses, [200, 200, 200, 429, 200, 200, 403, 403]);
 }
 
 /// A response future polled again after it completed answers 503 instead of panicking, on the
@@ -1025,8 +1105,8 @@ async fn the_layer_sweeps_its_rules_and_its_bans() {
     let base = serve(app(layer.clone())).await;
     let client = Client::new();
     assert_eq!(client.get(&base).send().await.unwrap().status(), StatusCode::OK);
-    assert_eq!(client.get(&base).send().await.unwrap().status(), StatusCode::TOO_MANY_REQUESTS); // banned now
-                                                                                                 // Only the strike, reset when the ban was issued: the rules' keys and the ban are busy.
+    assert_eq!(client.get(&base).send().await.unwrap().status(), StatusCode::FORBIDDEN); // banned now
+                                                                                         // Only the strike, reset when the ban was issued: the rules' keys and the ban are busy.
     assert_eq!(layer.sweep(), 1);
     clock.advance(Duration::from_secs(60));
     // The two rules' keys and the ban.

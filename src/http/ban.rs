@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use http::StatusCode;
 
+use super::headers;
 use super::key::{HttpKey, KeyBy};
 use crate::clock::{Clock, QuantaClock};
 use crate::keyed::KeyedLimiter;
@@ -22,22 +23,40 @@ trait BanStore: Send + Sync {
     fn unban(&self, key: &HttpKey);
     fn sweep(&self) -> usize;
     fn for_each_ban(&self, f: &mut dyn FnMut(&str, Duration));
+    /// A fresh store of the same quotas and clock, each table capped at `max_keys`.
+    fn capped(&self, max_keys: usize) -> Arc<dyn BanStore>;
 }
+
+/// How many keys each of an [`AutoBan`]'s two tables (strikes, bans) holds by default: 2¹⁸.
+/// A full table bans no one new (existing bans and strikes still count), so memory stays
+/// bounded (tens of MiB at most) when a flood of addresses is refused: each IPv6 /64 is a key,
+/// and a /48 holds 65 536 of them. Change it with [`AutoBan::max_keys`].
+pub const DEFAULT_BAN_KEYS: usize = 1 << 18;
 
 struct Store<C: Clock> {
     strikes: KeyedLimiter<HttpKey, C>,
     bans: KeyedLimiter<HttpKey, C>,
 }
 
-impl<C: Clock + 'static> BanStore for Store<C> {
+impl<C: Clock + Clone + 'static> Store<C> {
+    fn new(strikes: Quota, bans: Quota, clock: C, max_keys: usize) -> Store<C> {
+        Store {
+            strikes: KeyedLimiter::with_clock(strikes, clock.clone()).max_keys(max_keys),
+            bans: KeyedLimiter::with_clock(bans, clock).max_keys(max_keys),
+        }
+    }
+}
+
+impl<C: Clock + Clone + 'static> BanStore for Store<C> {
     fn banned(&self, key: &HttpKey) -> Option<Duration> {
         self.bans.peek(key).retry_after()
     }
 
     fn strike(&self, key: &HttpKey) -> bool {
         match self.strikes.check(key) {
-            // The N-th strike within the window leaves none: ban. (A full table of strikes bans
-            // no one: memory stays bounded and the main limiter still applies.)
+            // The N-th strike within the window leaves none: ban. (A full table of strikes or
+            // of bans, `DEFAULT_BAN_KEYS`, bans no one: memory stays bounded and the main
+            // limiter still applies.)
             Ok(d) if d.is_allowed() && d.remaining() > 0 => false,
             Ok(_) => {
                 self.strikes.reset(key);
@@ -63,6 +82,11 @@ impl<C: Clock + 'static> BanStore for Store<C> {
             }
         });
     }
+
+    fn capped(&self, max_keys: usize) -> Arc<dyn BanStore> {
+        let clock = self.strikes.clock().clone();
+        Arc::new(Store::new(self.strikes.quota(), self.bans.quota(), clock, max_keys))
+    }
 }
 
 /// Auto-ban configuration: `denials` denials within `window` ban the key (by default the client
@@ -72,8 +96,12 @@ impl<C: Clock + 'static> BanStore for Store<C> {
 /// Strikes are counted with GCRA (burst `denials`, one strike forgiven every
 /// `window / denials`), so "within a window" is a sliding allowance, not a fixed bucket.
 ///
+/// The denial that bans is answered as the ban is (its status and `Retry-After`), so a client
+/// that retries when told to does not walk into the ban.
+///
 /// Only a blocking rule's own denial is a strike. A 429 that is not the client's doing is not:
-/// a full key table ([`CheckError::KeyLimit`](crate::CheckError::KeyLimit)) or a backend's
+/// a denial by a bucket every client shares (a site-wide [`KeyBy::Global`] rule; see
+/// [`Rule::ban_strikes`](super::Rule::ban_strikes)), a full key table ([`CheckError::KeyLimit`](crate::CheckError::KeyLimit)) or a backend's
 /// fail-closed answer during an outage (a decision of [`Origin::Fallback`](crate::Origin),
 /// e.g. Redis down under `FailurePolicy::FailClosed`), so an outage bans nobody past its end.
 /// A local fallback share's denials (`FailurePolicy::Fallback`) are `Origin::Fallback` too,
@@ -121,13 +149,23 @@ impl AutoBan {
         ban_for: Duration,
         clock: C,
     ) -> Result<AutoBan, QuotaError> {
-        let strikes = KeyedLimiter::with_clock(Quota::new(denials, window)?, clock.clone());
-        let bans = KeyedLimiter::with_clock(Quota::new(1, ban_for)?, clock);
-        Ok(AutoBan {
-            store: Arc::new(Store { strikes, bans }),
-            key: KeyBy::ClientIp,
-            status: StatusCode::FORBIDDEN,
-        })
+        let store =
+            Store::new(Quota::new(denials, window)?, Quota::new(1, ban_for)?, clock, DEFAULT_BAN_KEYS);
+        Ok(AutoBan { store: Arc::new(store), key: KeyBy::ClientIp, status: StatusCode::FORBIDDEN })
+    }
+
+    /// Caps each of the two tables (strikes and bans) at `max_keys` keys (default
+    /// [`DEFAULT_BAN_KEYS`]); set it before use (it starts both tables afresh). A key that
+    /// finds a table full is neither struck nor banned.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tollgate::http::AutoBan;
+    /// let ban = AutoBan::new(3, Duration::from_secs(60), Duration::from_secs(600)).unwrap().max_keys(10_000);
+    /// ```
+    pub fn max_keys(mut self, max_keys: usize) -> AutoBan {
+        self.store = self.store.capped(max_keys);
+        self
     }
 
     /// What a ban is keyed by (default [`KeyBy::ClientIp`]).
@@ -156,6 +194,15 @@ impl AutoBan {
 
     pub(crate) fn strike(&self, key: &HttpKey) -> bool {
         self.store.strike(key)
+    }
+
+    /// What a banned client gets: [`status`](AutoBan::status), a problem body and the ban's
+    /// `left` as `Retry-After`.
+    pub(crate) fn response(&self, left: Duration) -> http::Response<bytes::Bytes> {
+        let body = if self.status == StatusCode::FORBIDDEN { headers::BANNED } else { headers::BANNED_429 };
+        let mut res = headers::problem(self.status, body);
+        headers::write_retry_after(res.headers_mut(), left);
+        res
     }
 
     /// Lifts the ban on `key` and forgets its strikes.

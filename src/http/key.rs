@@ -395,6 +395,18 @@ impl fmt::Debug for KeyBy {
 }
 
 impl KeyBy {
+    /// Whether every client may get the same key: `Global`, `Route`, an `All` of only those,
+    /// or a `First` with one of them among its alternatives (it may fall back to it). A custom
+    /// extractor is taken as the client's own.
+    pub(crate) fn shared(&self) -> bool {
+        match self {
+            KeyBy::Global | KeyBy::Route => true,
+            KeyBy::PeerIp | KeyBy::ClientIp | KeyBy::Header(_) | KeyBy::Custom(_) => false,
+            KeyBy::All(parts) => parts.iter().all(KeyBy::shared),
+            KeyBy::First(parts) => parts.iter().any(KeyBy::shared),
+        }
+    }
+
     /// Keys by a header's value (e.g. `x-api-key`). An invalid header name yields a key that
     /// is never present (so every request lands in the shared `-` bucket).
     pub fn header(name: &str) -> KeyBy {
@@ -648,6 +660,26 @@ fn write_ip(ip: Option<IpAddr>, req: &RequestInfo<'_>, out: &mut KeyBuilder) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Which keys every client may share (their denials are no auto-ban strikes).
+    #[test]
+    fn shared_keys() {
+        let all = |v: Vec<KeyBy>| KeyBy::All(v.into());
+        let first = |v: Vec<KeyBy>| KeyBy::First(v.into());
+        for (key, shared) in [
+            (KeyBy::Global, true),
+            (KeyBy::Route, true),
+            (KeyBy::ClientIp, false),
+            (KeyBy::PeerIp, false),
+            (KeyBy::header("x-api-key"), false),
+            (all(vec![KeyBy::Route, KeyBy::Global]), true),
+            (all(vec![KeyBy::Route, KeyBy::ClientIp]), false),
+            (first(vec![KeyBy::header("x-api-key"), KeyBy::ClientIp]), false),
+            (first(vec![KeyBy::header("x-api-key"), KeyBy::Global]), true),
+        ] {
+            assert_eq!(key.shared(), shared, "{key:?}");
+        }
+    }
 
     #[test]
     fn inline_and_heap_keys_compare_by_text() {

@@ -86,7 +86,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 pub use backend::{AsyncKeys, Check, CheckFuture, HttpLimiter, Listed, StrKeys};
-pub use ban::AutoBan;
+pub use ban::{AutoBan, DEFAULT_BAN_KEYS};
 pub use client_ip::ClientIpConfig;
 pub use headers::{ceil_secs, policy_value, HeaderStyle};
 pub use key::{HttpKey, KeyBuilder, KeyBy, PeerAddr, RequestInfo, MAX_KEY_LEN};
@@ -721,7 +721,9 @@ impl Acc {
         match rule.mode {
             Mode::Block => {
                 if let Some(retry) = decision.retry_after() {
-                    let strike = decision.origin() != crate::decision::Origin::Fallback;
+                    // Not a strike: a fail-closed backend's answer, or a bucket every client
+                    // shares (`Rule::ban_strikes`).
+                    let strike = decision.origin() != crate::decision::Origin::Fallback && rule.strikes();
                     self.deny.get_or_insert(Denial::Limited(retry, strike));
                 }
             }
@@ -783,6 +785,11 @@ impl Acc {
                     if ban.strike(key) {
                         state.metrics.bans_issued.add(1);
                         tracing::warn!(key = key.as_str(), "auto-ban: key banned");
+                        // Answer as the ban does: the rule's `Retry-After` would send the
+                        // client back into the ban.
+                        if let Some(left) = ban.banned(key) {
+                            return Some(ban.response(left));
+                        }
                     }
                 }
                 if let Some(r) = &self.report {
@@ -907,14 +914,7 @@ impl State {
                 let key = ban.key.extract(info);
                 if let Some(left) = ban.banned(&key) {
                     self.metrics.banned.add(1);
-                    let body = if ban.status == StatusCode::FORBIDDEN {
-                        headers::BANNED
-                    } else {
-                        headers::BANNED_429
-                    };
-                    let mut res = problem(ban.status, body);
-                    write_retry_after(res.headers_mut(), left);
-                    return Step::Respond(res);
+                    return Step::Respond(ban.response(left));
                 }
                 Some(key)
             }

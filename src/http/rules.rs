@@ -187,6 +187,8 @@ pub struct Rule {
     pub(crate) methods: Option<Arc<[Method]>>,
     pub(crate) policy: PolicyRef,
     pub(crate) algorithm: Option<AlgorithmKind>,
+    /// Whether this rule's denials are auto-ban strikes (`None`: unless its key is shared).
+    pub(crate) strikes: Option<bool>,
 }
 
 impl fmt::Debug for Rule {
@@ -223,6 +225,7 @@ impl Rule {
             methods: None,
             policy: Policy::interned(name, quota),
             algorithm: None,
+            strikes: None,
         })
     }
 
@@ -237,6 +240,36 @@ impl Rule {
     pub fn key(mut self, key: KeyBy) -> Rule {
         self.key = key;
         self
+    }
+
+    /// Whether this rule's denials count as [`AutoBan`](super::AutoBan) strikes against the
+    /// client. By default they do unless the rule's key is shared by every client
+    /// ([`KeyBy::Global`], [`KeyBy::Route`], combinations of only those, or a [`KeyBy::First`]
+    /// that may fall back to one): a client refused because others filled a site-wide limit
+    /// did nothing to be banned for.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tollgate::http::{AutoBan, HttpKey, KeyBy, RateLimitLayer, Rule};
+    /// use tollgate::{KeyedLimiter, Quota};
+    /// let site = Rule::new("site", KeyedLimiter::<HttpKey>::new(Quota::per_second(1000).unwrap()))
+    ///     .unwrap()
+    ///     .key(KeyBy::Global); // no strikes: the bucket is everyone's
+    /// let login = Rule::new("login", KeyedLimiter::<HttpKey>::new(Quota::per_minute(5).unwrap()))
+    ///     .unwrap()
+    ///     .key(KeyBy::Route)
+    ///     .ban_strikes(true); // one login route for all, yet its refusals should count
+    /// let ban = AutoBan::new(10, Duration::from_secs(60), Duration::from_secs(600)).unwrap();
+    /// let layer = RateLimitLayer::builder().rule(site).route("/login", login).auto_ban(ban).build();
+    /// ```
+    pub fn ban_strikes(mut self, strikes: bool) -> Rule {
+        self.strikes = Some(strikes);
+        self
+    }
+
+    /// Whether this rule's denials are strikes (see [`Rule::ban_strikes`]).
+    pub(crate) fn strikes(&self) -> bool {
+        self.strikes.unwrap_or_else(|| !self.key.shared())
     }
 
     /// Block (default), annotate or shadow.
