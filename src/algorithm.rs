@@ -47,9 +47,13 @@ pub trait Algorithm: Clone + fmt::Debug + Send + Sync + 'static {
         Self::new(quota)
     }
 
-    /// Whether a cell built for `self` can be read with `other`'s parameters (same packed
-    /// layout). [`KeyedLimiter::set_quota`](crate::KeyedLimiter::set_quota) accepts only
-    /// compatible overrides, since a key's existing state carries over. GCRA: always.
+    /// Whether a cell built for `self` (a keyed limiter's default parameters) can be read with
+    /// `other`'s (a key's override): the same packed layout, and a state idle under `self` is
+    /// idle under `other` too, since a sweep judges every key by the default's parameters.
+    /// [`KeyedLimiter::set_quota`](crate::KeyedLimiter::set_quota) accepts only compatible
+    /// overrides, since a key's existing state carries over. GCRA: always; windows: the same
+    /// length and alignment; a sliding log: the same limit and a window no longer than the
+    /// default's (a longer one would count stamps a sweep may already have forgotten).
     fn compatible(&self, other: &Self) -> bool;
 
     /// The quota these parameters came from.

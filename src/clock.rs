@@ -26,17 +26,29 @@ pub fn duration_to_nanos(d: Duration) -> Nanos {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
-/// The Unix time (ns since 1970-01-01 UTC) at which `clock` read 0, from one `SystemTime` read
-/// now; `None` if the system clock is before 1970 or the value does not fit. Used once, at
-/// construction, to align fixed windows to wall-clock boundaries (e.g. the top of the minute);
-/// never on the hot path. Later wall-clock steps (NTP) do not move an existing alignment.
+/// The Unix time (ns since 1970-01-01 UTC) at which `clock` read 0
+/// ([`Clock::anchor_unix_nanos`]); `None` if the system clock is before 1970 or the value does
+/// not fit. Used to align fixed windows to wall-clock boundaries (e.g. the top of the minute);
+/// never on the hot path. The clocks here read the system clock once (at construction, or a
+/// [`ManualClock`] when first asked) and keep the answer, shared by their clones: windows
+/// aligned through one clock get the same alignment however many times they are built (a
+/// key's override must match the default's), and later wall-clock steps (NTP) move nothing.
 ///
 /// ```
-/// use tollgate::clock::{unix_nanos_at_anchor, ManualClock};
-/// let anchor = unix_nanos_at_anchor(&ManualClock::new()).unwrap();
+/// use tollgate::clock::{unix_nanos_at_anchor, ManualClock, QuantaClock};
+/// let clock = ManualClock::new();
+/// let anchor = unix_nanos_at_anchor(&clock).unwrap();
 /// assert!(anchor > 1_600_000_000_000_000_000); // after September 2020
+/// assert_eq!(unix_nanos_at_anchor(&clock.clone()), Some(anchor)); // read once, kept
+/// let quanta = QuantaClock::new();
+/// assert_eq!(unix_nanos_at_anchor(&quanta), unix_nanos_at_anchor(&quanta.clone()));
 /// ```
 pub fn unix_nanos_at_anchor<C: Clock + ?Sized>(clock: &C) -> Option<Nanos> {
+    clock.anchor_unix_nanos()
+}
+
+/// The Unix time now minus `clock`'s reading: one `SystemTime` read.
+fn read_unix_anchor<C: Clock + ?Sized>(clock: &C) -> Option<Nanos> {
     let wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()?;
     u64::try_from(wall.as_nanos()).ok()?.checked_sub(clock.now())
 }
@@ -75,6 +87,19 @@ pub trait Clock: Send + Sync + 'static {
     fn skew(&self) -> Nanos {
         0
     }
+
+    /// The Unix time (ns) at which this clock read 0 (see [`unix_nanos_at_anchor`]). The
+    /// default reads the system clock on every call; the clocks here read it once and keep it,
+    /// so that every window aligned through one clock gets the same alignment.
+    ///
+    /// ```
+    /// use tollgate::{Clock, ManualClock};
+    /// let clock = ManualClock::new();
+    /// assert_eq!(clock.anchor_unix_nanos(), clock.anchor_unix_nanos());
+    /// ```
+    fn anchor_unix_nanos(&self) -> Option<Nanos> {
+        read_unix_anchor(self)
+    }
 }
 
 impl<C: Clock + ?Sized> Clock for Arc<C> {
@@ -85,6 +110,10 @@ impl<C: Clock + ?Sized> Clock for Arc<C> {
 
     fn skew(&self) -> Nanos {
         (**self).skew()
+    }
+
+    fn anchor_unix_nanos(&self) -> Option<Nanos> {
+        (**self).anchor_unix_nanos()
     }
 }
 
@@ -104,6 +133,8 @@ impl<C: Clock + ?Sized> Clock for Arc<C> {
 pub struct QuantaClock {
     clock: quanta::Clock,
     anchor_raw: u64,
+    /// The Unix time at the anchor, read once (`Clock::anchor_unix_nanos`).
+    unix_anchor: Option<Nanos>,
 }
 
 impl QuantaClock {
@@ -111,7 +142,9 @@ impl QuantaClock {
     pub fn new() -> Self {
         let clock = quanta::Clock::new();
         let anchor_raw = clock.raw();
-        QuantaClock { clock, anchor_raw }
+        let mut this = QuantaClock { clock, anchor_raw, unix_anchor: None };
+        this.unix_anchor = read_unix_anchor(&this);
+        this
     }
 }
 
@@ -139,6 +172,10 @@ impl Clock for QuantaClock {
     /// the margin covers virtual machines, and costs only that idle keys leave 1 ms later.
     fn skew(&self) -> Nanos {
         QUANTA_SKEW
+    }
+
+    fn anchor_unix_nanos(&self) -> Option<Nanos> {
+        self.unix_anchor
     }
 }
 
@@ -237,6 +274,10 @@ impl Clock for CachedClock {
     fn skew(&self) -> Nanos {
         self.shared.source.skew()
     }
+
+    fn anchor_unix_nanos(&self) -> Option<Nanos> {
+        self.shared.source.anchor_unix_nanos()
+    }
 }
 
 /// A clock moved by hand, for tests and simulations. Clones share the same time.
@@ -257,6 +298,8 @@ impl Clock for CachedClock {
 pub struct ManualClock {
     // A std atomic even under loom: time is a model input, not part of the protocol (sync.rs).
     nanos: Arc<StdAtomicU64>,
+    /// The Unix time at which this clock read 0, read when first asked and kept for its clones.
+    unix_anchor: Arc<std::sync::OnceLock<Option<Nanos>>>,
 }
 
 impl ManualClock {
@@ -299,5 +342,9 @@ impl Clock for ManualClock {
     fn now(&self) -> Nanos {
         // SeqCst: pairs with the SeqCst writes above (one total order of clock values).
         self.nanos.load(StdOrdering::SeqCst)
+    }
+
+    fn anchor_unix_nanos(&self) -> Option<Nanos> {
+        *self.unix_anchor.get_or_init(|| read_unix_anchor(self))
     }
 }

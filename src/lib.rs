@@ -41,7 +41,10 @@ pub use algorithm::{Algorithm, Gcra, GcraCell};
 pub use cell::{Retired, WordState};
 pub use clock::{CachedClock, Clock, ClockError, ManualClock, Nanos, QuantaClock};
 pub use decision::{CheckError, Decision, InsufficientCapacity, Origin};
-pub use keyed::{DefaultHashBuilder, FullTablePolicy, KeyedLimiter, PinnedLimiter, INLINE_SWEEP_COOLDOWN};
+pub use keyed::{
+    DefaultHashBuilder, FullTablePolicy, KeyedLimiter, PinnedLimiter, INLINE_SWEEP_COOLDOWN,
+    MAX_PREALLOCATED_KEYS,
+};
 #[cfg(not(tollgate_loom))]
 pub use keyed::{SweeperHandle, MIN_SWEEP_INTERVAL};
 pub use limiter::{AsyncRateLimiter, Limiter, RateLimiter};

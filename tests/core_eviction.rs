@@ -214,22 +214,27 @@ fn background_sweeper_evicts_and_stops_on_drop() {
     assert_eq!(limiter.len(), 1, "a dropped sweeper no longer sweeps");
 }
 
+/// A sweep judges every key by the default's parameters: a log key overridden to a shorter
+/// window stays until it is idle under the default's (longer) one, so clearing the override
+/// later finds every stamp the default counts.
 #[test]
-fn sweep_judges_override_keys_by_their_own_window() {
+fn sweep_judges_override_keys_by_the_default_window() {
     use tollgate::{DefaultHashBuilder, SlidingLog};
     let clock = ManualClock::new();
-    let log = SlidingLog::from_quota("2/s".parse().unwrap()).unwrap();
+    let log = SlidingLog::from_quota("2/h".parse().unwrap()).unwrap();
     let limiter: KeyedLimiter<u64, _, _, SlidingLog> =
         KeyedLimiter::build(log, clock.clone(), 0, DefaultHashBuilder::default());
-    limiter.set_quota(&1, "2/h".parse().unwrap()).unwrap();
+    limiter.set_quota(&1, "2/s".parse().unwrap()).unwrap();
     assert!(limiter.check(&1).unwrap().is_allowed());
     assert!(limiter.check(&1).unwrap().is_allowed());
     assert!(limiter.check(&2).unwrap().is_allowed());
     clock.advance(Duration::from_secs(2));
-    // Key 2's 1 s window is over: evicted. Key 1's hour-long window is not: kept, still full.
-    assert_eq!(limiter.sweep(), 1);
-    assert_eq!(limiter.len(), 1);
-    assert!(!limiter.check(&1).unwrap().is_allowed());
+    // Key 1's own 1 s window is over, the default's hour is not: both keys are kept.
+    assert_eq!(limiter.sweep(), 0);
+    limiter.clear_quota(&1);
+    assert!(!limiter.check(&1).unwrap().is_allowed(), "its two stamps count under 2/h");
+    clock.advance(Duration::from_secs(3600));
+    assert_eq!(limiter.sweep(), 2);
 }
 
 /// A pinned handle decides exactly as the limiter does, on every path: existing and new keys,

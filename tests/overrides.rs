@@ -13,7 +13,7 @@ fn q(s: &str) -> Quota {
 }
 
 #[test]
-fn sliding_log_override_must_keep_the_limit() {
+fn sliding_log_override_must_keep_the_limit_and_window() {
     let clock = ManualClock::new();
     let log = SlidingLog::new(&q("3/s")).unwrap();
     let limiter: KeyedLimiter<String, _, _, SlidingLog> =
@@ -24,13 +24,58 @@ fn sliding_log_override_must_keep_the_limit() {
     // A different ring size cannot read this key's ring: rejected, nothing changes, no panic.
     assert!(matches!(limiter.set_quota("k", q("100/s")), Err(QuotaError::Incompatible { .. })));
     assert!(!limiter.check("k").unwrap().is_allowed());
-    // Same limit, longer window: accepted; the three stamps now count for 10 s.
-    limiter.set_quota("k", q("3/10s")).unwrap();
-    clock.advance(Duration::from_secs(2));
-    assert!(!limiter.check("k").unwrap().is_allowed());
-    assert_eq!(limiter.sweep(), 0, "the override's 10 s window keeps the key alive");
-    clock.advance(Duration::from_secs(8));
+    // A longer window too: the stamps a sweep may already have dropped as expired under the
+    // default's 1 s would count under 10 s, so whether a sweeper ran would decide.
+    assert!(matches!(limiter.set_quota("k", q("3/10s")), Err(QuotaError::Incompatible { .. })));
+    // A shorter one is accepted: its stamps count for 0.5 s.
+    limiter.set_quota("k", q("3/500ms")).unwrap();
+    clock.advance(Duration::from_millis(600));
     assert!(limiter.check("k").unwrap().is_allowed());
+}
+
+/// The reviewer's case: a key idle under the default's window decides the same after a
+/// sweep as without one (a longer window's override used to revive its stamps only if no
+/// sweep had run).
+#[test]
+fn a_sweep_changes_no_sliding_log_decision() {
+    let run = |sweep: bool| {
+        let clock = ManualClock::new();
+        let log = SlidingLog::new(&q("2/s")).unwrap();
+        let l: KeyedLimiter<String, _, _, SlidingLog> =
+            KeyedLimiter::build(log, clock.clone(), 0, DefaultHashBuilder::default());
+        assert!(l.check("k").unwrap().is_allowed());
+        assert!(l.check("k").unwrap().is_allowed());
+        clock.advance(Duration::from_secs(10));
+        if sweep {
+            assert_eq!(l.sweep(), 1);
+        }
+        let longer = l.set_quota("k", q("2/h"));
+        (longer.is_ok(), l.check("k").unwrap().is_allowed())
+    };
+    assert_eq!(run(false), run(true));
+    assert_eq!(run(false), (false, true));
+}
+
+/// Windows aligned to the wall clock through one clock get one alignment, however often they
+/// are built, so an override built the obvious way is accepted (each build used to read the
+/// system clock again, a few ns later: always "another alignment").
+#[test]
+fn windows_aligned_through_one_clock_agree() {
+    use tollgate::window::Composite;
+    use tollgate::{Clock, Gcra, QuantaClock};
+    fn case<C: Clock + Clone>(clock: C) {
+        let daily = |s: &str| FixedWindow::new(&q(s)).unwrap().aligned_to_wall_clock(&clock);
+        let limits = |d: &str| Composite::of(Gcra::new(&q("10/s")).unwrap(), daily(d));
+        let l: KeyedLimiter<String, C, DefaultHashBuilder, _> =
+            KeyedLimiter::build(limits("1000/d"), clock.clone(), 0, DefaultHashBuilder::default());
+        l.set_algorithm("partner", limits("5000/d")).unwrap();
+        let plain: KeyedLimiter<String, C, DefaultHashBuilder, FixedWindow> =
+            KeyedLimiter::build(daily("10/h"), clock.clone(), 0, DefaultHashBuilder::default());
+        plain.set_algorithm("vip", daily("100/h")).unwrap();
+        plain.set_quota("vip2", q("100/h")).unwrap();
+    }
+    case(ManualClock::new());
+    case(QuantaClock::new());
 }
 
 #[test]

@@ -57,6 +57,14 @@ pub enum FullTablePolicy {
 /// Minimum time between two inline sweeps under [`FullTablePolicy::SweepThenReject`]: 10 ms.
 pub const INLINE_SWEEP_COOLDOWN: Nanos = 10_000_000;
 
+/// The most keys a [`KeyedLimiter`] allocates room for up front (2²²: a table of ~40 MB);
+/// a larger initial capacity is taken as this one.
+///
+/// ```
+/// assert_eq!(tollgate::MAX_PREALLOCATED_KEYS, 1 << 22);
+/// ```
+pub const MAX_PREALLOCATED_KEYS: usize = 1 << 22;
+
 /// What the check paths do with a cell once they have one: a plain check ([`Plain`]), or one
 /// that also returns a [`Receipt`] for refunds ([`WithReceipt`]). A trait on zero-sized types,
 /// not function pointers: each path is monomorphized, so the algorithm's step inlines into the
@@ -165,12 +173,16 @@ impl<K: Hash + Eq + Send + Sync + 'static> KeyedLimiter<K> {
         Self::with_capacity(quota, 0)
     }
 
-    /// Like [`new`](Self::new), with room for `capacity` keys before the map grows.
+    /// Like [`new`](Self::new), with room for `capacity` keys before the map grows (a hint:
+    /// at most [`MAX_PREALLOCATED_KEYS`] are allocated up front, so no capacity panics or
+    /// aborts on allocation; the map grows past it as keys come).
     ///
     /// ```
     /// use tollgate::{KeyedLimiter, Quota};
     /// let limiter: KeyedLimiter<u64> = KeyedLimiter::with_capacity(Quota::per_second(1).unwrap(), 10_000);
     /// assert!(limiter.is_empty());
+    /// let huge: KeyedLimiter<u64> = KeyedLimiter::with_capacity(Quota::per_second(1).unwrap(), usize::MAX);
+    /// assert!(huge.check(&1).unwrap().is_allowed());
     /// ```
     pub fn with_capacity(quota: Quota, capacity: usize) -> Self {
         KeyedLimiter::build(
@@ -202,7 +214,8 @@ where
     S: BuildHasher + Clone + Send + Sync + 'static,
     A: Algorithm,
 {
-    /// The general constructor: any algorithm, clock, initial capacity and hasher.
+    /// The general constructor: any algorithm, clock, initial capacity (a hint, at most
+    /// [`MAX_PREALLOCATED_KEYS`]) and hasher.
     ///
     /// ```
     /// use tollgate::{Algorithm, DefaultHashBuilder, Gcra, KeyedLimiter, ManualClock, Quota};
@@ -214,7 +227,7 @@ where
     /// ```
     pub fn build(algorithm: A, clock: C, capacity: usize, hasher: S) -> Self {
         KeyedLimiter {
-            cells: Map::new(capacity, hasher.clone()),
+            cells: Map::new(capacity.min(MAX_PREALLOCATED_KEYS), hasher.clone()),
             algorithm,
             clock,
             overrides: Map::new(0, hasher),
@@ -656,7 +669,7 @@ where
     {
         if !self.algorithm.compatible(&algorithm) {
             return Err(QuotaError::Incompatible {
-                reason: "windows must keep their length and alignment (fixed/sliding) and logs their limit",
+                reason: "windows must keep their length and alignment (fixed/sliding), logs their limit and at most their window",
             });
         }
         // Relaxed: once set the flag stays set; the override itself is published by the map.
@@ -751,28 +764,24 @@ where
         // Idle at `now − skew`: a check whose reading trails ours by up to the clock's skew
         // must find the state it would have found unswept (see `Clock::skew`).
         let now = now_of(&self.clock).saturating_sub(self.clock.skew());
-        // Relaxed: see check_n.
-        let has_overrides = self.has_overrides.load(Ordering::Relaxed);
         let free = |cell: &A::Cell| {
             if self.max_keys.is_some() {
                 A::free_slot(cell, &mut || self.release_slot());
             }
         };
         let mut evicted = 0;
-        self.cells.retain(|key, cell| {
+        self.cells.retain(|_key, cell| {
             if A::is_retired(cell) {
                 // Retired earlier (a previous run of this closure, or a racing sweep).
                 free(cell);
                 return false;
             }
-            // Idleness depends on the key's own parameters (e.g. a longer window).
-            let retired = if has_overrides {
-                self.overrides
-                    .get(key, |o| o.map(|o| o.algorithm.try_retire(cell, now)))
-                    .unwrap_or_else(|| self.algorithm.try_retire(cell, now))
-            } else {
-                self.algorithm.try_retire(cell, now)
-            };
+            // Every key by the default's parameters, overridden or not: an override is
+            // compatible only if it finds idle whatever they do (`Algorithm::compatible`; a
+            // log's override window is at most the default's), so a key is evicted only when
+            // it is idle under every quota it has had or may get, and clearing or changing an
+            // override later finds the state it would have found unswept.
+            let retired = self.algorithm.try_retire(cell, now);
             if retired {
                 evicted += 1;
                 free(cell);

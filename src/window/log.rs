@@ -582,8 +582,11 @@ impl Algorithm for SlidingLog {
     }
 
     fn compatible(&self, other: &SlidingLog) -> bool {
-        // The ring holds `limit` stamps: only the window may differ.
-        self.limit == other.limit
+        // The ring holds `limit` stamps. A sweep judges a ring idle by the default's window
+        // (`self`): an override's window may be shorter (idle under the longer one is idle
+        // under it), not longer, or it would count stamps a sweep under the default's window
+        // may already have forgotten, and whether a sweeper ran would decide (review finding).
+        self.limit == other.limit && other.window <= self.window
     }
 
     fn quota(&self) -> Quota {
