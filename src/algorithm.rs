@@ -87,6 +87,29 @@ pub trait Algorithm: Clone + fmt::Debug + Send + Sync + 'static {
     /// Returns the cell to its fresh state (a retired cell stays retired: the key is fresh).
     fn reset(&self, cell: &Self::Cell);
 
+    /// Carries a key's state over to these parameters at `now`, when the key's parameters
+    /// change from `previous` (a per-key override set, replaced or cleared:
+    /// [`KeyedLimiter::set_algorithm`](crate::KeyedLimiter::set_algorithm)). The default
+    /// keeps the state as it is, which is right when it means the same under both (a
+    /// window's count is a count under any limit). GCRA re-expresses its debt in cells: the
+    /// cells still owed under `previous` (rounded up, so a partly refilled one stays owed), at
+    /// most this burst, owed at this emission interval. So a key moved from 10/min to 1000/s
+    /// right after its 10 passes at once (its old deadline, a minute ahead, used to lock it
+    /// out for that minute), and one moved from 1000/s to 10/min after 1000 starts empty.
+    ///
+    /// ```
+    /// use tollgate::{Algorithm, Gcra, Quota};
+    /// let slow = Gcra::new(&Quota::per_minute(10).unwrap()).unwrap();
+    /// let fast = Gcra::new(&Quota::per_second(1000).unwrap()).unwrap();
+    /// let cell = slow.new_cell();
+    /// assert!(slow.check(&cell, 0, 10).unwrap().is_allowed()); // 10 cells owed, 60 s
+    /// fast.adopt(&cell, &slow, 0); // 10 cells owed, 10 ms
+    /// assert_eq!(fast.check(&cell, 0, 1).unwrap().remaining(), 989);
+    /// ```
+    fn adopt(&self, cell: &Self::Cell, previous: &Self, now: Nanos) {
+        let _ = (cell, previous, now);
+    }
+
     /// Sweeper: retires the cell if it is indistinguishable from a fresh one at `now`.
     /// Returns `true` if this call retired it. The keyed store runs one sweep at a time, so
     /// this is never called concurrently for one cell (a composite's hold protocol relies on it).
@@ -556,6 +579,19 @@ impl Algorithm for Gcra {
 
     fn compatible(&self, _other: &Gcra) -> bool {
         true // a TAT means the same under any quota
+    }
+
+    fn adopt(&self, cell: &GcraCell, previous: &Gcra, now: Nanos) {
+        if previous.params == self.params {
+            return; // the same debt (converting would round a partly refilled cell up)
+        }
+        // Err(Retired): a retired or held cell is idle (`tat ≤ now`): nothing is owed.
+        let _ = crate::cell::update(&cell.tat, |tat| {
+            match gcra::adopted(tat, now, &previous.params, &self.params) {
+                Some(new) => crate::cell::Step::Store(new, ()),
+                None => crate::cell::Step::Keep(()),
+            }
+        });
     }
 
     fn quota(&self) -> Quota {

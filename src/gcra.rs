@@ -70,6 +70,18 @@ pub(crate) fn step(tat: Nanos, now: Nanos, cost: u64, p: &GcraParams) -> Outcome
     }
 }
 
+/// The TAT that owes under `new` what `tat` owes at `now` under `old`: `⌈(tat − now) / T_old⌉`
+/// cells, at most `new`'s burst, at `new`'s emission interval; `None` when nothing is owed
+/// (`tat ≤ now`: the state is fresh under any parameters) or nothing changes.
+pub(crate) fn adopted(tat: Nanos, now: Nanos, old: &GcraParams, new: &GcraParams) -> Option<Nanos> {
+    if tat <= now {
+        return None;
+    }
+    let owed = (tat - now).div_ceil(old.emission_interval.max(1)).min(new.burst);
+    let adopted = now.saturating_add(owed.saturating_mul(new.emission_interval));
+    (adopted != tat).then_some(adopted)
+}
+
 /// Whether a key in state `tat` is indistinguishable from a fresh one at `now` (safe to evict).
 #[inline]
 pub(crate) fn is_idle(tat: Nanos, now: Nanos) -> bool {

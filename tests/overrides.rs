@@ -145,6 +145,59 @@ fn composite_overrides_take_both_limits() {
     assert!(matches!(limiter.set_algorithm("partner", limits("20/m")), Err(QuotaError::Incompatible { .. })));
 }
 
+/// A GCRA key's debt carries over in cells when its quota changes (review finding: the old
+/// deadline carried over as a time, so a key upgraded from 10/min to 1000/s right after its
+/// 10 was denied for 59 s, and one downgraded from 1000/s to 10/min after 1000 passed 9 more).
+#[test]
+fn gcra_overrides_carry_the_debt_in_cells() {
+    let clock = ManualClock::new();
+    let l: KeyedLimiter<String, _> = KeyedLimiter::with_clock(q("10/m"), clock.clone());
+    // Upgrade: the 10 cells owed become 10 ms of the new rate.
+    assert!(l.check_n("vip", 10).unwrap().is_allowed());
+    assert!(!l.check("vip").unwrap().is_allowed());
+    l.set_quota("vip", q("1000/s")).unwrap();
+    let d = l.check("vip").unwrap();
+    assert!(d.is_allowed(), "{d:?}");
+    assert_eq!(d.remaining(), 1000 - 10 - 1);
+    // Downgrade: 1000 owed, at most the new burst: an empty bucket of 10/min.
+    assert!(l.check_n("bulk", 10).unwrap().is_allowed());
+    l.set_quota("bulk", q("1000/s")).unwrap();
+    assert_eq!(l.check_n("bulk", 990).unwrap().remaining(), 0);
+    l.set_quota("bulk", q("10/m")).unwrap();
+    let d = l.check("bulk").unwrap();
+    assert!(!d.is_allowed(), "{d:?}");
+    assert_eq!(d.retry_after(), Some(Duration::from_secs(6)));
+    // Clearing the override converts back: the VIP's 11 cells of 1000/s are 11 of 10/min, at
+    // most 10 (empty); a minute later its 10/min burst is whole again.
+    l.clear_quota("vip");
+    assert!(!l.check("vip").unwrap().is_allowed());
+    clock.advance(Duration::from_secs(60));
+    assert_eq!(l.check_n("vip", 10).unwrap().remaining(), 0);
+    // A key with nothing owed, or the same quota again, is untouched.
+    l.set_quota("fresh", q("1/h")).unwrap();
+    assert!(l.check("fresh").unwrap().is_allowed());
+    let before = l.peek("vip");
+    l.set_quota("vip", q("10/m")).unwrap();
+    assert_eq!(l.peek("vip"), before);
+}
+
+/// A composite's GCRA part carries its debt over too; its window part keeps its count.
+#[test]
+fn composite_overrides_carry_each_state() {
+    use tollgate::window::Composite;
+    use tollgate::Gcra;
+    let clock = ManualClock::new();
+    let limits = |per_minute: &str, hourly: &str| {
+        Composite::of(Gcra::new(&q(per_minute)).unwrap(), FixedWindow::new(&q(hourly)).unwrap())
+    };
+    let l: KeyedLimiter<String, _, _, _> =
+        KeyedLimiter::build(limits("5/m", "20/h"), clock.clone(), 0, DefaultHashBuilder::default());
+    assert!(l.check_n("k", 5).unwrap().is_allowed());
+    l.set_algorithm("k", limits("100/s", "30/h")).unwrap();
+    // 5 cells owed of 100/s, 5 counted of 30/h: 25 more this hour.
+    assert_eq!((0..100).filter(|_| l.check("k").unwrap().is_allowed()).count(), 25);
+}
+
 /// `for_each_key` reports each key under its own quota, as `peek` does.
 #[test]
 fn for_each_key_reports_overridden_quotas() {

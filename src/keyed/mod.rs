@@ -621,9 +621,11 @@ where
     }
 
     /// Overrides the quota for one key; the next check of that key uses it. The key's state
-    /// (e.g. its TAT) carries over, so for windowed algorithms the override must keep the state
-    /// layout ([`Algorithm::compatible`]: same window length for fixed/sliding windows, same
-    /// limit for the sliding log), else [`QuotaError::Incompatible`]. The override is built by
+    /// carries over ([`Algorithm::adopt`]: a window's count as it is, GCRA's debt in cells, at
+    /// most the new burst), so for windowed algorithms the override must keep the state layout
+    /// ([`Algorithm::compatible`]: same window length for fixed/sliding windows, same limit and
+    /// at most the window for the sliding log), else [`QuotaError::Incompatible`]. Clearing
+    /// the override carries the state back the same way. The override is built by
     /// [`Algorithm::derive`] from the default's parameters (a fixed window keeps its alignment);
     /// a [`Composite`](crate::window::Composite) has a quota per sub-limit, so it takes
     /// [`set_algorithm`](Self::set_algorithm) instead.
@@ -680,9 +682,26 @@ where
         if generation == 0 {
             generation = self.generations.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
         }
+        let previous = self.overrides.get(key, |o| o.map(|o| o.algorithm.clone()));
         // One atomic replace: a concurrent check sees the old or the new quota, never neither.
-        self.overrides.insert(key.to_owned(), Override { algorithm, generation });
+        self.overrides.insert(key.to_owned(), Override { algorithm: algorithm.clone(), generation });
+        self.adopt(key, &algorithm, previous.as_ref().unwrap_or(&self.algorithm));
         Ok(())
+    }
+
+    /// Carries `key`'s state over from `previous` to `algorithm` ([`Algorithm::adopt`]). A check
+    /// racing the change may still be judged, and write, under the parameters it looked up.
+    fn adopt<Q>(&self, key: &Q, algorithm: &A, previous: &A)
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let now = now_of(&self.clock);
+        self.cells.get(key, |cell| {
+            if let Some(cell) = cell {
+                algorithm.adopt(cell, previous, now);
+            }
+        });
     }
 
     /// Removes `key`'s quota override; it returns to the default quota.
@@ -699,7 +718,15 @@ where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        self.overrides.remove_if(key, |_| true);
+        let mut removed = None;
+        if self.overrides.remove_if(key, |o| {
+            removed = Some(o.algorithm.clone());
+            true
+        }) {
+            if let Some(previous) = removed {
+                self.adopt(key, &self.algorithm, &previous);
+            }
+        }
     }
 
     /// The quota in force for `key`.

@@ -925,7 +925,10 @@ impl<C: Clock> RedisLimiter<C> {
     ///
     /// As in process, a window algorithm's override keeps the window length
     /// ([`QuotaError::Incompatible`] otherwise): the stored window index and counts mean nothing
-    /// on another window grid.
+    /// on another window grid. Unlike in process, GCRA's stored deadline is not converted to
+    /// the new quota (that would take a round trip here, and `set_quota` is synchronous): a key
+    /// moved from 10/min to 1000/s right after its 10 waits out the old minute. Reset the key
+    /// ([`RedisLimiter::reset`]) to start it afresh under the new quota.
     ///
     /// ```no_run
     /// # fn demo(limiter: tollgate::redis::RedisLimiter) -> Result<(), tollgate::QuotaError> {

@@ -167,6 +167,13 @@ impl<A: Algorithm, B: Algorithm> Algorithm for Composite<A, B> {
         self.a.compatible(&other.a) && self.b.compatible(&other.b)
     }
 
+    /// Each sub-limit carries its own state over (a held or retired cell is idle: nothing to
+    /// carry).
+    fn adopt(&self, cell: &CompositeCell<A, B>, previous: &Composite<A, B>, now: Nanos) {
+        self.a.adopt(&cell.a, &previous.a, now);
+        self.b.adopt(&cell.b, &previous.b, now);
+    }
+
     /// The first limit's quota (what policy headers describe).
     fn quota(&self) -> Quota {
         self.a.quota()
