@@ -319,7 +319,14 @@ fn fallback_share_smaller_than_the_cost_denies() {
 fn a_silent_server_is_a_timeout_and_the_limiter_recovers() {
     let server = RedisServer::start();
     rt().block_on(async {
-        let redis = limiter(&server, FailurePolicy::ReturnError).await;
+        // The circuit breaker off: every call is sent and times out (the next test has it on).
+        let redis = RedisLimiter::builder(server.url(), Quota::per_hour(1000).unwrap())
+            .timeout(TIMEOUT)
+            .deny_cache_capacity(0)
+            .circuit_breaker(0, Duration::ZERO)
+            .connect()
+            .await
+            .unwrap();
         assert_eq!(redis.check(b"k", 1).await.unwrap().origin(), Origin::Remote);
         // Long enough for every call below (each bounded by TIMEOUT), short enough for the test.
         let _: String = server.query(redis::cmd("CLIENT").arg("PAUSE").arg(2_500).arg("ALL"));
@@ -337,6 +344,110 @@ fn a_silent_server_is_a_timeout_and_the_limiter_recovers() {
         // After the pause: answered by Redis again (the limiter was not rebuilt).
         let pauses = pauses_until_remote(&redis).await;
         assert!(pauses <= 150, "took {pauses} pauses of 20 ms");
+    });
+}
+
+/// With the circuit breaker (on by default: 3 failures, 250 ms), an outage costs the timeout
+/// only for the calls that open it and one probe per cooldown: the rest are answered by the
+/// failure policy at once (review finding: every check of a hung server waited out the
+/// timeout), and the first probe after the server is back closes it.
+#[test]
+fn the_circuit_breaker_answers_at_once_during_an_outage() {
+    let server = RedisServer::start();
+    rt().block_on(async {
+        let cooldown = Duration::from_millis(300);
+        let redis = RedisLimiter::builder(server.url(), Quota::per_hour(1000).unwrap())
+            .timeout(TIMEOUT)
+            .failure_policy(FailurePolicy::FailOpen)
+            .deny_cache_capacity(0)
+            .circuit_breaker(3, cooldown)
+            .connect()
+            .await
+            .unwrap();
+        assert_eq!(redis.check(b"k", 1).await.unwrap().origin(), Origin::Remote);
+        assert!(!redis.circuit_open());
+        let _: String = server.query(redis::cmd("CLIENT").arg("PAUSE").arg(2_000).arg("ALL"));
+        for _ in 0..3 {
+            let started = std::time::Instant::now();
+            let d = guarded(&redis, b"k").await.unwrap();
+            assert_eq!((d.is_allowed(), d.origin()), (true, Origin::Fallback));
+            assert!(started.elapsed() >= TIMEOUT, "sent, and timed out");
+        }
+        assert!(redis.circuit_open());
+        // Open: answered at once, by the policy, for the checks, peeks and batches of the cooldown.
+        let started = std::time::Instant::now();
+        for _ in 0..50 {
+            let d = guarded(&redis, b"k").await.unwrap();
+            assert_eq!((d.is_allowed(), d.origin()), (true, Origin::Fallback));
+        }
+        let many = redis.check_many(&["a", "b"], 1).await;
+        assert!(many.iter().all(|r| r.as_ref().is_ok_and(|d| d.origin() == Origin::Fallback)));
+        assert_eq!(redis.peek(b"k").await.unwrap().origin(), Origin::Fallback);
+        assert!(started.elapsed() < TIMEOUT, "52 calls took {:?}: not sent", started.elapsed());
+        // After the pause, a probe goes through and closes the breaker.
+        tokio::time::sleep(Duration::from_millis(2_100)).await;
+        let pauses = pauses_until_remote(&redis).await;
+        assert!(pauses <= 50, "took {pauses} pauses of 20 ms");
+        assert!(!redis.circuit_open());
+        assert_eq!(redis.check(b"k", 1).await.unwrap().origin(), Origin::Remote);
+    });
+    // Under ReturnError the refusal is a Backend error that says why.
+    let server = RedisServer::start();
+    rt().block_on(async {
+        let redis = RedisLimiter::builder(server.url(), Quota::per_hour(1000).unwrap())
+            .timeout(TIMEOUT)
+            .deny_cache_capacity(0)
+            .circuit_breaker(1, Duration::from_secs(60))
+            .connect()
+            .await
+            .unwrap();
+        let _: String = server.query(redis::cmd("CLIENT").arg("PAUSE").arg(1_000).arg("ALL"));
+        assert_eq!(guarded(&redis, b"k").await, Err(CheckError::Timeout { after: TIMEOUT }));
+        match guarded(&redis, b"k").await {
+            Err(CheckError::Backend { reason }) => assert!(reason.contains("circuit breaker"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+    });
+}
+
+/// `connect` fails on a server that would refuse every check, with Redis' reason (review
+/// finding: without the password it returned Ok, every check then failed with NOAUTH, and
+/// FailOpen admitted everything), and a refused port says so within the default 50 ms timeout
+/// (redis-rs' retries used to turn it into "did not answer within 50ms").
+#[test]
+fn connect_reports_what_redis_refused() {
+    let server = RedisServer::start();
+    let _: String = server.query(redis::cmd("CONFIG").arg("SET").arg("requirepass").arg("sekrit"));
+    rt().block_on(async {
+        let quota = Quota::per_second(5).unwrap();
+        let err = RedisLimiter::builder(server.url(), quota).connect().await.map(drop).unwrap_err();
+        match &err {
+            tollgate::redis::SetupError::Connect { reason } => {
+                assert!(reason.contains("NOAUTH") || reason.to_lowercase().contains("auth"), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
+        let url = format!("redis://:sekrit@127.0.0.1:{}/", server.port());
+        let redis = RedisLimiter::builder(url.clone(), quota).connect().await.unwrap();
+        assert_eq!(redis.check(b"k", 1).await.unwrap().origin(), Origin::Remote);
+        let wrong = format!("redis://:wrong@127.0.0.1:{}/", server.port());
+        assert!(matches!(
+            RedisLimiter::builder(wrong, quota).connect().await.map(drop),
+            Err(tollgate::redis::SetupError::Connect { .. })
+        ));
+        let out_of_range = format!("redis://:sekrit@127.0.0.1:{}/99", server.port());
+        match RedisLimiter::builder(out_of_range, quota).connect().await.map(drop) {
+            Err(tollgate::redis::SetupError::Connect { reason }) => {
+                assert!(reason.contains("DB"), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
+        match RedisLimiter::builder("redis://127.0.0.1:1/", quota).connect().await.map(drop) {
+            Err(tollgate::redis::SetupError::Connect { reason }) => {
+                assert!(reason.to_lowercase().contains("refused"), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
     });
 }
 

@@ -201,6 +201,18 @@ async fn connect_single(
     reconnect_max_delay: Duration,
 ) -> Result<Connection, SetupError> {
     let client = client(url, tls)?;
+    // One plain attempt first, so that its error is the one reported: the manager retries a
+    // refused or rejected first connection for ~390 ms, past the 50 ms default timeout, which
+    // then said only "did not answer within 50ms" for a wrong port, password or database.
+    let first = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(redis_timeout(timeout)))
+        .set_response_timeout(Some(redis_timeout(timeout)));
+    drop(
+        client
+            .get_multiplexed_async_connection_with_config(&first)
+            .await
+            .map_err(|e| connect_error(e, timeout))?,
+    );
     let config = manager_config(timeout, reconnect_max_delay);
     let conn =
         ConnectionManager::new_with_config(client, config).await.map_err(|e| connect_error(e, timeout))?;

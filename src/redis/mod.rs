@@ -10,7 +10,10 @@
 //!   `[A-Za-z0-9-_.~:@/]` becomes `%XX`; the empty key is `%`). Every Redis key expires when its
 //!   state becomes fresh again, so Redis cleans itself and nothing sweeps.
 //! * **Failures** never panic and never hang: every call is bounded by a timeout, and the
-//!   limiter's [`FailurePolicy`] decides what a failed or late call returns.
+//!   limiter's [`FailurePolicy`] decides what a failed or late call returns. After a few
+//!   failures in a row a circuit breaker answers by the policy at once, probing once per
+//!   cooldown ([`RedisLimiterBuilder::circuit_breaker`]), so an outage does not cost every
+//!   check the timeout.
 //! * **Deny cache:** after Redis denies a key, this process denies it locally until it could pass
 //!   again (exactly, for GCRA), saving the round trip under attack. Bounded in size.
 //! * **Connections:** `redis://`, `redis+unix://`, and `rediss://` (TLS, feature `redis-tls`:
@@ -41,6 +44,7 @@
 //!
 //! [`EVALSHA`]: https://redis.io/docs/latest/commands/evalsha/
 
+mod breaker;
 mod cache;
 #[cfg(tollgate_loom)]
 #[doc(hidden)]
@@ -57,6 +61,7 @@ use crate::clock::{Clock, Nanos, QuantaClock};
 use crate::decision::{CheckError, Decision, Origin};
 use crate::limiter::{now_of, AsyncRateLimiter, RateLimiter};
 use crate::quota::{Quota, QuotaError};
+use breaker::Breaker;
 use cache::{DenyCache, Entry};
 use conn::{Connection, Target, TlsConfig};
 use keys::KeyArg;
@@ -229,7 +234,21 @@ pub struct RedisLimiterBuilder<C: Clock = QuantaClock> {
     reconnect_max_delay: Duration,
     policy: FailurePolicy,
     deny_cache_capacity: usize,
+    breaker: (u32, Duration),
     clock: C,
+}
+
+/// Default [`RedisLimiterBuilder::circuit_breaker`] threshold: 3 failed calls in a row.
+pub const DEFAULT_BREAKER_THRESHOLD: u32 = 3;
+/// Default [`RedisLimiterBuilder::circuit_breaker`] cooldown: 250 ms.
+pub const DEFAULT_BREAKER_COOLDOWN: Duration = Duration::from_millis(250);
+
+/// What a call the circuit breaker does not send awaits: tokio's cooperative budget, so that a
+/// task checking in a loop still yields now and then (every 128 budget units) while the
+/// answers come at once. Without it such loops starved the runtime's other tasks, among them
+/// the reconnection that would close the breaker.
+async fn not_sent() {
+    tokio::task::consume_budget().await;
 }
 
 /// Default [`RedisLimiterBuilder::timeout`]: 50 ms.
@@ -278,6 +297,26 @@ impl<C: Clock> RedisLimiterBuilder<C> {
     /// What failed or late calls return (default [`FailurePolicy::ReturnError`]).
     pub fn failure_policy(mut self, policy: FailurePolicy) -> Self {
         self.policy = policy;
+        self
+    }
+
+    /// After `threshold` failed calls in a row (timeouts, connection or reply errors), calls
+    /// are not sent for `cooldown`: the [`FailurePolicy`] answers them at once (under
+    /// `ReturnError`, a [`CheckError::Backend`] saying so) instead of each waiting out the
+    /// timeout during an outage. After the cooldown one call probes while the others are still
+    /// answered at once; a success closes the breaker. Default [`DEFAULT_BREAKER_THRESHOLD`]
+    /// (3) and [`DEFAULT_BREAKER_COOLDOWN`] (250 ms); a threshold of 0 turns it off. Opening
+    /// and closing are logged (`tracing`, warn and info).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tollgate::redis::RedisLimiter;
+    /// let builder = RedisLimiter::builder("redis://127.0.0.1/", tollgate::Quota::per_second(1).unwrap())
+    ///     .circuit_breaker(5, Duration::from_secs(1));
+    /// # drop(builder);
+    /// ```
+    pub fn circuit_breaker(mut self, threshold: u32, cooldown: Duration) -> Self {
+        self.breaker = (threshold, cooldown);
         self
     }
 
@@ -357,14 +396,29 @@ impl<C: Clock> RedisLimiterBuilder<C> {
             reconnect_max_delay: self.reconnect_max_delay,
             policy: self.policy,
             deny_cache_capacity: self.deny_cache_capacity,
+            breaker: self.breaker,
             clock,
         }
     }
 
-    /// Validates the configuration and connects (bounded by the timeout).
+    /// Validates the configuration, connects and loads the limiter's script (each bounded by
+    /// the timeout). A server that accepts the connection but would refuse every check (a
+    /// password or ACL user missing or wrong, scripting not permitted) is a
+    /// [`SetupError::Connect`] naming Redis' reply, not a limiter whose every check fails (and,
+    /// under [`FailurePolicy::FailOpen`], passes).
     pub async fn connect(self) -> Result<RedisLimiter<C>, SetupError> {
         let params = self.validate()?;
-        let conn = conn::connect(&self.target, &self.tls, self.timeout, self.reconnect_max_delay).await?;
+        let mut conn = conn::connect(&self.target, &self.tls, self.timeout, self.reconnect_max_delay).await?;
+        let load = script::load_command(self.algorithm);
+        match tokio::time::timeout(self.timeout, load.query_async::<redis::Value>(&mut conn)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                return Err(SetupError::Connect {
+                    reason: format!("Redis refused the limiter's script: {e}"),
+                })
+            }
+            Err(_) => return Err(SetupError::Timeout { after: self.timeout }),
+        }
         Ok(self.with_connection(conn, params))
     }
 
@@ -414,6 +468,7 @@ impl<C: Clock> RedisLimiterBuilder<C> {
             timeout: self.timeout,
             policy: self.policy,
             cache: DenyCache::new(self.deny_cache_capacity),
+            breaker: Breaker::new(self.breaker.0, crate::clock::duration_to_nanos(self.breaker.1)),
             clock: self.clock,
         }
     }
@@ -441,6 +496,7 @@ pub struct RedisLimiter<C: Clock = QuantaClock> {
     timeout: Duration,
     policy: FailurePolicy,
     cache: DenyCache,
+    breaker: Breaker,
     clock: C,
 }
 
@@ -509,6 +565,7 @@ impl RedisLimiterBuilder {
             reconnect_max_delay: Duration::from_millis(100),
             policy: FailurePolicy::ReturnError,
             deny_cache_capacity: DEFAULT_DENY_CACHE_CAPACITY,
+            breaker: (DEFAULT_BREAKER_THRESHOLD, DEFAULT_BREAKER_COOLDOWN),
             clock: QuantaClock::new(),
         }
     }
@@ -583,10 +640,40 @@ impl<C: Clock> RedisLimiter<C> {
                 return Ok(denied);
             }
         }
+        if let Some(refused) = self.breaker.refuse(sent_at) {
+            not_sent().await;
+            return self.on_failure(key, Mode::Check, cost, params, refused);
+        }
         let mode = if cost == 0 { Mode::Peek } else { Mode::Check };
         let prepared = Prepared { params, sent_at, generation };
-        let result = self.bounded(self.eval(key, &params, mode, cost, now_us)).await;
+        let result = self.sent(self.eval(key, &params, mode, cost, now_us)).await;
         self.finish(key, cost, &prepared, result, now_us.is_none())
+    }
+
+    /// [`bounded`](Self::bounded), and its outcome recorded by the circuit breaker.
+    async fn sent<T>(
+        &self,
+        fut: impl std::future::Future<Output = Result<T, CheckError>>,
+    ) -> Result<T, CheckError> {
+        let result = self.bounded(fut).await;
+        self.breaker.record(result.is_ok(), now_of(&self.clock));
+        result
+    }
+
+    /// Whether the circuit breaker is open: Redis failed
+    /// [`circuit_breaker`](RedisLimiterBuilder::circuit_breaker)'s threshold of calls in a row
+    /// and calls are answered by the failure policy without being sent (a health signal for
+    /// dashboards and readiness probes).
+    ///
+    /// ```no_run
+    /// # fn demo(limiter: tollgate::redis::RedisLimiter) {
+    /// if limiter.circuit_open() {
+    ///     eprintln!("rate limits are answered by the failure policy: Redis is failing");
+    /// }
+    /// # }
+    /// ```
+    pub fn circuit_open(&self) -> bool {
+        self.breaker.is_open(now_of(&self.clock))
     }
 
     /// Turns a reply (or failure) into the caller's result, feeding the deny cache.
@@ -729,7 +816,11 @@ impl<C: Clock> RedisLimiter<C> {
     /// ```
     pub async fn peek(&self, key: &[u8]) -> Result<Decision, CheckError> {
         let params = self.params_for(key);
-        let result = self.bounded(self.eval(key, &params, Mode::Peek, 1, None)).await;
+        if let Some(refused) = self.breaker.refuse(now_of(&self.clock)) {
+            not_sent().await;
+            return self.on_failure(key, Mode::Peek, 1, params, refused);
+        }
+        let result = self.sent(self.eval(key, &params, Mode::Peek, 1, None)).await;
         match result.and_then(|reply| params.decode(&reply).map_err(|reason| CheckError::Backend { reason }))
         {
             Ok(decision) => Ok(decision.with_origin(Origin::Remote)),
@@ -768,13 +859,16 @@ impl<C: Clock> RedisLimiter<C> {
 
     /// Checks several keys at once (each with `cost`), in one pipelined round trip; results are
     /// in the order of `keys`. Keys the deny cache answers are not sent. A failure of the whole
-    /// pipeline is handled per key by the [`FailurePolicy`].
+    /// pipeline is handled per key by the [`FailurePolicy`]. Each key is checked on its own:
+    /// not all-or-nothing, so a key allowed in a batch where another is denied has spent its
+    /// cells (for one limit per user and one per tenant that must both pass, refund nothing
+    /// and accept that, or check the tighter key first).
     ///
     /// ```no_run
     /// # async fn demo(limiter: tollgate::redis::RedisLimiter) {
-    /// // One limit per user and one per tenant, checked in one round trip.
-    /// let results = limiter.check_many(&["user:42", "tenant:7"], 1).await;
-    /// let admitted = results.iter().all(|r| r.as_ref().is_ok_and(|d| d.is_allowed()));
+    /// // A batch of users, one round trip: each result is that user's own decision.
+    /// let results = limiter.check_many(&["user:42", "user:43", "user:44"], 1).await;
+    /// let allowed = results.iter().filter(|r| r.as_ref().is_ok_and(|d| d.is_allowed())).count();
     /// # }
     /// ```
     pub async fn check_many<K: AsRef<[u8]>>(
@@ -807,10 +901,13 @@ impl<C: Clock> RedisLimiter<C> {
             results.push(answer);
         }
         if !pending.is_empty() {
-            let replies = if self.conn.is_cluster() {
-                self.bounded(self.run_concurrent(keys, &pending, mode, cost)).await
+            let replies = if let Some(refused) = self.breaker.refuse(sent_at) {
+                not_sent().await;
+                Err(refused)
+            } else if self.conn.is_cluster() {
+                self.sent(self.run_concurrent(keys, &pending, mode, cost)).await
             } else {
-                self.bounded(self.run_pipeline(keys, &pending, mode, cost)).await
+                self.sent(self.run_pipeline(keys, &pending, mode, cost)).await
             };
             let mut replies = match replies {
                 Ok(replies) => replies,
