@@ -89,25 +89,31 @@ pub trait Algorithm: Clone + fmt::Debug + Send + Sync + 'static {
 
     /// Carries a key's state over to these parameters at `now`, when the key's parameters
     /// change from `previous` (a per-key override set, replaced or cleared:
-    /// [`KeyedLimiter::set_algorithm`](crate::KeyedLimiter::set_algorithm)). The default
-    /// keeps the state as it is, which is right when it means the same under both (a
-    /// window's count is a count under any limit). GCRA re-expresses its debt in cells: the
-    /// cells still owed under `previous` (rounded up, so a partly refilled one stays owed), at
-    /// most this burst, owed at this emission interval. So a key moved from 10/min to 1000/s
-    /// right after its 10 passes at once (its old deadline, a minute ahead, used to lock it
-    /// out for that minute), and one moved from 1000/s to 10/min after 1000 starts empty.
+    /// [`KeyedLimiter::set_algorithm`](crate::KeyedLimiter::set_algorithm)). `publish` makes
+    /// the new parameters visible to checks; an implementation calls it exactly once, after
+    /// reading the state it converts and before writing the conversion, and if the state moved
+    /// in between (a check ran, under either parameters) it keeps the stricter of the two ways
+    /// to read it, so that a racing check is never forgiven.
+    ///
+    /// The default only publishes: the state means the same under both (a window's count is a
+    /// count under any limit). GCRA keeps how full the bucket is: its debt (`tat − now`) scaled
+    /// by the ratio of the tolerances (burst × emission interval), rounded up. So a key moved
+    /// from 10/min to 1000/s right after its 10 waits 1 ms for its next cell, not the old
+    /// minute; one moved from 1000/s to 10/min after its 1000 waits 6 s; and moving a key to
+    /// another quota and back gives it back its debt (rounded up), never a fresh bucket.
     ///
     /// ```
     /// use tollgate::{Algorithm, Gcra, Quota};
     /// let slow = Gcra::new(&Quota::per_minute(10).unwrap()).unwrap();
     /// let fast = Gcra::new(&Quota::per_second(1000).unwrap()).unwrap();
     /// let cell = slow.new_cell();
-    /// assert!(slow.check(&cell, 0, 10).unwrap().is_allowed()); // 10 cells owed, 60 s
-    /// fast.adopt(&cell, &slow, 0); // 10 cells owed, 10 ms
-    /// assert_eq!(fast.check(&cell, 0, 1).unwrap().remaining(), 989);
+    /// assert!(slow.check(&cell, 0, 5).unwrap().is_allowed()); // half full: 30 s of 60 s
+    /// fast.adopt(&cell, &slow, 0, &mut || {}); // half full: 500 ms of 1 s
+    /// assert_eq!(fast.check(&cell, 0, 1).unwrap().remaining(), 499);
     /// ```
-    fn adopt(&self, cell: &Self::Cell, previous: &Self, now: Nanos) {
+    fn adopt(&self, cell: &Self::Cell, previous: &Self, now: Nanos, publish: &mut dyn FnMut()) {
         let _ = (cell, previous, now);
+        publish();
     }
 
     /// Sweeper: retires the cell if it is indistinguishable from a fresh one at `now`.
@@ -581,15 +587,25 @@ impl Algorithm for Gcra {
         true // a TAT means the same under any quota
     }
 
-    fn adopt(&self, cell: &GcraCell, previous: &Gcra, now: Nanos) {
+    fn adopt(&self, cell: &GcraCell, previous: &Gcra, now: Nanos, publish: &mut dyn FnMut()) {
+        // The state before the new parameters are visible: written under `previous`.
+        let before = crate::cell::load(&cell.tat);
+        publish();
         if previous.params == self.params {
             return; // the same debt (converting would round a partly refilled cell up)
         }
+        let convert = |tat| gcra::adopted(tat, now, &previous.params, &self.params);
         // Err(Retired): a retired or held cell is idle (`tat ≤ now`): nothing is owed.
         let _ = crate::cell::update(&cell.tat, |tat| {
-            match gcra::adopted(tat, now, &previous.params, &self.params) {
-                Some(new) => crate::cell::Step::Store(new, ()),
-                None => crate::cell::Step::Keep(()),
+            let new = if Some(tat) == before {
+                convert(tat) // unchanged since the read: a state of `previous`'s
+            } else {
+                // A check ran meanwhile, under either parameters: the stricter reading.
+                Some(convert(tat).map_or(tat, |c| c.max(tat)))
+            };
+            match new {
+                Some(new) if new != tat => crate::cell::Step::Store(new, ()),
+                _ => crate::cell::Step::Keep(()),
             }
         });
     }

@@ -70,16 +70,19 @@ pub(crate) fn step(tat: Nanos, now: Nanos, cost: u64, p: &GcraParams) -> Outcome
     }
 }
 
-/// The TAT that owes under `new` what `tat` owes at `now` under `old`: `⌈(tat − now) / T_old⌉`
-/// cells, at most `new`'s burst, at `new`'s emission interval; `None` when nothing is owed
-/// (`tat ≤ now`: the state is fresh under any parameters) or nothing changes.
+/// The TAT under `new` of a bucket as full at `now` as `tat` is under `old`: the debt
+/// `tat − now` scaled by `new.tolerance / old.tolerance`, rounded up (u128: no overflow; the
+/// result saturates). `None` when nothing is owed (`tat ≤ now`: fresh under any parameters).
+/// Scaling, not counting cells, so a round trip through another quota gives the debt back
+/// (review finding: capping cells at the other burst forgot the rest, so 1000/s → 10/min →
+/// 1000/s refilled a spent bucket at once).
 pub(crate) fn adopted(tat: Nanos, now: Nanos, old: &GcraParams, new: &GcraParams) -> Option<Nanos> {
     if tat <= now {
         return None;
     }
-    let owed = (tat - now).div_ceil(old.emission_interval.max(1)).min(new.burst);
-    let adopted = now.saturating_add(owed.saturating_mul(new.emission_interval));
-    (adopted != tat).then_some(adopted)
+    let scaled =
+        (u128::from(tat - now) * u128::from(new.tolerance)).div_ceil(u128::from(old.tolerance.max(1)));
+    Some(now.saturating_add(u64::try_from(scaled).unwrap_or(u64::MAX)))
 }
 
 /// Whether a key in state `tat` is indistinguishable from a fresh one at `now` (safe to evict).

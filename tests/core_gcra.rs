@@ -153,12 +153,12 @@ fn per_key_quota_override_takes_effect_on_next_check() {
     assert!(!limiter.check("vip").unwrap().is_allowed());
     limiter.set_quota("vip", "5/s".parse().unwrap()).unwrap();
     assert_eq!(limiter.quota_of("vip").to_string(), "5/s");
-    // The debt carries over in cells: the one cell owed under 1/s is one of 5/s (200 ms), so
-    // 4 of the new burst are left; this check takes one.
+    // The bucket stays as full as it was: empty under 1/s is empty under 5/s (its 1 s
+    // tolerance), so the next cell comes in 200 ms.
     let d = limiter.check("vip").unwrap();
     assert_eq!(d.limit(), 5);
-    assert!(d.is_allowed());
-    assert_eq!(d.remaining(), 3);
+    assert!(!d.is_allowed());
+    assert_eq!(d.retry_after(), Some(std::time::Duration::from_millis(200)));
     limiter.reset("vip");
     for _ in 0..5 {
         assert!(limiter.check("vip").unwrap().is_allowed());

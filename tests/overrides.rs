@@ -145,43 +145,150 @@ fn composite_overrides_take_both_limits() {
     assert!(matches!(limiter.set_algorithm("partner", limits("20/m")), Err(QuotaError::Incompatible { .. })));
 }
 
-/// A GCRA key's debt carries over in cells when its quota changes (review finding: the old
-/// deadline carried over as a time, so a key upgraded from 10/min to 1000/s right after its
-/// 10 was denied for 59 s, and one downgraded from 1000/s to 10/min after 1000 passed 9 more).
+/// A GCRA key keeps how full its bucket is when its quota changes (review findings: the old
+/// deadline carried over as a time, so a key upgraded from 10/min to 1000/s right after its 10
+/// was denied for 59 s; then a conversion in cells capped at the other burst forgot the rest of
+/// the debt, so 1000/s -> 10/min -> 1000/s refilled a spent bucket at once).
 #[test]
-fn gcra_overrides_carry_the_debt_in_cells() {
+fn gcra_overrides_keep_how_full_the_bucket_is() {
     let clock = ManualClock::new();
     let l: KeyedLimiter<String, _> = KeyedLimiter::with_clock(q("10/m"), clock.clone());
-    // Upgrade: the 10 cells owed become 10 ms of the new rate.
+    // Upgrade: empty under 10/min is empty under 1000/s, refilled in 1 s, not 60.
     assert!(l.check_n("vip", 10).unwrap().is_allowed());
-    assert!(!l.check("vip").unwrap().is_allowed());
     l.set_quota("vip", q("1000/s")).unwrap();
     let d = l.check("vip").unwrap();
+    assert!(!d.is_allowed());
+    assert_eq!(d.retry_after(), Some(Duration::from_millis(1)));
+    clock.advance(Duration::from_millis(100));
+    let d = l.check("vip").unwrap();
     assert!(d.is_allowed(), "{d:?}");
-    assert_eq!(d.remaining(), 1000 - 10 - 1);
-    // Downgrade: 1000 owed, at most the new burst: an empty bucket of 10/min.
-    assert!(l.check_n("bulk", 10).unwrap().is_allowed());
+    assert_eq!(d.remaining(), 99);
+    // Half full stays half full.
+    assert!(l.check_n("half", 5).unwrap().is_allowed());
+    l.set_quota("half", q("1000/s")).unwrap();
+    assert_eq!(l.check("half").unwrap().remaining(), 499);
+    // Downgrade: a spent 1000/s bucket is a spent 10/min one (the next cell in 6 s).
     l.set_quota("bulk", q("1000/s")).unwrap();
-    assert_eq!(l.check_n("bulk", 990).unwrap().remaining(), 0);
+    assert!(l.check_n("bulk", 1000).unwrap().is_allowed());
     l.set_quota("bulk", q("10/m")).unwrap();
     let d = l.check("bulk").unwrap();
     assert!(!d.is_allowed(), "{d:?}");
     assert_eq!(d.retry_after(), Some(Duration::from_secs(6)));
-    // Clearing the override converts back: the VIP's 11 cells of 1000/s are 11 of 10/min, at
-    // most 10 (empty); a minute later its 10/min burst is whole again.
-    l.clear_quota("vip");
-    assert!(!l.check("vip").unwrap().is_allowed());
-    clock.advance(Duration::from_secs(60));
-    assert_eq!(l.check_n("vip", 10).unwrap().remaining(), 0);
     // A key with nothing owed, or the same quota again, is untouched.
     l.set_quota("fresh", q("1/h")).unwrap();
     assert!(l.check("fresh").unwrap().is_allowed());
-    let before = l.peek("vip");
-    l.set_quota("vip", q("10/m")).unwrap();
-    assert_eq!(l.peek("vip"), before);
+    let before = l.peek("bulk");
+    l.set_quota("bulk", q("10/m")).unwrap();
+    assert_eq!(l.peek("bulk"), before);
 }
 
-/// A composite's GCRA part carries its debt over too; its window part keeps its count.
+/// A round trip through another quota (set and clear, or one override replaced by another and
+/// back) gives the key back its debt, rounded up: nothing passes at the same instant.
+#[test]
+fn gcra_override_round_trips_keep_the_debt() {
+    let clock = ManualClock::new();
+    let l: KeyedLimiter<String, _> = KeyedLimiter::with_clock(q("1000/s"), clock.clone());
+    assert!(l.check_n("k", 1000).unwrap().is_allowed());
+    l.set_quota("k", q("10/m")).unwrap();
+    l.clear_quota("k");
+    assert_eq!((0..1000).filter(|_| l.check("k").unwrap().is_allowed()).count(), 0);
+    let l: KeyedLimiter<String, _> = KeyedLimiter::with_clock(q("1/s"), clock.clone());
+    l.set_quota("k", q("1000/s")).unwrap();
+    assert!(l.check_n("k", 1000).unwrap().is_allowed());
+    l.set_quota("k", q("1/h")).unwrap();
+    l.set_quota("k", q("1000/s")).unwrap();
+    assert_eq!((0..1000).filter(|_| l.check("k").unwrap().is_allowed()).count(), 0);
+    // And after the debt is paid, the whole burst again.
+    clock.advance(Duration::from_secs(1));
+    assert_eq!((0..2000).filter(|_| l.check("k").unwrap().is_allowed()).count(), 1000);
+}
+
+/// Checks that run while an override is being set, between its publication and the conversion
+/// of the key's state, are never forgiven (review finding: 500 racing checks under the new
+/// 1000/s were converted as if written under 1/h, and 1499 passed at one instant).
+#[test]
+fn checks_racing_an_override_are_not_forgiven() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    use tollgate::{Clock, Gcra, Nanos};
+    type Hook = Arc<Mutex<Option<Box<dyn FnOnce() + Send>>>>;
+    /// Time stands still; the next reading (set_quota's) first runs the hook.
+    #[derive(Clone)]
+    struct HookClock(Hook);
+    impl Clock for HookClock {
+        fn now(&self) -> Nanos {
+            let hook = self.0.lock().unwrap().take();
+            if let Some(hook) = hook {
+                hook();
+            }
+            1_000_000_000_000
+        }
+    }
+    for spent in [false, true] {
+        let hook: Hook = Arc::new(Mutex::new(None));
+        let l: Arc<KeyedLimiter<String, HookClock, DefaultHashBuilder, Gcra>> =
+            Arc::new(KeyedLimiter::build(
+                Gcra::new(&q("1/h")).unwrap(),
+                HookClock(hook.clone()),
+                0,
+                DefaultHashBuilder::default(),
+            ));
+        if spent {
+            assert!(l.check("k").unwrap().is_allowed()); // empty under 1/h
+        }
+        let racing = Arc::new(AtomicUsize::new(0));
+        let (racer, counted) = (l.clone(), racing.clone());
+        *hook.lock().unwrap() = Some(Box::new(move || {
+            for _ in 0..500 {
+                if racer.check("k").unwrap().is_allowed() {
+                    counted.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+        l.set_quota("k", q("1000/s")).unwrap();
+        let after = (0..2000).filter(|_| l.check("k").unwrap().is_allowed()).count();
+        let total = racing.load(Ordering::Relaxed) + after;
+        let most = if spent { 0 } else { 1000 };
+        assert!(total <= most, "spent {spent}: {total} admitted at one instant (most {most})");
+    }
+}
+
+/// `Algorithm::adopt` itself: checks that run inside `publish` (after the state was read,
+/// before it is converted) under either quota are never forgiven, and a composite publishes
+/// exactly once.
+#[test]
+fn adopt_keeps_the_stricter_reading_when_checks_race_it() {
+    use tollgate::window::Composite;
+    use tollgate::Gcra;
+    let (slow, fast) = (Gcra::new(&q("1/h")).unwrap(), Gcra::new(&q("1000/s")).unwrap());
+    let now = 1_000_000_000_000;
+    for (spent, racing_quota) in [(false, &fast), (true, &fast), (false, &slow), (true, &slow)] {
+        let cell = slow.new_cell();
+        if spent {
+            assert!(slow.check(&cell, now, 1).unwrap().is_allowed()); // empty under 1/h
+        }
+        let mut racing = 0;
+        fast.adopt(&cell, &slow, now, &mut || {
+            racing = (0..500).filter(|_| racing_quota.check(&cell, now, 1).unwrap().is_allowed()).count();
+        });
+        let after = (0..2000).filter(|_| fast.check(&cell, now, 1).unwrap().is_allowed()).count();
+        // At most a fresh 1000/s bucket (plus the one cell a racing 1/h check may take).
+        let most = match (spent, std::ptr::eq(racing_quota, &slow)) {
+            (true, _) => 0,
+            (false, false) => 1000,
+            (false, true) => 1,
+        };
+        assert!(racing + after <= most, "spent {spent}: {racing} racing + {after} after (most {most})");
+    }
+    let pair = |a: &str, b: &str| Composite::of(Gcra::new(&q(a)).unwrap(), FixedWindow::new(&q(b)).unwrap());
+    let (old, new) = (pair("1/s", "10/h"), pair("5/s", "20/h"));
+    let cell = old.new_cell();
+    let mut published = 0;
+    new.adopt(&cell, &old, now, &mut || published += 1);
+    assert_eq!(published, 1);
+}
+
+/// A composite's GCRA part keeps how full it is; its window part keeps its count.
 #[test]
 fn composite_overrides_carry_each_state() {
     use tollgate::window::Composite;
@@ -191,10 +298,10 @@ fn composite_overrides_carry_each_state() {
         Composite::of(Gcra::new(&q(per_minute)).unwrap(), FixedWindow::new(&q(hourly)).unwrap())
     };
     let l: KeyedLimiter<String, _, _, _> =
-        KeyedLimiter::build(limits("5/m", "20/h"), clock.clone(), 0, DefaultHashBuilder::default());
+        KeyedLimiter::build(limits("10/m", "20/h"), clock.clone(), 0, DefaultHashBuilder::default());
     assert!(l.check_n("k", 5).unwrap().is_allowed());
     l.set_algorithm("k", limits("100/s", "30/h")).unwrap();
-    // 5 cells owed of 100/s, 5 counted of 30/h: 25 more this hour.
+    // Half of 100/s (50 left) and 5 counted of 30/h (25 left): 25 more this instant.
     assert_eq!((0..100).filter(|_| l.check("k").unwrap().is_allowed()).count(), 25);
 }
 

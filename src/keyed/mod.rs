@@ -621,8 +621,8 @@ where
     }
 
     /// Overrides the quota for one key; the next check of that key uses it. The key's state
-    /// carries over ([`Algorithm::adopt`]: a window's count as it is, GCRA's debt in cells, at
-    /// most the new burst), so for windowed algorithms the override must keep the state layout
+    /// carries over ([`Algorithm::adopt`]: a window's count as it is, a GCRA bucket as full as
+    /// it was), so for windowed algorithms the override must keep the state layout
     /// ([`Algorithm::compatible`]: same window length for fixed/sliding windows, same limit and
     /// at most the window for the sliding log), else [`QuotaError::Incompatible`]. Clearing
     /// the override carries the state back the same way. The override is built by
@@ -683,25 +683,42 @@ where
             generation = self.generations.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
         }
         let previous = self.overrides.get(key, |o| o.map(|o| o.algorithm.clone()));
+        let previous = previous.as_ref().unwrap_or(&self.algorithm);
         // One atomic replace: a concurrent check sees the old or the new quota, never neither.
-        self.overrides.insert(key.to_owned(), Override { algorithm: algorithm.clone(), generation });
-        self.adopt(key, &algorithm, previous.as_ref().unwrap_or(&self.algorithm));
+        let (owned, published) = (key.to_owned(), algorithm.clone());
+        let mut publish = Some(move || {
+            self.overrides.insert(owned, Override { algorithm: published, generation });
+        });
+        self.adopt(key, &algorithm, previous, &mut || {
+            if let Some(publish) = publish.take() {
+                publish();
+            }
+        });
         Ok(())
     }
 
-    /// Carries `key`'s state over from `previous` to `algorithm` ([`Algorithm::adopt`]). A check
-    /// racing the change may still be judged, and write, under the parameters it looked up.
-    fn adopt<Q>(&self, key: &Q, algorithm: &A, previous: &A)
+    /// Carries `key`'s state over from `previous` to `algorithm` ([`Algorithm::adopt`]), with
+    /// `publish` (which makes `algorithm` the key's parameters) run between reading the state
+    /// and converting it, exactly once: by the algorithm, or here if the key has no cell or an
+    /// algorithm of the caller's forgot to.
+    fn adopt<Q>(&self, key: &Q, algorithm: &A, previous: &A, publish: &mut dyn FnMut())
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
         let now = now_of(&self.clock);
+        let published = std::cell::Cell::new(false);
+        let mut once = || {
+            if !published.replace(true) {
+                publish();
+            }
+        };
         self.cells.get(key, |cell| {
             if let Some(cell) = cell {
-                algorithm.adopt(cell, previous, now);
+                algorithm.adopt(cell, previous, now, &mut once);
             }
         });
+        once();
     }
 
     /// Removes `key`'s quota override; it returns to the default quota.
@@ -718,15 +735,12 @@ where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let mut removed = None;
-        if self.overrides.remove_if(key, |o| {
-            removed = Some(o.algorithm.clone());
-            true
-        }) {
-            if let Some(previous) = removed {
-                self.adopt(key, &self.algorithm, &previous);
-            }
-        }
+        let Some(previous) = self.overrides.get(key, |o| o.map(|o| o.algorithm.clone())) else {
+            return;
+        };
+        self.adopt(key, &self.algorithm, &previous, &mut || {
+            self.overrides.remove_if(key, |_| true);
+        });
     }
 
     /// The quota in force for `key`.

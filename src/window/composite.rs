@@ -168,10 +168,15 @@ impl<A: Algorithm, B: Algorithm> Algorithm for Composite<A, B> {
     }
 
     /// Each sub-limit carries its own state over (a held or retired cell is idle: nothing to
-    /// carry).
-    fn adopt(&self, cell: &CompositeCell<A, B>, previous: &Composite<A, B>, now: Nanos) {
-        self.a.adopt(&cell.a, &previous.a, now);
-        self.b.adopt(&cell.b, &previous.b, now);
+    /// carry), `publish` called once, after both have read their state.
+    fn adopt(
+        &self,
+        cell: &CompositeCell<A, B>,
+        previous: &Composite<A, B>,
+        now: Nanos,
+        publish: &mut dyn FnMut(),
+    ) {
+        self.a.adopt(&cell.a, &previous.a, now, &mut || self.b.adopt(&cell.b, &previous.b, now, publish));
     }
 
     /// The first limit's quota (what policy headers describe).
