@@ -422,6 +422,75 @@ async fn shared_bucket_denials_are_no_strikes() {
     }
 }
 
+/// The shared `-` bucket of a header-keyed rule (requests without the header) is no strike
+/// either: an attacker without an API key filling it must not get anonymous clients banned
+/// (review finding). A client's own bucket still strikes.
+#[tokio::test]
+async fn the_missing_header_bucket_is_no_strike() {
+    let clock = ManualClock::new();
+    let ban = AutoBan::with_clock(2, Duration::from_secs(60), Duration::from_secs(600), clock.clone())
+        .unwrap()
+        .key(KeyBy::header("x-client"));
+    let api = rule("api", &limiter(&clock, "3/m")).key(KeyBy::header("x-api-key"));
+    let layer = RateLimitLayer::builder().rule(api).auto_ban(ban).build();
+    let base = serve(app(layer)).await;
+    let client = Client::new();
+    let get = |who: &'static str, api_key: Option<&'static str>| {
+        let mut req = client.get(&base).header("x-client", who);
+        if let Some(k) = api_key {
+            req = req.header("x-api-key", k);
+        }
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
+    for _ in 0..10 {
+        get("attacker", None).await;
+    }
+    let alice = [get("alice", None).await, get("alice", None).await, get("alice", None).await];
+    assert_eq!(alice, [429, 429, 429], "alice shares the anonymous bucket, did nothing");
+    let mut keyed = Vec::new();
+    for _ in 0..6 {
+        keyed.push(get("bob", Some("bob-key")).await);
+    }
+    assert_eq!(keyed, [200, 200, 200, 429, 403, 403], "bob's own key strikes");
+}
+
+/// A refusal by a shared rule does not hide the client's own rule: when both refuse, the
+/// client's is the one that answers (and strikes), whatever other rules there are (review
+/// finding: with a third rule first, a client over its own limit was never banned).
+#[tokio::test]
+async fn a_shared_refusal_does_not_hide_the_clients_own() {
+    let mut outcomes = Vec::new();
+    for with_burst_rule in [false, true] {
+        let clock = ManualClock::new();
+        let ban = AutoBan::with_clock(2, Duration::from_secs(60), Duration::from_secs(600), clock.clone())
+            .unwrap()
+            .key(KeyBy::header("x-client"));
+        let mut builder = RateLimitLayer::builder();
+        if with_burst_rule {
+            builder = builder.rule(rule("burst", &limiter(&clock, "100/s")).key(KeyBy::header("x-client")));
+        }
+        let layer = builder
+            .rule(rule("site", &limiter(&clock, "3/m")).key(KeyBy::Global))
+            .rule(rule("per-client", &limiter(&clock, "1/m")).key(KeyBy::header("x-client")))
+            .auto_ban(ban)
+            .build();
+        let base = serve(app(layer)).await;
+        let client = Client::new();
+        let get = |who: &'static str| {
+            let req = client.get(&base).header("x-client", who);
+            async move { req.send().await.unwrap().status().as_u16() }
+        };
+        assert_eq!([get("evil").await, get("bob").await, get("carol").await], [200, 200, 200]);
+        let mut evil = Vec::new();
+        for _ in 0..4 {
+            evil.push(get("evil").await);
+        }
+        outcomes.push(evil);
+    }
+    assert_eq!(outcomes[0], [429, 403, 403, 403]);
+    assert_eq!(outcomes[0], outcomes[1], "banned or not must not depend on a third rule");
+}
+
 /// The auto-ban's tables are capped: a flood of addresses each refused once leaves at most
 /// `max_keys` strikes, and a full table strikes and bans no one new.
 #[tokio::test]

@@ -100,8 +100,9 @@ impl<C: Clock + Clone + 'static> BanStore for Store<C> {
 /// that retries when told to does not walk into the ban.
 ///
 /// Only a blocking rule's own denial is a strike. A 429 that is not the client's doing is not:
-/// a denial by a bucket every client shares (a site-wide [`KeyBy::Global`] rule; see
-/// [`Rule::ban_strikes`](super::Rule::ban_strikes)), a full key table ([`CheckError::KeyLimit`](crate::CheckError::KeyLimit)) or a backend's
+/// a denial by a bucket clients share (a site-wide [`KeyBy::Global`] rule, or the `-` bucket of
+/// requests without a keyed header; see [`Rule::ban_strikes`](super::Rule::ban_strikes)), a
+/// full key table ([`CheckError::KeyLimit`](crate::CheckError::KeyLimit)) or a backend's
 /// fail-closed answer during an outage (a decision of [`Origin::Fallback`](crate::Origin),
 /// e.g. Redis down under `FailurePolicy::FailClosed`), so an outage bans nobody past its end.
 /// A local fallback share's denials (`FailurePolicy::Fallback`) are `Origin::Fallback` too,

@@ -395,15 +395,21 @@ impl fmt::Debug for KeyBy {
 }
 
 impl KeyBy {
-    /// Whether every client may get the same key: `Global`, `Route`, an `All` of only those,
-    /// or a `First` with one of them among its alternatives (it may fall back to it). A custom
-    /// extractor is taken as the client's own.
-    pub(crate) fn shared(&self) -> bool {
+    /// Whether `req`'s key names this client, not a bucket others share: an address, a header
+    /// or a custom extractor yielded a value (an `All` with one such part, a `First` whose
+    /// winner is one). `Global`, `Route`, and the shared `-` bucket of a key that could not be
+    /// extracted (no such header) do not. Asked only when a rule refuses (auto-ban strikes).
+    pub(crate) fn names_client(&self, req: &RequestInfo<'_>) -> bool {
         match self {
-            KeyBy::Global | KeyBy::Route => true,
-            KeyBy::PeerIp | KeyBy::ClientIp | KeyBy::Header(_) | KeyBy::Custom(_) => false,
-            KeyBy::All(parts) => parts.iter().all(KeyBy::shared),
-            KeyBy::First(parts) => parts.iter().any(KeyBy::shared),
+            KeyBy::Global | KeyBy::Route => false,
+            KeyBy::PeerIp => req.peer_ip().is_some(),
+            KeyBy::ClientIp => req.client_ip().is_some(),
+            KeyBy::Header(_) | KeyBy::Custom(_) => self.write_part(req, &mut KeyBuilder::new()),
+            KeyBy::All(parts) => parts.iter().any(|part| part.names_client(req)),
+            KeyBy::First(parts) => parts
+                .iter()
+                .find(|part| part.write_part(req, &mut KeyBuilder::new()))
+                .is_some_and(|winner| winner.names_client(req)),
         }
     }
 
@@ -661,23 +667,29 @@ fn write_ip(ip: Option<IpAddr>, req: &RequestInfo<'_>, out: &mut KeyBuilder) -> 
 mod tests {
     use super::*;
 
-    /// Which keys every client may share (their denials are no auto-ban strikes).
+    /// Which keys name the client rather than a bucket others share (only denials of the
+    /// former are auto-ban strikes).
     #[test]
-    fn shared_keys() {
+    fn keys_that_name_the_client() {
         let all = |v: Vec<KeyBy>| KeyBy::All(v.into());
         let first = |v: Vec<KeyBy>| KeyBy::First(v.into());
-        for (key, shared) in [
-            (KeyBy::Global, true),
-            (KeyBy::Route, true),
-            (KeyBy::ClientIp, false),
-            (KeyBy::PeerIp, false),
-            (KeyBy::header("x-api-key"), false),
-            (all(vec![KeyBy::Route, KeyBy::Global]), true),
-            (all(vec![KeyBy::Route, KeyBy::ClientIp]), false),
-            (first(vec![KeyBy::header("x-api-key"), KeyBy::ClientIp]), false),
-            (first(vec![KeyBy::header("x-api-key"), KeyBy::Global]), true),
+        let cfg = ClientIpConfig::default();
+        let mut with_key = with_headers(&[("x-api-key", "k1")]);
+        with_key.extensions_mut().insert(PeerAddr("192.0.2.7:1".parse().unwrap()));
+        let anonymous = with_headers(&[]); // no header, no address
+        for (key, named, anon) in [
+            (KeyBy::Global, false, false),
+            (KeyBy::Route, false, false),
+            (KeyBy::ClientIp, true, false),
+            (KeyBy::PeerIp, true, false),
+            (KeyBy::header("x-api-key"), true, false),
+            (all(vec![KeyBy::Route, KeyBy::Global]), false, false),
+            (all(vec![KeyBy::Route, KeyBy::header("x-api-key")]), true, false),
+            (first(vec![KeyBy::header("x-api-key"), KeyBy::Global]), true, false),
+            (first(vec![KeyBy::Global, KeyBy::header("x-api-key")]), false, false),
         ] {
-            assert_eq!(key.shared(), shared, "{key:?}");
+            assert_eq!(key.names_client(&RequestInfo::new(&with_key, &cfg)), named, "{key:?}");
+            assert_eq!(key.names_client(&RequestInfo::new(&anonymous, &cfg)), anon, "{key:?} anonymous");
         }
     }
 

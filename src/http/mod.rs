@@ -678,7 +678,14 @@ fn tighter(a: &Decision, b: &Decision) -> bool {
 }
 
 impl Acc {
-    fn apply(&mut self, state: &State, rule: &Rule, key: &HttpKey, result: Result<Decision, CheckError>) {
+    fn apply(
+        &mut self,
+        state: &State,
+        req: &RequestInfo<'_>,
+        rule: &Rule,
+        key: &HttpKey,
+        result: Result<Decision, CheckError>,
+    ) {
         let decision = match result {
             Ok(d) => d,
             Err(CheckError::InsufficientCapacity { .. }) => {
@@ -723,7 +730,7 @@ impl Acc {
                 if let Some(retry) = decision.retry_after() {
                     // Not a strike: a fail-closed backend's answer, or a bucket every client
                     // shares (`Rule::ban_strikes`).
-                    let strike = decision.origin() != crate::decision::Origin::Fallback && rule.strikes();
+                    let strike = decision.origin() != crate::decision::Origin::Fallback && rule.strikes(req);
                     self.deny.get_or_insert(Denial::Limited(retry, strike));
                 }
             }
@@ -752,6 +759,7 @@ impl Acc {
     fn record(
         &mut self,
         state: &State,
+        req: &RequestInfo<'_>,
         rule: &Rule,
         key: HttpKey,
         cost: u32,
@@ -764,7 +772,7 @@ impl Acc {
         // it is not kept: with one rule (the common case) the allow path clones no `Arc` (an
         // atomic increment and decrement of a count every core writes).
         let took = !last && receipt != Receipt::NONE && matches!(&result, Ok(d) if d.is_allowed());
-        self.apply(state, rule, &key, result);
+        self.apply(state, req, rule, &key, result);
         if self.deny.is_some() {
             std::mem::take(taken).refund_all();
             return true;
@@ -935,7 +943,7 @@ impl State {
                 let key = rule.key.extract(req);
                 let cost = rule.cost_of(req);
                 match rule.limiter.check_http(&key, cost) {
-                    Check::Ready(result) => acc.apply(self, rule, &key, result),
+                    Check::Ready(result) => acc.apply(self, req, rule, &key, result),
                     Check::Pending(check) => pending = Some((0, key, cost, check)),
                 }
             }
@@ -947,7 +955,7 @@ impl State {
                 match rule.limiter.check_http_with_receipt(&key, cost) {
                     (Check::Ready(result), receipt) => {
                         let last = ordered.peek().is_none();
-                        if acc.record(self, rule, key, cost, result, receipt, &mut taken, last) {
+                        if acc.record(self, req, rule, key, cost, result, receipt, &mut taken, last) {
                             break;
                         }
                     }
@@ -990,6 +998,7 @@ impl State {
         }
         let mut matching = rules.matching(req).enumerate();
         matching.next()?; // so is the first matching one
+        let mut first = None;
         for (index, rule) in matching {
             if rule.mode != Mode::Block {
                 continue;
@@ -998,11 +1007,18 @@ impl State {
             let cost = u64::from(rule.cost_of(req));
             if let Check::Ready(Ok(d)) = rule.limiter.check_http(&key, 0) {
                 if !d.is_allowed() || d.remaining() < cost {
-                    return Some(index);
+                    // A refusal that is a strike first: one by a bucket others share (a site-wide
+                    // limit) would end the checks before the client's own rule could count its
+                    // excess (review finding: a client over its own limit was never banned
+                    // while others kept the site full).
+                    if rule.strikes(req) {
+                        return Some(index);
+                    }
+                    first = first.or(Some(index));
                 }
             }
         }
-        None
+        first
     }
 
     /// The rest of [`State::first_pass`] once a check needs a round trip.
@@ -1019,7 +1035,7 @@ impl State {
             // A remote check has no receipt: it is not refunded.
             Some(rule) => {
                 let last = rest.peek().is_none();
-                acc.record(self, rule, key, cost, result, Receipt::NONE, &mut taken, last)
+                acc.record(self, req, rule, key, cost, result, Receipt::NONE, &mut taken, last)
             }
             None => false,
         };
@@ -1032,7 +1048,7 @@ impl State {
                 (Check::Pending(check), _) => (check.await, Receipt::NONE),
             };
             let last = rest.peek().is_none();
-            refused = acc.record(self, rule, key, cost, result, receipt, &mut taken, last);
+            refused = acc.record(self, req, rule, key, cost, result, receipt, &mut taken, last);
         }
         match acc.conclude(self, ban_key.as_ref()) {
             Some(res) => Step::Respond(res),

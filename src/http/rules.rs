@@ -243,10 +243,10 @@ impl Rule {
     }
 
     /// Whether this rule's denials count as [`AutoBan`](super::AutoBan) strikes against the
-    /// client. By default they do unless the rule's key is shared by every client
-    /// ([`KeyBy::Global`], [`KeyBy::Route`], combinations of only those, or a [`KeyBy::First`]
-    /// that may fall back to one): a client refused because others filled a site-wide limit
-    /// did nothing to be banned for.
+    /// client. By default they do when the request's key names the client (its address, a
+    /// header or a custom key), not when it is a bucket others share: [`KeyBy::Global`],
+    /// [`KeyBy::Route`], or the `-` bucket of requests without the keyed header. A client
+    /// refused because others filled a shared limit did nothing to be banned for.
     ///
     /// ```
     /// use std::time::Duration;
@@ -267,9 +267,9 @@ impl Rule {
         self
     }
 
-    /// Whether this rule's denials are strikes (see [`Rule::ban_strikes`]).
-    pub(crate) fn strikes(&self) -> bool {
-        self.strikes.unwrap_or_else(|| !self.key.shared())
+    /// Whether this rule's denial of `req` is a strike (see [`Rule::ban_strikes`]).
+    pub(crate) fn strikes(&self, req: &RequestInfo<'_>) -> bool {
+        self.strikes.unwrap_or_else(|| self.key.names_client(req))
     }
 
     /// Block (default), annotate or shadow.
