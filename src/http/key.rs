@@ -674,9 +674,8 @@ mod tests {
         let all = |v: Vec<KeyBy>| KeyBy::All(v.into());
         let first = |v: Vec<KeyBy>| KeyBy::First(v.into());
         let cfg = ClientIpConfig::default();
-        let mut with_key = with_headers(&[("x-api-key", "k1")]);
-        with_key.extensions_mut().insert(PeerAddr("192.0.2.7:1".parse().unwrap()));
-        let anonymous = with_headers(&[]); // no header, no address
+        let with_key = with_headers(&[("x-api-key", "k1")]); // and a peer address
+        let anonymous = http::Request::get("/r").body(()).unwrap(); // no header, no address
         for (key, named, anon) in [
             (KeyBy::Global, false, false),
             (KeyBy::Route, false, false),
