@@ -109,7 +109,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Ok(token) = std::env::var("TOLLGATE_ADMIN_TOKEN") {
         let admin_addr = std::env::var("TOLLGATE_ADMIN_ADDR").unwrap_or_else(|_| "127.0.0.1:9000".to_owned());
         let admin = tollgate::http::admin::AdminApi::new(layer.clone(), &token).router();
-        let listener = tokio::net::TcpListener::bind(&admin_addr).await?;
+        let listener = tokio::net::TcpListener::bind(&admin_addr)
+            .await
+            .map_err(|e| format!("TOLLGATE_ADMIN_ADDR={admin_addr:?}: {e}"))?;
         println!("admin API on http://{}", listener.local_addr()?);
         tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, admin).await {
@@ -118,7 +120,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         });
     }
     let app = router(layer);
-    let listener = tokio::net::TcpListener::bind(&addr).await?;
+    let listener =
+        tokio::net::TcpListener::bind(&addr).await.map_err(|e| format!("TOLLGATE_ADDR={addr:?}: {e}"))?;
     println!("listening on http://{}", listener.local_addr()?);
     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await?;
     Ok(())

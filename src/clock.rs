@@ -90,7 +90,11 @@ pub trait Clock: Send + Sync + 'static {
 
     /// The Unix time (ns) at which this clock read 0 (see [`unix_nanos_at_anchor`]). The
     /// default reads the system clock on every call; the clocks here read it once and keep it,
-    /// so that every window aligned through one clock gets the same alignment.
+    /// so that every window aligned through one clock gets the same alignment. A clock of your
+    /// own should do the same (read once, keep it): with the default, two windows aligned
+    /// through it differ by the nanoseconds between the reads, so an aligned window built for
+    /// a key's override is refused as incompatible ([`KeyedLimiter::set_quota`](crate::KeyedLimiter::set_quota)
+    /// keeps the alignment either way).
     ///
     /// ```
     /// use tollgate::{Clock, ManualClock};

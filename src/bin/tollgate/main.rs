@@ -174,6 +174,11 @@ fn writable(path: &std::path::Path) -> Result<(), CliError> {
 }
 
 fn bench(args: BenchArgs) -> Result<(), CliError> {
+    if cfg!(debug_assertions) {
+        eprintln!(
+            "warning: a debug build: timings mean nothing (run `cargo run --release --features cli -- bench`)"
+        );
+    }
     let plan = bench::Plan {
         algorithms: args.algorithm.0,
         threads: args.threads.0,
