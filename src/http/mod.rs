@@ -730,7 +730,10 @@ impl Acc {
                 if let Some(retry) = decision.retry_after() {
                     // Not a strike: a fail-closed backend's answer, or a bucket every client
                     // shares (`Rule::ban_strikes`).
-                    let strike = decision.origin() != crate::decision::Origin::Fallback && rule.strikes(req);
+                    // (Asked only with an auto-ban: the deny path stays as short as it was.)
+                    let strike = state.ban.is_some()
+                        && decision.origin() != crate::decision::Origin::Fallback
+                        && rule.strikes(req);
                     self.deny.get_or_insert(Denial::Limited(retry, strike));
                 }
             }
@@ -1011,7 +1014,7 @@ impl State {
                     // limit) would end the checks before the client's own rule could count its
                     // excess (review finding: a client over its own limit was never banned
                     // while others kept the site full).
-                    if rule.strikes(req) {
+                    if self.ban.is_none() || rule.strikes(req) {
                         return Some(index);
                     }
                     first = first.or(Some(index));

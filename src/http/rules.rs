@@ -292,7 +292,13 @@ impl Rule {
     ///     .methods([Method::GET]); // GET and HEAD
     /// ```
     pub fn methods(mut self, methods: impl IntoIterator<Item = Method>) -> Rule {
-        self.methods = Some(methods.into_iter().collect());
+        let mut methods: Vec<Method> = methods.into_iter().collect();
+        // Added here, once, so that matching a request stays one `contains` (it runs on every
+        // request); the rule then lists HEAD too (`current_methods`, the admin API).
+        if methods.contains(&Method::GET) && !methods.contains(&Method::HEAD) {
+            methods.push(Method::HEAD);
+        }
+        self.methods = Some(methods.into());
         self
     }
 
@@ -414,12 +420,10 @@ impl Rule {
         self.policy.quota
     }
 
-    /// Whether requests of `method` count against this rule (see [`Rule::methods`]: `GET`
-    /// includes `HEAD`).
+    /// Whether requests of `method` count against this rule (a list with `GET` has `HEAD`
+    /// too: [`Rule::methods`]).
     pub(crate) fn applies_to(&self, method: &Method) -> bool {
-        self.methods
-            .as_ref()
-            .is_none_or(|m| m.contains(method) || (method == Method::HEAD && m.contains(&Method::GET)))
+        self.methods.as_ref().is_none_or(|m| m.contains(method))
     }
 
     #[inline]
@@ -464,11 +468,9 @@ impl RuleSet {
     /// Whether a route rule other than `except` covers `pattern` for some method `rule` covers.
     pub(crate) fn route_taken(&self, pattern: Option<&str>, rule: &Rule, except: Option<&str>) -> bool {
         let Some(pattern) = pattern else { return false };
-        // Some method one rule covers counts against the other (`applies_to`: GET covers HEAD).
+        // Some method both rules cover (a rule on GET covers HEAD: `Rule::methods`).
         let overlap = |other: &Rule| match (&rule.methods, &other.methods) {
-            (Some(a), Some(b)) => {
-                a.iter().any(|m| other.applies_to(m)) || b.iter().any(|m| rule.applies_to(m))
-            }
+            (Some(a), Some(b)) => a.iter().any(|m| b.contains(m)),
             _ => true,
         };
         self.routes.iter().any(|(p, r)| p == pattern && Some(&*r.name) != except && overlap(r))
