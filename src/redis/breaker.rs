@@ -12,7 +12,7 @@
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-use crate::clock::Nanos;
+use crate::clock::{Clock, Nanos, QuantaClock};
 use crate::decision::CheckError;
 
 /// The breaker's state; `threshold` 0 turns it off.
@@ -22,13 +22,33 @@ pub(crate) struct Breaker {
     cooldown: Nanos,
     /// Failed calls since the last success (saturating).
     failures: AtomicU32,
-    /// Until when (the limiter's local clock, ns) calls are not sent; 0 while closed.
+    /// Until when (`clock`, ns) calls are not sent; 0 while closed.
     open_until: AtomicU64,
+    /// The breaker's own monotonic clock, not the limiter's: a user's clock (a
+    /// [`ManualClock`](crate::ManualClock) in tests, a cached clock) may stand still, and a
+    /// cooldown that never ends would send no call again after an outage.
+    clock: QuantaClock,
 }
 
 impl Breaker {
     pub(crate) fn new(threshold: u32, cooldown: Nanos) -> Breaker {
-        Breaker { threshold, cooldown, failures: AtomicU32::new(0), open_until: AtomicU64::new(0) }
+        Breaker {
+            threshold,
+            cooldown,
+            failures: AtomicU32::new(0),
+            open_until: AtomicU64::new(0),
+            clock: QuantaClock::new(),
+        }
+    }
+
+    /// The breaker's clock reading, for [`refuse`](Self::refuse), [`record`](Self::record) and
+    /// [`is_open`](Self::is_open).
+    #[inline]
+    pub(crate) fn now(&self) -> Nanos {
+        if self.threshold == 0 {
+            return 0;
+        }
+        self.clock.now()
     }
 
     /// `Some(error)` if a call at `now` must not be sent (the breaker is open and this call is

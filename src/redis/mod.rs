@@ -300,8 +300,13 @@ impl<C: Clock> RedisLimiterBuilder<C> {
         self
     }
 
-    /// After `threshold` failed calls in a row (timeouts, connection or reply errors), calls
-    /// are not sent for `cooldown`: the [`FailurePolicy`] answers them at once (under
+    /// After `threshold` failed calls in a row, calls are not sent for `cooldown`. A call fails
+    /// here when it shows an outage: no connection, a timeout, or a reply every call would get
+    /// (`LOADING`, `BUSY`, `READONLY`, `OOM`, `MASTERDOWN`, `CLUSTERDOWN`, `TRYAGAIN`, `NOAUTH`,
+    /// `MISCONF`); an error about that call alone (`WRONGTYPE` for one key, a script error,
+    /// `NOPERM` for a key pattern) comes from a server that answers, and counts as a success
+    /// (a batch fails when every entry shows an outage). The cooldown runs on the breaker's own
+    /// monotonic clock, not [`clock`](Self::clock)'s. While open, the [`FailurePolicy`] answers them at once (under
     /// `ReturnError`, a [`CheckError::Backend`] saying so) instead of each waiting out the
     /// timeout during an outage. After the cooldown one call probes while the others are still
     /// answered at once; a success closes the breaker. Default [`DEFAULT_BREAKER_THRESHOLD`]
@@ -401,25 +406,26 @@ impl<C: Clock> RedisLimiterBuilder<C> {
         }
     }
 
-    /// Validates the configuration, connects and loads the limiter's script (each bounded by
-    /// the timeout). A server that accepts the connection but would refuse every check (a
-    /// password or ACL user missing or wrong, scripting not permitted) is a
+    /// Validates the configuration, connects and runs one check as a probe (each bounded by
+    /// the timeout): a [`peek`](RedisLimiter::peek) of the empty key, which consumes nothing,
+    /// sent as every check is (`EVALSHA`, then `EVAL` after `NOSCRIPT`), so it needs exactly
+    /// the permissions checks need (no `SCRIPT` command: ACL users without it and servers that
+    /// rename it work). A server that accepts the connection but would refuse every check (a
+    /// password or ACL user missing or wrong, scripting or the key prefix not permitted) is a
     /// [`SetupError::Connect`] naming Redis' reply, not a limiter whose every check fails (and,
-    /// under [`FailurePolicy::FailOpen`], passes).
+    /// under [`FailurePolicy::FailOpen`], passes). A read-only replica passes the probe (the
+    /// peek writes nothing); its checks then fail with `READONLY`, which the circuit breaker
+    /// counts as an outage.
     pub async fn connect(self) -> Result<RedisLimiter<C>, SetupError> {
         let params = self.validate()?;
-        let mut conn = conn::connect(&self.target, &self.tls, self.timeout, self.reconnect_max_delay).await?;
-        let load = script::load_command(self.algorithm);
-        match tokio::time::timeout(self.timeout, load.query_async::<redis::Value>(&mut conn)).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => {
-                return Err(SetupError::Connect {
-                    reason: format!("Redis refused the limiter's script: {e}"),
-                })
-            }
-            Err(_) => return Err(SetupError::Timeout { after: self.timeout }),
+        let conn = conn::connect(&self.target, &self.tls, self.timeout, self.reconnect_max_delay).await?;
+        let timeout = self.timeout;
+        let limiter = self.with_connection(conn, params);
+        match limiter.bounded(limiter.eval(b"", &limiter.params, Mode::Peek, 1, None)).await {
+            Ok(_) => Ok(limiter),
+            Err(e) if e.is_timeout() => Err(SetupError::Timeout { after: timeout }),
+            Err(e) => Err(SetupError::Connect { reason: format!("Redis refused the limiter's check: {e}") }),
         }
-        Ok(self.with_connection(conn, params))
     }
 
     /// Validates the configuration and returns at once, connecting on the first check (a
@@ -640,23 +646,26 @@ impl<C: Clock> RedisLimiter<C> {
                 return Ok(denied);
             }
         }
-        if let Some(refused) = self.breaker.refuse(sent_at) {
+        if let Some(refused) = self.breaker.refuse(self.breaker.now()) {
             not_sent().await;
             return self.on_failure(key, Mode::Check, cost, params, refused);
         }
         let mode = if cost == 0 { Mode::Peek } else { Mode::Check };
         let prepared = Prepared { params, sent_at, generation };
-        let result = self.sent(self.eval(key, &params, mode, cost, now_us)).await;
-        self.finish(key, cost, &prepared, result, now_us.is_none())
+        let result = self.sent(self.eval(key, &params, mode, cost, now_us), one_healthy).await;
+        self.finish(key, cost, &prepared, result.map_err(|e| self.backend(e)), now_us.is_none())
     }
 
-    /// [`bounded`](Self::bounded), and its outcome recorded by the circuit breaker.
+    /// [`bounded`](Self::bounded), and its outcome recorded by the circuit breaker: `healthy`
+    /// says whether the result shows a server that answers ([`is_outage`]: a reply, an error
+    /// about this call alone such as `WRONGTYPE`, or not).
     async fn sent<T>(
         &self,
-        fut: impl std::future::Future<Output = Result<T, CheckError>>,
-    ) -> Result<T, CheckError> {
+        fut: impl std::future::Future<Output = Result<T, redis::RedisError>>,
+        healthy: fn(&Result<T, redis::RedisError>) -> bool,
+    ) -> Result<T, redis::RedisError> {
         let result = self.bounded(fut).await;
-        self.breaker.record(result.is_ok(), now_of(&self.clock));
+        self.breaker.record(healthy(&result), self.breaker.now());
         result
     }
 
@@ -673,7 +682,7 @@ impl<C: Clock> RedisLimiter<C> {
     /// # }
     /// ```
     pub fn circuit_open(&self) -> bool {
-        self.breaker.is_open(now_of(&self.clock))
+        self.breaker.is_open(self.breaker.now())
     }
 
     /// Turns a reply (or failure) into the caller's result, feeding the deny cache.
@@ -762,9 +771,9 @@ impl<C: Clock> RedisLimiter<C> {
         }
     }
 
-    /// A redis-rs error as the caller sees it: [`CheckError::Timeout`] for a timeout (redis-rs'
-    /// own timeouts are set longer than the limiter's, so this is a backstop), else
-    /// [`CheckError::Backend`].
+    /// A redis-rs error as the caller sees it: [`CheckError::Timeout`] for a timeout (the
+    /// limiter's own, from [`bounded`](Self::bounded), or redis-rs', set longer as a backstop),
+    /// else [`CheckError::Backend`].
     fn backend(&self, e: redis::RedisError) -> CheckError {
         if e.is_timeout() {
             CheckError::Timeout { after: self.timeout }
@@ -773,14 +782,15 @@ impl<C: Clock> RedisLimiter<C> {
         }
     }
 
-    /// Runs `fut` under the limiter's timeout.
+    /// Runs `fut` under the limiter's timeout (an I/O `TimedOut` error past it, which
+    /// [`backend`](Self::backend) reports as [`CheckError::Timeout`]).
     async fn bounded<T>(
         &self,
-        fut: impl std::future::Future<Output = Result<T, CheckError>>,
-    ) -> Result<T, CheckError> {
+        fut: impl std::future::Future<Output = Result<T, redis::RedisError>>,
+    ) -> Result<T, redis::RedisError> {
         match tokio::time::timeout(self.timeout, fut).await {
             Ok(result) => result,
-            Err(_) => Err(CheckError::Timeout { after: self.timeout }),
+            Err(_) => Err(std::io::Error::from(std::io::ErrorKind::TimedOut).into()),
         }
     }
 
@@ -794,16 +804,16 @@ impl<C: Clock> RedisLimiter<C> {
         mode: Mode,
         cost: u64,
         now_us: Option<u64>,
-    ) -> Result<redis::Value, CheckError> {
+    ) -> Result<redis::Value, redis::RedisError> {
         let mut conn = self.conn.clone();
         let key = KeyArg { head: &self.head, key };
         let cmd = params.command(key, mode, cost, now_us, ScriptRef::Sha);
         match cmd.query_async::<redis::Value>(&mut conn).await {
             Err(e) if is_noscript(&e) => {
                 let cmd = params.command(key, mode, cost, now_us, ScriptRef::Source);
-                cmd.query_async(&mut conn).await.map_err(|e| self.backend(e))
+                cmd.query_async(&mut conn).await
             }
-            other => other.map_err(|e| self.backend(e)),
+            other => other,
         }
     }
 
@@ -816,12 +826,14 @@ impl<C: Clock> RedisLimiter<C> {
     /// ```
     pub async fn peek(&self, key: &[u8]) -> Result<Decision, CheckError> {
         let params = self.params_for(key);
-        if let Some(refused) = self.breaker.refuse(now_of(&self.clock)) {
+        if let Some(refused) = self.breaker.refuse(self.breaker.now()) {
             not_sent().await;
             return self.on_failure(key, Mode::Peek, 1, params, refused);
         }
-        let result = self.sent(self.eval(key, &params, Mode::Peek, 1, None)).await;
-        match result.and_then(|reply| params.decode(&reply).map_err(|reason| CheckError::Backend { reason }))
+        let result = self.sent(self.eval(key, &params, Mode::Peek, 1, None), one_healthy).await;
+        match result
+            .map_err(|e| self.backend(e))
+            .and_then(|reply| params.decode(&reply).map_err(|reason| CheckError::Backend { reason }))
         {
             Ok(decision) => Ok(decision.with_origin(Origin::Remote)),
             Err(error) => self.on_failure(key, Mode::Peek, 1, params, error),
@@ -843,9 +855,7 @@ impl<C: Clock> RedisLimiter<C> {
         let mut cmd = redis::cmd("DEL");
         cmd.arg(KeyArg { head: &self.head, key });
         let mut conn = self.conn.clone();
-        let result = self
-            .bounded(async { cmd.query_async::<i64>(&mut conn).await.map_err(|e| self.backend(e)) })
-            .await;
+        let result = self.bounded(cmd.query_async::<i64>(&mut conn)).await.map_err(|e| self.backend(e));
         // After the DEL: a denial whose command Redis ran before the DEL is answered before the
         // DEL is, so its check read the generation before this bump and is not cached.
         self.cache.invalidate(key);
@@ -901,16 +911,20 @@ impl<C: Clock> RedisLimiter<C> {
             results.push(answer);
         }
         if !pending.is_empty() {
-            let replies = if let Some(refused) = self.breaker.refuse(sent_at) {
+            let replies = if let Some(refused) = self.breaker.refuse(self.breaker.now()) {
                 not_sent().await;
                 Err(refused)
             } else if self.conn.is_cluster() {
-                self.sent(self.run_concurrent(keys, &pending, mode, cost)).await
+                self.sent(self.run_concurrent(keys, &pending, mode, cost), batch_healthy)
+                    .await
+                    .map_err(|e| self.backend(e))
             } else {
-                self.sent(self.run_pipeline(keys, &pending, mode, cost)).await
+                self.sent(self.run_pipeline(keys, &pending, mode, cost), batch_healthy)
+                    .await
+                    .map_err(|e| self.backend(e))
             };
             let mut replies = match replies {
-                Ok(replies) => replies,
+                Ok(replies) => replies.into_iter().map(|r| r.map_err(|e| self.backend(e))).collect(),
                 Err(error) => vec![Err(error); pending.len()],
             };
             for (&(index, params), reply) in pending.iter().zip(replies.drain(..)) {
@@ -933,7 +947,7 @@ impl<C: Clock> RedisLimiter<C> {
         pending: &[(usize, Params)],
         mode: Mode,
         cost: u64,
-    ) -> Result<Vec<Result<redis::Value, CheckError>>, CheckError> {
+    ) -> Result<Vec<redis::RedisResult<redis::Value>>, redis::RedisError> {
         let pipeline = |send: ScriptRef, which: &mut dyn Iterator<Item = &(usize, Params)>| {
             let mut pipe = redis::Pipeline::with_capacity(pending.len());
             pipe.ignore_errors();
@@ -945,12 +959,9 @@ impl<C: Clock> RedisLimiter<C> {
         };
         let mut conn = self.conn.clone();
         let pipe = pipeline(ScriptRef::Sha, &mut pending.iter());
-        let replies: Vec<redis::RedisResult<redis::Value>> =
-            pipe.query_async(&mut conn).await.map_err(|e| self.backend(e))?;
+        let mut replies: Vec<redis::RedisResult<redis::Value>> = pipe.query_async(&mut conn).await?;
         if replies.len() != pending.len() {
-            return Err(CheckError::Backend {
-                reason: format!("{} replies for {} commands", replies.len(), pending.len()),
-            });
+            return Err(reply_count(replies.len(), pending.len()));
         }
         let missing: Vec<usize> = replies
             .iter()
@@ -958,8 +969,6 @@ impl<C: Clock> RedisLimiter<C> {
             .filter(|(_, r)| matches!(r, Err(e) if is_noscript(e)))
             .map(|(i, _)| i)
             .collect();
-        let mut replies: Vec<Result<redis::Value, CheckError>> =
-            replies.into_iter().map(|r| r.map_err(|e| self.backend(e))).collect();
         if !missing.is_empty() {
             let retry = pipeline(ScriptRef::Source, &mut missing.iter().map(|&i| &pending[i]));
             // The first pipeline's other replies stand (those commands ran, and may have
@@ -967,17 +976,16 @@ impl<C: Clock> RedisLimiter<C> {
             match retry.query_async::<Vec<redis::RedisResult<redis::Value>>>(&mut conn).await {
                 Ok(again) if again.len() == missing.len() => {
                     for (&i, reply) in missing.iter().zip(again) {
-                        replies[i] = reply.map_err(|e| self.backend(e));
+                        replies[i] = reply;
                     }
                 }
                 Ok(again) => {
-                    let reason = format!("{} replies for {} commands", again.len(), missing.len());
+                    let error = reply_count(again.len(), missing.len());
                     for &i in &missing {
-                        replies[i] = Err(CheckError::Backend { reason: reason.clone() });
+                        replies[i] = Err(error.clone());
                     }
                 }
-                Err(e) => {
-                    let error = self.backend(e);
+                Err(error) => {
                     for &i in &missing {
                         replies[i] = Err(error.clone());
                     }
@@ -997,7 +1005,7 @@ impl<C: Clock> RedisLimiter<C> {
         pending: &[(usize, Params)],
         mode: Mode,
         cost: u64,
-    ) -> Result<Vec<Result<redis::Value, CheckError>>, CheckError> {
+    ) -> Result<Vec<redis::RedisResult<redis::Value>>, redis::RedisError> {
         let calls =
             pending.iter().map(|(index, params)| self.eval(keys[*index].as_ref(), params, mode, cost, None));
         Ok(join_all(calls.collect()).await)
@@ -1010,7 +1018,7 @@ impl<C: Clock> RedisLimiter<C> {
         pending: &[(usize, Params)],
         mode: Mode,
         cost: u64,
-    ) -> Result<Vec<Result<redis::Value, CheckError>>, CheckError> {
+    ) -> Result<Vec<redis::RedisResult<redis::Value>>, redis::RedisError> {
         // Unreachable: only cluster connections take this path.
         self.run_pipeline(keys, pending, mode, cost).await
     }
@@ -1097,9 +1105,9 @@ impl<C: Clock> RedisLimiter<C> {
 
 /// Polls `futures` together on the calling task until all are done; replies in order.
 #[cfg(feature = "redis-cluster")]
-async fn join_all<F>(futures: Vec<F>) -> Vec<Result<redis::Value, CheckError>>
+async fn join_all<F>(futures: Vec<F>) -> Vec<redis::RedisResult<redis::Value>>
 where
-    F: std::future::Future<Output = Result<redis::Value, CheckError>>,
+    F: std::future::Future<Output = redis::RedisResult<redis::Value>>,
 {
     use std::task::Poll;
     enum Slot<F: std::future::Future> {
@@ -1129,9 +1137,57 @@ where
         .map(|slot| match slot {
             Slot::Done(output) => output,
             // Unreachable: every slot is done once the poll_fn above returns.
-            Slot::Running(_) => Err(CheckError::Backend { reason: "no reply".to_owned() }),
+            Slot::Running(_) => Err(reply_count(0, 1)),
         })
         .collect()
+}
+
+/// Whether an error shows a server that cannot serve checks now (the circuit breaker counts
+/// these): no connection, a timeout, or a reply that every call would get (still loading,
+/// busy with a script, read-only after a failover, out of memory, cluster down, ...). Errors
+/// about one call alone (`WRONGTYPE` for one key, a script error, `NOPERM` for a key pattern,
+/// a reply this client cannot decode) come from a server that answers: one bad key must not
+/// open the breaker for every key.
+fn is_outage(e: &redis::RedisError) -> bool {
+    use redis::{ErrorKind, ServerErrorKind};
+    match e.kind() {
+        ErrorKind::Server(kind) => matches!(
+            kind,
+            ServerErrorKind::BusyLoading
+                | ServerErrorKind::TryAgain
+                | ServerErrorKind::ClusterDown
+                | ServerErrorKind::MasterDown
+                | ServerErrorKind::ReadOnly
+        ),
+        ErrorKind::Extension => {
+            matches!(e.code(), Some("BUSY" | "OOM" | "MISCONF" | "NOAUTH" | "NOREPLICAS" | "UNBLOCKED"))
+        }
+        ErrorKind::Parse | ErrorKind::UnexpectedReturnType => false,
+        _ => true,
+    }
+}
+
+/// A single call's health for the circuit breaker: see [`is_outage`].
+fn one_healthy(result: &redis::RedisResult<redis::Value>) -> bool {
+    result.as_ref().err().is_none_or(|e| !is_outage(e))
+}
+
+/// A batch's health for the circuit breaker: the server answered if any entry shows it did (a
+/// batch whose every entry failed as an outage, e.g. `READONLY`, is a failed call).
+fn batch_healthy(result: &redis::RedisResult<Vec<redis::RedisResult<redis::Value>>>) -> bool {
+    match result {
+        Ok(entries) => entries.is_empty() || entries.iter().any(one_healthy),
+        Err(e) => !is_outage(e),
+    }
+}
+
+/// The error for a pipeline answered with the wrong number of replies.
+fn reply_count(got: usize, sent: usize) -> redis::RedisError {
+    redis::RedisError::from((
+        redis::ErrorKind::Client,
+        "wrong number of replies",
+        format!("{got} replies for {sent} commands"),
+    ))
 }
 
 fn is_noscript(e: &redis::RedisError) -> bool {

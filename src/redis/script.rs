@@ -55,14 +55,6 @@ fn lua(algorithm: RedisAlgorithm) -> &'static Lua {
     &SCRIPTS[index]
 }
 
-/// `SCRIPT LOAD` of `algorithm`'s script: what `connect` sends to check that Redis runs this
-/// limiter's commands (authentication, ACL permissions, scripting), and caches the script.
-pub(crate) fn load_command(algorithm: RedisAlgorithm) -> redis::Cmd {
-    let mut cmd = redis::cmd("SCRIPT");
-    cmd.arg("LOAD").arg(&lua(algorithm).source);
-    cmd
-}
-
 /// How a command names its script.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum ScriptRef {
