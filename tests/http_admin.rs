@@ -649,3 +649,36 @@ async fn admin_made_limiters_are_bounded_by_the_memory_budget() {
     assert!(detail.contains("memory budget") && detail.contains("32800"), "{detail}");
     assert_eq!(layer.rules().len(), 1);
 }
+
+/// What the API shows is accepted back: a rule with the documented maximum of 32 methods,
+/// GET among them, is shown with the HEAD that GET brings (33), and PUTting the shown rule back
+/// works (review finding: it was a 400, "methods must be 1 to 32"). 33 methods of one's own
+/// are still refused, and a repeated method counts once.
+#[tokio::test]
+async fn a_rule_with_32_methods_round_trips() {
+    let (_app, admin, _layer) = empty_setup().await;
+    let client = Client::new();
+    let mut methods = vec!["GET".to_owned()];
+    methods.extend((0..31).map(|i| format!("X{i}")));
+    let body = serde_json::json!({"name": "r", "route": "/r", "methods": methods, "quota": "2/s"});
+    let (status, shown) =
+        send(&client, reqwest::Method::POST, format!("{admin}/rules"), &body.to_string()).await;
+    assert_eq!(status, StatusCode::CREATED, "{shown}");
+    assert_eq!(shown["methods"].as_array().unwrap().len(), 33);
+    let (status, again) =
+        send(&client, reqwest::Method::PUT, format!("{admin}/rules/r"), &shown.to_string()).await;
+    assert_eq!(status, StatusCode::OK, "the API's own output was refused: {again}");
+    assert_eq!(again["methods"], shown["methods"]);
+    let mut own = methods.clone();
+    own.push("X31".to_owned());
+    let body = serde_json::json!({"name": "s", "route": "/s", "methods": own, "quota": "2/s"});
+    let (status, problem) =
+        send(&client, reqwest::Method::POST, format!("{admin}/rules"), &body.to_string()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
+    let body =
+        serde_json::json!({"name": "t", "route": "/t", "methods": ["POST", "post", "POST"], "quota": "2/s"});
+    let (status, shown) =
+        send(&client, reqwest::Method::POST, format!("{admin}/rules"), &body.to_string()).await;
+    assert_eq!(status, StatusCode::CREATED, "{shown}");
+    assert_eq!(shown["methods"], serde_json::json!(["POST"]));
+}

@@ -672,7 +672,9 @@ impl std::fmt::Display for SpecError {
                 f,
                 "\"route\" {route:?} must start with '/' and be at most 256 visible ASCII characters"
             ),
-            SpecError::Methods => f.write_str("\"methods\" must be 1 to 32 HTTP methods, or null for all"),
+            SpecError::Methods => {
+                f.write_str("\"methods\" must be 1 to 32 HTTP methods (HEAD beside GET not counted), or null for all")
+            },
             SpecError::Mode { mode } => write!(f, "\"mode\" {mode:?} is not block, annotate or shadow"),
             SpecError::Algorithm(e) => write!(f, "\"algorithm\": {e}"),
             SpecError::Key { key } => write!(
@@ -723,14 +725,24 @@ fn parse_route(route: &str) -> Result<String, SpecError> {
     }
 }
 
+/// At most 32 methods, not counting the `HEAD` that a list with `GET` gets anyway
+/// ([`Rule::methods`]): the API shows that `HEAD`, and what it shows must be accepted back.
 fn parse_methods(methods: &[String]) -> Result<Vec<Method>, SpecError> {
-    if methods.is_empty() || methods.len() > 32 {
+    if methods.is_empty() || methods.len() > 64 {
         return Err(SpecError::Methods);
     }
-    methods
-        .iter()
-        .map(|m| Method::from_bytes(m.to_ascii_uppercase().as_bytes()).map_err(|_| SpecError::Methods))
-        .collect()
+    let mut parsed: Vec<Method> = Vec::with_capacity(methods.len());
+    for m in methods {
+        let m = Method::from_bytes(m.to_ascii_uppercase().as_bytes()).map_err(|_| SpecError::Methods)?;
+        if !parsed.contains(&m) {
+            parsed.push(m);
+        }
+    }
+    let implied_head = parsed.contains(&Method::GET) && parsed.contains(&Method::HEAD);
+    if parsed.len() - usize::from(implied_head) > 32 {
+        return Err(SpecError::Methods);
+    }
+    Ok(parsed)
 }
 
 fn parse_mode(mode: &str) -> Result<Mode, SpecError> {

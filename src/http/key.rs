@@ -400,16 +400,23 @@ impl KeyBy {
     /// winner is one). `Global`, `Route`, and the shared `-` bucket of a key that could not be
     /// extracted (no such header) do not. Asked only when a rule refuses (auto-ban strikes).
     pub(crate) fn names_client(&self, req: &RequestInfo<'_>) -> bool {
+        self.naming(req) == Some(true)
+    }
+
+    /// `None` if this key (or part) yields nothing for `req`, else whether what it yields names
+    /// the client. One pass: each custom extractor runs once (a `First` does not run its winner
+    /// again, an `All` does not run a part twice).
+    fn naming(&self, req: &RequestInfo<'_>) -> Option<bool> {
         match self {
-            KeyBy::Global | KeyBy::Route => false,
-            KeyBy::PeerIp => req.peer_ip().is_some(),
-            KeyBy::ClientIp => req.client_ip().is_some(),
-            KeyBy::Header(_) | KeyBy::Custom(_) => self.write_part(req, &mut KeyBuilder::new()),
-            KeyBy::All(parts) => parts.iter().any(|part| part.names_client(req)),
-            KeyBy::First(parts) => parts
-                .iter()
-                .find(|part| part.write_part(req, &mut KeyBuilder::new()))
-                .is_some_and(|winner| winner.names_client(req)),
+            KeyBy::Global | KeyBy::Route => Some(false),
+            KeyBy::PeerIp => req.peer_ip().map(|_| true),
+            KeyBy::ClientIp => req.client_ip().map(|_| true),
+            KeyBy::Header(_) | KeyBy::Custom(_) => {
+                self.write_part(req, &mut KeyBuilder::new()).then_some(true)
+            }
+            // Always yields (a missing part is written `-`).
+            KeyBy::All(parts) => Some(parts.iter().any(|part| part.naming(req) == Some(true))),
+            KeyBy::First(parts) => parts.iter().find_map(|part| part.naming(req)),
         }
     }
 

@@ -670,6 +670,15 @@ struct Acc {
     report: Option<Report>,
     deny: Option<Denial>,
     note: Option<RateLimitDecision>,
+    /// The address of a rule already known to strike for this request
+    /// ([`State::refusing_rule`] asked), 0 for none: its refusal does not run the key's
+    /// extractors again.
+    strikes: usize,
+}
+
+/// A rule's identity within one request (the rule set is held for the whole request).
+fn rule_address(rule: &Rule) -> usize {
+    std::ptr::from_ref(rule) as usize
 }
 
 /// Whether `a` is more restrictive than `b` (denied beats allowed, then fewer remaining).
@@ -727,14 +736,15 @@ impl Acc {
         }
         match rule.mode {
             Mode::Block => {
-                if let Some(retry) = decision.retry_after() {
+                if let (Some(retry), None) = (decision.retry_after(), &self.deny) {
                     // Not a strike: a fail-closed backend's answer, or a bucket every client
                     // shares (`Rule::ban_strikes`).
-                    // (Asked only with an auto-ban: the deny path stays as short as it was.)
+                    // (Asked only with an auto-ban, for the first refusal: the deny path stays
+                    // as short as it was, and a custom extractor is not run again for nothing.)
                     let strike = state.ban.is_some()
                         && decision.origin() != crate::decision::Origin::Fallback
-                        && rule.strikes(req);
-                    self.deny.get_or_insert(Denial::Limited(retry, strike));
+                        && (self.strikes == rule_address(rule) || rule.strikes(req));
+                    self.deny = Some(Denial::Limited(retry, strike));
                 }
             }
             Mode::Annotate | Mode::Shadow => {
@@ -936,7 +946,7 @@ impl State {
             info.remember_routing();
         }
         let req = &*info;
-        let first = self.refusing_rule(&rules, req);
+        let first = self.refusing_rule(&rules, req, acc);
         let mut taken = Taken::default();
         let mut pending = None;
         if rules.len() == 1 {
@@ -995,12 +1005,19 @@ impl State {
     /// the others: exact for every limiter, remote ones included. Refunds
     /// ([`HttpLimiter::refund_http`]) cover what this cannot see: a race between this look and
     /// the checks, or a remote rule (not looked at here, to save the round trip).
-    fn refusing_rule(&self, rules: &RuleSet, req: &RequestInfo<'_>) -> Option<usize> {
+    fn refusing_rule(&self, rules: &RuleSet, req: &RequestInfo<'_>, acc: &mut Acc) -> Option<usize> {
         if rules.len() < 2 {
             return None; // a lone rule is checked first anyway
         }
         let mut matching = rules.matching(req).enumerate();
-        matching.next()?; // so is the first matching one
+        // The first matching rule is checked first anyway, so it is looked at only when strikes
+        // matter: a shared rule after it must not be moved in front of a client's own first
+        // rule that refuses and strikes (review finding: with the client's rule first and a
+        // site-wide one second, the site's refusal came first and the client was never banned).
+        let banning = self.ban.is_some();
+        if !banning {
+            matching.next()?;
+        }
         let mut first = None;
         for (index, rule) in matching {
             if rule.mode != Mode::Block {
@@ -1014,14 +1031,18 @@ impl State {
                     // limit) would end the checks before the client's own rule could count its
                     // excess (review finding: a client over its own limit was never banned
                     // while others kept the site full).
-                    if self.ban.is_none() || rule.strikes(req) {
+                    if !banning {
                         return Some(index);
+                    }
+                    if rule.strikes(req) {
+                        acc.strikes = rule_address(rule);
+                        return (index > 0).then_some(index);
                     }
                     first = first.or(Some(index));
                 }
             }
         }
-        first
+        first.filter(|&index| index > 0)
     }
 
     /// The rest of [`State::first_pass`] once a check needs a round trip.
