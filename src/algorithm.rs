@@ -600,8 +600,12 @@ impl Algorithm for Gcra {
             let new = if Some(tat) == before {
                 convert(tat) // unchanged since the read: a state of `previous`'s
             } else {
-                // A check ran meanwhile, under either parameters: the stricter reading.
-                Some(convert(tat).map_or(tat, |c| c.max(tat)))
+                // A check ran meanwhile, under either parameters: the stricter reading, but no
+                // stricter than a bucket spent under the new ones (`now + tolerance`): a check
+                // under the old parameters may have left a TAT the new ones never reach
+                // (review finding: 1/min -> 1000/s with such a check locked the key for 59 s).
+                let spent = now.saturating_add(self.params.tolerance);
+                Some(convert(tat).map_or(tat, |c| c.max(tat.min(spent))))
             };
             match new {
                 Some(new) if new != tat => crate::cell::Step::Store(new, ()),

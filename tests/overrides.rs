@@ -358,3 +358,100 @@ fn a_refund_after_the_keys_quota_changed_gives_back_nothing() {
     assert!(limiter.refund_key("v", 2, receipt));
     assert_eq!(available("v"), 5);
 }
+
+/// A clock whose next reading first runs a hook: a deterministic stand-in for another thread
+/// running between two steps of an override change (time stands still).
+#[derive(Clone)]
+struct HookClock {
+    hook: Hook,
+}
+
+type Hook = std::sync::Arc<std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>>;
+
+impl tollgate::Clock for HookClock {
+    fn now(&self) -> tollgate::Nanos {
+        let f = self.hook.lock().unwrap().take();
+        if let Some(f) = f {
+            f();
+        }
+        1_000_000_000_000
+    }
+}
+
+type Hooked = KeyedLimiter<String, HookClock, DefaultHashBuilder, tollgate::Gcra>;
+
+fn hooked(default: &str) -> (std::sync::Arc<Hooked>, Hook) {
+    let hook: Hook = Default::default();
+    let gcra = tollgate::Gcra::new(&q(default)).unwrap();
+    let l = KeyedLimiter::build(gcra, HookClock { hook: hook.clone() }, 0, DefaultHashBuilder::default());
+    (std::sync::Arc::new(l), hook)
+}
+
+/// Override changes of one key racing each other convert from the right parameters: a
+/// `set_quota` that runs while another change of the key is between reading its previous
+/// override and converting waits for it (review finding: `clear_quota` racing `set_quota`
+/// converted 1000/s state as 1/min state and refilled a spent bucket, 98% of it; two
+/// `set_quota`s converted twice). Either serial order leaves the spent bucket spent.
+#[test]
+fn override_changes_racing_each_other_convert_from_the_right_parameters() {
+    for clear in [true, false] {
+        let (l, hook) = hooked("1000/s");
+        l.set_quota("k", q("1/m")).unwrap();
+        assert!(l.check("k").unwrap().is_allowed()); // its one cell spent: 60 s owed
+        let racer = l.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        // The racing change runs on another thread, during this change's clock reading; it
+        // must wait for this one (a lock), so it cannot finish before this one resumes.
+        *hook.lock().unwrap() = Some(Box::new(move || {
+            let handle = std::thread::spawn(move || racer.set_quota("k", q("1000/s")).unwrap());
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            tx.send(handle).unwrap();
+        }));
+        if clear {
+            l.clear_quota("k");
+        } else {
+            l.set_quota("k", q("2/s")).unwrap();
+        }
+        rx.recv().unwrap().join().unwrap();
+        assert_eq!(l.quota_of("k"), q("1000/s"));
+        let passed = (0..1000).filter(|_| l.check("k").unwrap().is_allowed()).count();
+        assert_eq!(passed, 0, "clear {clear}: a spent bucket must stay spent; {passed} passed");
+    }
+}
+
+/// Round trips through another quota give the debt back within rounding, also after 1000:
+/// each conversion rounds the debt up by under 1 ns (never forgiving), so 1000 round trips
+/// owe at most 2 us more. (At an exact cell boundary, as here, 1 ns more debt shows one cell
+/// less in `remaining` until 1 ns passes.)
+#[test]
+fn override_round_trips_do_not_drift() {
+    let (l, _hook) = hooked("7/s");
+    assert!(l.check_n("k", 3).unwrap().is_allowed());
+    let before = l.peek("k");
+    for _ in 0..1000 {
+        l.set_quota("k", q("13/h")).unwrap();
+        l.clear_quota("k");
+    }
+    let after = l.peek("k");
+    let drift = after.reset_after_nanos() - before.reset_after_nanos();
+    assert!(drift <= 2_000, "drift {drift} ns after 1000 round trips");
+    assert!(after.remaining() + 1 >= before.remaining(), "{before:?} -> {after:?}");
+}
+
+/// A check under the old quota racing the conversion leaves at most a bucket spent under the
+/// new one (review finding: the unconverted 1/min TAT, 60 s ahead, was kept in a 1000/s bucket
+/// and locked the key for 59 s, where either serial order lets the burst through after 1 s).
+#[test]
+fn a_racing_old_check_leaves_at_most_a_spent_new_bucket() {
+    use tollgate::Gcra;
+    let (slow, fast) = (Gcra::new(&q("1/m")).unwrap(), Gcra::new(&q("1000/s")).unwrap());
+    let now = 1_000_000_000_000;
+    let cell = slow.new_cell();
+    fast.adopt(&cell, &slow, now, &mut || {
+        assert!(slow.check(&cell, now, 1).unwrap().is_allowed()); // judged under 1/m
+    });
+    assert!(!fast.check(&cell, now, 1).unwrap().is_allowed(), "spent at once");
+    let later = now + 1_000_000_000;
+    let passed = (0..2000).filter(|_| fast.check(&cell, later, 1).unwrap().is_allowed()).count();
+    assert_eq!(passed, 1000, "a spent 1000/s bucket is full again after 1 s");
+}

@@ -157,6 +157,12 @@ pub struct KeyedLimiter<K, C: Clock = QuantaClock, S = DefaultHashBuilder, A: Al
     has_overrides: AtomicBool,
     /// The last override generation handed out.
     generations: AtomicU32,
+    /// Serialises override changes (`set_algorithm`, `clear_quota`), never checks: each reads
+    /// the override it converts from, and a change racing in between would be converted from
+    /// the wrong parameters (review finding: `clear_quota` racing `set_quota` refilled a spent
+    /// bucket). A std lock, not the loom shim's: no model changes overrides, and checks never
+    /// take it.
+    override_changes: std::sync::Mutex<()>,
     max_keys: Option<usize>,
     policy: FullTablePolicy,
     /// Live (non-retired) keys, tracked only when `max_keys` is set. Padded: every new key and
@@ -233,6 +239,7 @@ where
             overrides: Map::new(0, hasher),
             has_overrides: AtomicBool::new(false),
             generations: AtomicU32::new(0),
+            override_changes: std::sync::Mutex::new(()),
             max_keys: None,
             policy: FullTablePolicy::default(),
             live: CachePadded::new(AtomicUsize::new(0)),
@@ -674,6 +681,9 @@ where
                 reason: "windows must keep their length and alignment (fixed/sliding), logs their limit and at most their window",
             });
         }
+        // Held to the end: see `override_changes`. A panic elsewhere cannot leave an override
+        // half changed (the map's insert is atomic), so a poisoned lock is still usable.
+        let _changing = self.override_changes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         // Relaxed: once set the flag stays set; the override itself is published by the map.
         self.has_overrides.store(true, Ordering::Relaxed);
         // Relaxed: only uniqueness matters (the fetch_add's atomicity), not ordering; 0 is
@@ -735,6 +745,8 @@ where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
+        // As in `set_algorithm`.
+        let _changing = self.override_changes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let Some(previous) = self.overrides.get(key, |o| o.map(|o| o.algorithm.clone())) else {
             return;
         };
