@@ -285,11 +285,14 @@ impl<C: Clock, A: Algorithm> Limiter<C, A> {
         if cost == 0 {
             return self.algorithm.peek(&self.cell, now, 0);
         }
-        match self.algorithm.check(&self.cell, now, cost) {
-            Ok(decision) => decision,
+        self.algorithm.check_then(
+            &self.cell,
+            now,
+            cost,
+            |decision| decision,
             // Unreachable: nothing retires a direct limiter's cell. Fail closed if it ever were.
-            Err(Retired) => Decision::denied(self.algorithm.capacity(), 0, 0, 0),
-        }
+            || Decision::denied(self.algorithm.capacity(), 0, 0, 0),
+        )
     }
 
     /// What [`Limiter::check`] would decide now, without consuming anything.

@@ -73,6 +73,21 @@ pub const MAX_PREALLOCATED_KEYS: usize = 1 << 22;
 trait Op<A: Algorithm>: Copy {
     type Out;
     fn check(a: &A, cell: &A::Cell, now: Nanos, cost: u64) -> Result<Self::Out, Retired>;
+    /// [`check`](Op::check) continued by `done` or `retired` ([`Algorithm::check_then`]).
+    #[inline(always)]
+    fn check_then<R>(
+        a: &A,
+        cell: &A::Cell,
+        now: Nanos,
+        cost: u64,
+        done: impl FnOnce(Self::Out) -> R,
+        retired: impl FnOnce() -> R,
+    ) -> R {
+        match Self::check(a, cell, now, cost) {
+            Ok(out) => done(out),
+            Err(Retired) => retired(),
+        }
+    }
     /// The result for `cost = 0` (a report of the state).
     fn peeked(d: Decision) -> Self::Out;
     /// `out`, marked as made under the override of that `generation` (0: the default).
@@ -90,6 +105,17 @@ impl<A: Algorithm> Op<A> for Plain {
     #[inline(always)]
     fn check(a: &A, cell: &A::Cell, now: Nanos, cost: u64) -> Result<Decision, Retired> {
         a.check(cell, now, cost)
+    }
+    #[inline(always)]
+    fn check_then<R>(
+        a: &A,
+        cell: &A::Cell,
+        now: Nanos,
+        cost: u64,
+        done: impl FnOnce(Decision) -> R,
+        retired: impl FnOnce() -> R,
+    ) -> R {
+        a.check_then(cell, now, cost, done, retired)
     }
     fn peeked(d: Decision) -> Decision {
         d
@@ -381,16 +407,15 @@ where
         // Relaxed: a configuration flag; a check racing `set_quota` may use either quota, and
         // the override map itself is synchronized by papaya.
         if !self.has_overrides.load(Ordering::Relaxed) && cost.wrapping_sub(1) < self.algorithm.capacity() {
-            // The clock is read once the cell is in hand (see `check_with`).
-            let checked = self.cells.get_in(guard, key, |cell| {
-                cell.map(|c| O::check(&self.algorithm, c, now_of(&self.clock), cost))
-            });
-            match checked {
-                Some(Ok(checked)) => return Ok(checked),
+            // The clock is read once the cell is in hand (see `check_with`). Each outcome is
+            // the closure's result (`check_then`), so none is copied through a `Result`.
+            return self.cells.get_in(guard, key, |cell| match cell {
+                Some(cell) => O::check_then(&self.algorithm, cell, now_of(&self.clock), cost, Ok, || {
+                    self.check_general(key, n, false, _op)
+                }),
                 // A new key: straight to the insertion, without a second lookup.
-                None => return self.check_general(key, n, true, _op),
-                Some(Err(Retired)) => {}
-            }
+                None => self.check_general(key, n, true, _op),
+            });
         }
         self.check_general(key, n, false, _op)
     }

@@ -250,35 +250,32 @@ impl SlidingWindow {
         let (index, prev, cur) = self.unpack(state);
         let start = index.saturating_mul(self.window);
         let next = start.saturating_add(self.window);
-        // (prev, cur, time into the window, the word to store) in the window `now` is in.
-        let (prev, cur, elapsed, stored) = if now < start || cost == 0 {
+        // (prev, cur, time left in the window, the word to store) in the window `now` is in.
+        let after = next.saturating_add(self.window);
+        let (prev, cur, left, stored) = if now < start || cost == 0 {
             return None;
         } else if now < next {
-            (prev, cur, now - start, state.wrapping_add(cost) & cell::MAX_STATE)
-        } else if now < next.saturating_add(self.window) {
-            (cur, 0, now - next, self.pack(index + 1, cur, cost))
+            (prev, cur, next - now, state.wrapping_add(cost) & cell::MAX_STATE)
+        } else if now < after {
+            (cur, 0, after - now, self.pack(index + 1, cur, cost))
         } else {
             let (now_index, elapsed) = locate(now, self.window, self.recip);
-            (0, 0, elapsed, self.pack(now_index, 0, cost))
+            (0, 0, self.window - elapsed, self.pack(now_index, 0, cost))
         };
-        // `elapsed < W` in each case, so `left` is in 1..=W and `left + W ≤ 2⁶³` (W ≤ 2⁶²).
-        let left = self.window - elapsed;
-        let need = prev
-            .checked_mul(left)
-            .zip(cur.checked_add(cost).and_then(|c| c.checked_mul(self.window)))
-            .and_then(|(weight, counted)| weight.checked_add(counted));
-        match need {
-            Some(need) if need <= self.limit_units => Some((
-                Decision::allowed_in_units(
-                    self.limit,
-                    self.limit_units - need,
-                    self.window,
-                    left + self.window,
-                ),
-                stored,
-            )),
-            _ => None,
+        // `left` is in 1..=W, so `left + W ≤ 2⁶³` (W ≤ 2⁶²). The test
+        // `prev·left + (cur + cost)·W ≤ limit·W` as `prev·left ≤ room`, with
+        // `room = limit·W − (cur + cost)·W` computed from the word alone: while the clock is
+        // read, so that after it only `left`, one multiplication and a compare stand before
+        // the CAS (one add and two overflow tests fewer than summing `need` first).
+        let room = cur
+            .checked_add(cost)
+            .and_then(|counted| counted.checked_mul(self.window))
+            .and_then(|counted| self.limit_units.checked_sub(counted))?;
+        let weight = prev.checked_mul(left)?;
+        if weight > room {
+            return None;
         }
+        Some((Decision::allowed_in_units(self.limit, room - weight, self.window, left + self.window), stored))
     }
 
     /// A check that [`fast`](Self::fast) left: the whole step, out of line (`check_split`).
@@ -286,6 +283,23 @@ impl SlidingWindow {
     #[inline(never)]
     fn check_rest(&self, word: &AtomicU64, now: Nanos, cost: u64) -> Result<Decision, Retired> {
         word::check(word, |state| self.step(state, now, cost))
+    }
+
+    /// [`check_rest`](Self::check_rest) for [`Algorithm::check_then`].
+    #[cold]
+    #[inline(never)]
+    fn check_rest_then<R>(
+        &self,
+        word: &AtomicU64,
+        now: Nanos,
+        cost: u64,
+        done: impl FnOnce(Decision) -> R,
+        retired: impl FnOnce() -> R,
+    ) -> R {
+        match word::check(word, |state| self.step(state, now, cost)) {
+            Ok(decision) => done(decision),
+            Err(Retired) => retired(),
+        }
     }
 
     /// [`check_rest`](Self::check_rest) with a receipt.
