@@ -117,13 +117,15 @@ pub trait Algorithm: Clone + fmt::Debug + Send + Sync + 'static {
     /// Returns the cell to its fresh state (a retired cell stays retired: the key is fresh).
     fn reset(&self, cell: &Self::Cell);
 
-    /// Carries a key's state over to these parameters at `now`, when the key's parameters
-    /// change from `previous` (a per-key override set, replaced or cleared:
+    /// Carries a key's state over to these parameters, when the key's parameters change from
+    /// `previous` (a per-key override set, replaced or cleared:
     /// [`KeyedLimiter::set_algorithm`](crate::KeyedLimiter::set_algorithm)). `publish` makes
     /// the new parameters visible to checks; an implementation calls it exactly once, after
     /// reading the state it converts and before writing the conversion, and if the state moved
     /// in between (a check ran, under either parameters) it keeps the stricter of the two ways
-    /// to read it, so that a racing check is never forgiven.
+    /// to read it, so that a racing check is never forgiven. `now` reads the limiter's clock;
+    /// an implementation reads it after loading the state it converts (each CAS attempt), so
+    /// the reading is no earlier than any racing check's whose write it sees.
     ///
     /// The default only publishes: the state means the same under both (a window's count is a
     /// count under any limit). GCRA keeps how full the bucket is: its debt (`tat − now`) scaled
@@ -138,10 +140,10 @@ pub trait Algorithm: Clone + fmt::Debug + Send + Sync + 'static {
     /// let fast = Gcra::new(&Quota::per_second(1000).unwrap()).unwrap();
     /// let cell = slow.new_cell();
     /// assert!(slow.check(&cell, 0, 5).unwrap().is_allowed()); // half full: 30 s of 60 s
-    /// fast.adopt(&cell, &slow, 0, &mut || {}); // half full: 500 ms of 1 s
+    /// fast.adopt(&cell, &slow, &|| 0, &mut || {}); // half full: 500 ms of 1 s
     /// assert_eq!(fast.check(&cell, 0, 1).unwrap().remaining(), 499);
     /// ```
-    fn adopt(&self, cell: &Self::Cell, previous: &Self, now: Nanos, publish: &mut dyn FnMut()) {
+    fn adopt(&self, cell: &Self::Cell, previous: &Self, now: &dyn Fn() -> Nanos, publish: &mut dyn FnMut()) {
         let _ = (cell, previous, now);
         publish();
     }
@@ -661,25 +663,31 @@ impl Algorithm for Gcra {
         true // a TAT means the same under any quota
     }
 
-    fn adopt(&self, cell: &GcraCell, previous: &Gcra, now: Nanos, publish: &mut dyn FnMut()) {
+    fn adopt(&self, cell: &GcraCell, previous: &Gcra, now: &dyn Fn() -> Nanos, publish: &mut dyn FnMut()) {
         // The state before the new parameters are visible: written under `previous`.
         let before = crate::cell::load(&cell.tat);
         publish();
         if previous.params == self.params {
             return; // the same debt (converting would round a partly refilled cell up)
         }
-        let convert = |tat| gcra::adopted(tat, now, &previous.params, &self.params);
         // Err(Retired): a retired or held cell is idle (`tat ≤ now`): nothing is owed.
         let _ = crate::cell::update(&cell.tat, |tat| {
+            // Read after this attempt's load: no earlier than the clock reading of any check
+            // whose write `tat` holds (it read its clock, then wrote, then we loaded).
+            let now = now();
+            let convert = |tat| gcra::adopted(tat, now, &previous.params, &self.params);
             let new = if Some(tat) == before {
                 convert(tat) // unchanged since the read: a state of `previous`'s
             } else {
-                // A check ran meanwhile, under either parameters: the stricter reading, but no
-                // stricter than a bucket spent under the new ones (`now + tolerance`): a check
-                // under the old parameters may have left a TAT the new ones never reach
-                // (review finding: 1/min -> 1000/s with such a check locked the key for 59 s).
+                // A check ran meanwhile, under either parameters: the stricter reading, capped
+                // at a bucket spent under the new ones now. Every true reading is within the
+                // cap (a new-parameter check's TAT ≤ its now + tolerance ≤ now + tolerance; an
+                // old one's converts to at most that), so the cap only drops misreadings:
+                // a new-parameter TAT scaled as an old one (review finding: 1000/s -> 1/h with
+                // one racing check locked the key for 149 days) or an old TAT kept unscaled
+                // (1/min -> 1000/s: locked for 59 s).
                 let spent = now.saturating_add(self.params.tolerance);
-                Some(convert(tat).map_or(tat, |c| c.max(tat.min(spent))))
+                Some(convert(tat).map_or(tat, |c| c.max(tat)).min(spent))
             };
             match new {
                 Some(new) if new != tat => crate::cell::Step::Store(new, ()),

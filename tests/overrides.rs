@@ -268,7 +268,7 @@ fn adopt_keeps_the_stricter_reading_when_checks_race_it() {
             assert!(slow.check(&cell, now, 1).unwrap().is_allowed()); // empty under 1/h
         }
         let mut racing = 0;
-        fast.adopt(&cell, &slow, now, &mut || {
+        fast.adopt(&cell, &slow, &|| now, &mut || {
             racing = (0..500).filter(|_| racing_quota.check(&cell, now, 1).unwrap().is_allowed()).count();
         });
         let after = (0..2000).filter(|_| fast.check(&cell, now, 1).unwrap().is_allowed()).count();
@@ -284,7 +284,7 @@ fn adopt_keeps_the_stricter_reading_when_checks_race_it() {
     let (old, new) = (pair("1/s", "10/h"), pair("5/s", "20/h"));
     let cell = old.new_cell();
     let mut published = 0;
-    new.adopt(&cell, &old, now, &mut || published += 1);
+    new.adopt(&cell, &old, &|| now, &mut || published += 1);
     assert_eq!(published, 1);
 }
 
@@ -447,11 +447,52 @@ fn a_racing_old_check_leaves_at_most_a_spent_new_bucket() {
     let (slow, fast) = (Gcra::new(&q("1/m")).unwrap(), Gcra::new(&q("1000/s")).unwrap());
     let now = 1_000_000_000_000;
     let cell = slow.new_cell();
-    fast.adopt(&cell, &slow, now, &mut || {
+    fast.adopt(&cell, &slow, &|| now, &mut || {
         assert!(slow.check(&cell, now, 1).unwrap().is_allowed()); // judged under 1/m
     });
     assert!(!fast.check(&cell, now, 1).unwrap().is_allowed(), "spent at once");
     let later = now + 1_000_000_000;
     let passed = (0..2000).filter(|_| fast.check(&cell, later, 1).unwrap().is_allowed()).count();
     assert_eq!(passed, 1000, "a spent 1000/s bucket is full again after 1 s");
+}
+
+/// A check under the new parameters between `adopt`'s read and its CAS (the common race for a
+/// busy key: the override is published) is not scaled as an old-parameter state into a
+/// lockout: a fresh key moved from 1000/s to 1/h and checked once in the race is free an hour
+/// later (review finding: locked for 149 days; any serial order frees it within the hour).
+#[test]
+fn a_racing_check_under_the_new_quota_is_not_scaled_into_a_lockout() {
+    use tollgate::Gcra;
+    let (old, new) = (Gcra::new(&q("1000/s")).unwrap(), Gcra::new(&q("1/h")).unwrap());
+    let now = 1_000_000_000_000u64;
+    let cell = old.new_cell();
+    new.adopt(&cell, &old, &|| now, &mut || {
+        assert!(new.check(&cell, now, 1).unwrap().is_allowed()); // judged under 1/h
+    });
+    assert!(!new.check(&cell, now, 1).unwrap().is_allowed(), "spent");
+    let d = new.peek(&cell, now + 3_600_000_000_000, 1);
+    assert!(d.is_allowed(), "still locked: retry after {:?}", d.retry_after());
+}
+
+/// Checks under the new parameters that read a later clock than the changing thread's first
+/// look (it was preempted) are not forgiven: the conversion reads the clock after it loads
+/// their state. 1000 checks at +500 ms spend a fresh 1000/s bucket; none pass after (review
+/// finding: a cap at the earlier reading gave back 500).
+#[test]
+fn a_racing_check_with_a_later_clock_is_not_forgiven() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use tollgate::Gcra;
+    let (old, new) = (Gcra::new(&q("1/m")).unwrap(), Gcra::new(&q("1000/s")).unwrap());
+    let start = 1_000_000_000_000u64;
+    let later = start + 500_000_000;
+    let time = AtomicU64::new(start);
+    let cell = old.new_cell();
+    let mut first = 0;
+    new.adopt(&cell, &old, &|| time.load(Ordering::Relaxed), &mut || {
+        time.store(later, Ordering::Relaxed); // the clock moves on while checks race in
+        first = (0..2000).filter(|_| new.check(&cell, later, 1).unwrap().is_allowed()).count();
+    });
+    assert_eq!(first, 1000, "a fresh 1000/s bucket");
+    let more = (0..2000).filter(|_| new.check(&cell, later, 1).unwrap().is_allowed()).count();
+    assert_eq!(more, 0, "the conversion gave back {more} cells");
 }

@@ -741,7 +741,7 @@ where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let now = now_of(&self.clock);
+        let now = || now_of(&self.clock);
         let published = std::cell::Cell::new(false);
         let mut once = || {
             if !published.replace(true) {
@@ -750,7 +750,7 @@ where
         };
         self.cells.get(key, |cell| {
             if let Some(cell) = cell {
-                algorithm.adopt(cell, previous, now, &mut once);
+                algorithm.adopt(cell, previous, &now, &mut once);
             }
         });
         once();

@@ -173,7 +173,7 @@ impl<A: Algorithm, B: Algorithm> Algorithm for Composite<A, B> {
         &self,
         cell: &CompositeCell<A, B>,
         previous: &Composite<A, B>,
-        now: Nanos,
+        now: &dyn Fn() -> Nanos,
         publish: &mut dyn FnMut(),
     ) {
         self.a.adopt(&cell.a, &previous.a, now, &mut || self.b.adopt(&cell.b, &previous.b, now, publish));
