@@ -105,3 +105,60 @@ async fn a_redis_rule_limits_and_fails_as_configured() {
         assert!(started.elapsed() < 20 * TIMEOUT / 2, "{base}: {:?} for 20 requests", started.elapsed());
     }
 }
+
+/// Auto-ban with the client's own limit in Redis and a shared one in process: when both refuse,
+/// the client is struck and banned as with an in-process own rule, in either rule order (review
+/// finding: the Redis rule's look is a round trip and was skipped, so the shared refusal came
+/// first and the client was never banned).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_own_rule_still_gets_the_client_banned() {
+    use std::sync::Arc;
+    use tollgate::http::{AutoBan, HttpKey, HttpLimiter, KeyBy, Listed};
+    use tollgate::{KeyedLimiter, ManualClock};
+    let server = RedisServer::start();
+    let local = |clock: &ManualClock, q: &str| -> Arc<dyn HttpLimiter> {
+        Arc::new(Listed(KeyedLimiter::<HttpKey, ManualClock>::with_clock(q.parse().unwrap(), clock.clone())))
+    };
+    let mut outcomes = Vec::new();
+    for (remote, own_first) in [(false, true), (true, true), (true, false)] {
+        let clock = ManualClock::new();
+        let ban = AutoBan::with_clock(2, Duration::from_secs(60), Duration::from_secs(600), clock.clone())
+            .unwrap()
+            .key(KeyBy::header("x-client"));
+        let own: Arc<dyn HttpLimiter> = if remote {
+            let redis = RedisLimiter::builder(server.url(), Quota::per_minute(1).unwrap())
+                .prefix(format!("ban{}", u8::from(own_first)))
+                .deny_cache_capacity(0)
+                .connect()
+                .await
+                .unwrap();
+            Arc::new(StrKeys::new(redis))
+        } else {
+            local(&clock, "1/m")
+        };
+        let own = Rule::from_arc("per-client", own).unwrap().key(KeyBy::header("x-client"));
+        let site = Rule::from_arc("site", local(&clock, "3/m")).unwrap().key(KeyBy::Global);
+        let builder = RateLimitLayer::builder();
+        let builder = if own_first { builder.rule(own).rule(site) } else { builder.rule(site).rule(own) };
+        let base =
+            serve(Router::new().route("/", get(|| async { "ok" })).layer(builder.auto_ban(ban).build()))
+                .await;
+        let client = Client::new();
+        let get = |who: &'static str| {
+            let req = client.get(&base).header("x-client", who);
+            async move { req.send().await.unwrap().status().as_u16() }
+        };
+        assert_eq!([get("evil").await, get("bob").await, get("carol").await], [200, 200, 200]);
+        let mut evil = Vec::new();
+        for _ in 0..4 {
+            evil.push(get("evil").await);
+        }
+        outcomes.push(evil);
+    }
+    assert_eq!(outcomes[0], [429, 403, 403, 403], "in-process own rule");
+    assert_eq!(
+        outcomes[1..],
+        [outcomes[0].clone(), outcomes[0].clone()],
+        "Redis own rule, own first then site first"
+    );
+}
