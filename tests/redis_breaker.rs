@@ -195,3 +195,133 @@ fn the_breaker_probes_under_a_manual_clock() {
         assert!(!redis.circuit_open());
     });
 }
+
+/// One command off a RESP connection (arrays of bulk strings), for the fake server below.
+fn read_command(r: &mut std::io::BufReader<std::net::TcpStream>) -> Option<Vec<Vec<u8>>> {
+    use std::io::{BufRead, Read};
+    let mut line = String::new();
+    if r.read_line(&mut line).ok()? == 0 {
+        return None;
+    }
+    let n: usize = line.trim_end().strip_prefix('*')?.parse().ok()?;
+    let mut args = Vec::with_capacity(n);
+    for _ in 0..n {
+        line.clear();
+        r.read_line(&mut line).ok()?;
+        let len: usize = line.trim_end().strip_prefix('$')?.parse().ok()?;
+        let mut buf = vec![0; len + 2];
+        r.read_exact(&mut buf).ok()?;
+        buf.truncate(len);
+        args.push(buf);
+    }
+    Some(args)
+}
+
+/// Redis before 7 wraps the error a script's `redis.call` raised (`ERR Error running script
+/// ...: -READONLY ...`): a replica answering so is an outage too, as on 7 (review finding: on
+/// Redis 5/6 the breaker never opened after a failover). Only 7 is installed here, so a fake
+/// server sends Redis 6's verbatim reply to every script call and `+OK` to anything else.
+#[test]
+fn a_pre_7_replica_opens_the_breaker() {
+    use std::io::Write;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            std::thread::spawn(move || {
+                let mut w = stream.try_clone().unwrap();
+                let mut r = std::io::BufReader::new(stream);
+                while let Some(args) = read_command(&mut r) {
+                    let name = String::from_utf8_lossy(&args[0]).to_ascii_uppercase();
+                    let reply: &[u8] = if name == "EVALSHA" || name == "EVAL" {
+                        b"-ERR Error running script (call to f_1028a5dba704e1d8a01fd96efeba25bb78f62df2): \
+                          @user_script:4: @user_script: 4: -READONLY You can't write against a read only replica. \r\n"
+                    } else {
+                        b"+OK\r\n"
+                    };
+                    if w.write_all(reply).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    rt().block_on(async {
+        let url = format!("redis://127.0.0.1:{port}/");
+        // `connect` refuses it (its probe writes); a lazily connected limiter sends no probe.
+        match RedisLimiter::builder(url.clone(), quota()).connect().await.map(drop) {
+            Err(tollgate::redis::SetupError::Connect { reason }) => {
+                assert!(reason.contains("READONLY"), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
+        let redis = RedisLimiter::builder(url, quota())
+            .deny_cache_capacity(0)
+            .circuit_breaker(3, Duration::from_secs(10))
+            .connect_lazy()
+            .unwrap();
+        for _ in 0..3 {
+            let e = redis.check(b"k", 1).await.unwrap_err();
+            assert!(format!("{e}").contains("READONLY"), "{e}");
+        }
+        assert!(redis.circuit_open(), "3 READONLY failures in a row (Redis 6 wording)");
+    });
+}
+
+/// `connect`'s probe writes (a check of its own key): an ACL user without writes, whose every
+/// check would fail (and under FailOpen pass), is refused at connect (review finding: a peek
+/// probe let it through). A user whose key patterns cover only its tenant's keys, not the
+/// probe's, is probed with `SCRIPT LOAD` instead and connects (a peek of the empty key refused
+/// it, though its checks work).
+#[test]
+fn connect_probes_writes_and_copes_with_key_patterns() {
+    let server = RedisServer::start();
+    let _: String = server.query(
+        redis::cmd("ACL").arg("SETUSER").arg("ro").arg("on").arg(">pw").arg("~*").arg("+@all").arg("-@write"),
+    );
+    let _: String = server.query(
+        redis::cmd("ACL")
+            .arg("SETUSER")
+            .arg("tenant")
+            .arg("on")
+            .arg(">pw")
+            .arg("~rl:gcra:{tenant-a:*}")
+            .arg("+@all"),
+    );
+    rt().block_on(async {
+        let url = format!("redis://ro:pw@127.0.0.1:{}/", server.port());
+        match RedisLimiter::builder(url, quota())
+            .failure_policy(FailurePolicy::FailOpen)
+            .connect()
+            .await
+            .map(drop)
+        {
+            Err(tollgate::redis::SetupError::Connect { reason }) => {
+                assert!(reason.contains("refused"), "{reason}")
+            }
+            other => panic!("a user without writes connected: {other:?}"),
+        }
+        let url = format!("redis://tenant:pw@127.0.0.1:{}/", server.port());
+        let redis = RedisLimiter::builder(url, quota()).prefix("rl").connect().await.expect("connects");
+        let d = redis.check(b"tenant-a:user-1", 1).await.unwrap();
+        assert_eq!((d.origin(), d.remaining()), (Origin::Remote, 999));
+        // The probe left no user key behind: only the tenant's key and the probe's own exist.
+        let keys: Vec<String> = server.query(redis::cmd("KEYS").arg("*"));
+        assert_eq!(keys, ["rl:gcra:{tenant-a:user-1}"], "the tenant user could not write the probe key");
+    });
+    // With full rights, the probe's key is its own, and deleted after the probe.
+    let server = RedisServer::start();
+    rt().block_on(async {
+        let redis = RedisLimiter::builder(server.url(), quota()).connect().await.unwrap();
+        let keys: Vec<String> = server.query(redis::cmd("KEYS").arg("*"));
+        assert!(keys.is_empty(), "{keys:?}");
+        assert_eq!(
+            redis.check(b"%probe", 1).await.unwrap().remaining(),
+            999,
+            "a user key of that name is another key"
+        );
+        let keys: Vec<String> = server.query(redis::cmd("KEYS").arg("*"));
+        assert_eq!(keys, ["tollgate:gcra:{%25probe}"]);
+    });
+}

@@ -114,7 +114,8 @@ fn every_algorithm_is_exact_across_slots() {
             let too_big = redis.check_many(&["user:9"], 4).await;
             assert_eq!(too_big, vec![Err(CheckError::InsufficientCapacity { cost: 4, capacity: 3 })]);
 
-            // 301 keys per algorithm (300 users and "fresh"), spread over all three nodes.
+            // 301 keys per algorithm (300 users and "fresh"; connect's probe deletes its key),
+            // spread over all three nodes.
             let counts = key_counts(&cluster);
             assert_eq!(counts.iter().sum::<i64>(), 301 * (round as i64 + 1), "{algorithm:?} {counts:?}");
             assert!(counts.iter().all(|&c| c >= 50 * (round as i64 + 1)), "{algorithm:?} {counts:?}");

@@ -76,6 +76,25 @@ pub(crate) struct KeyArg<'a> {
     pub(crate) head: &'a [u8],
     /// The user key.
     pub(crate) key: &'a [u8],
+    /// `key` is written as it is, not escaped: only [`KeyArg::probe`]'s.
+    verbatim: bool,
+}
+
+/// The hash tag of the key `connect` probes: `%` followed by no two hex digits, which no
+/// escaped user key is (a user key's `%` is always `%25`, and the empty key is a lone `%`), so
+/// the probe never touches a user's state.
+pub(crate) const PROBE_TAG: &[u8] = b"%probe";
+
+impl<'a> KeyArg<'a> {
+    /// The Redis key of user key `key`.
+    pub(crate) fn new(head: &'a [u8], key: &'a [u8]) -> KeyArg<'a> {
+        KeyArg { head, key, verbatim: false }
+    }
+
+    /// The probe's key, `{prefix}:{algo}:{%probe}`, outside every user key's.
+    pub(crate) fn probe(head: &'a [u8]) -> KeyArg<'a> {
+        KeyArg { head, key: PROBE_TAG, verbatim: true }
+    }
 }
 
 impl redis::ToRedisArgs for KeyArg<'_> {
@@ -85,7 +104,14 @@ impl redis::ToRedisArgs for KeyArg<'_> {
     {
         let mut arg = out.writer_for_next_arg();
         // Writing into a command buffer cannot fail.
-        let _ = write_redis_key(self.head, self.key, &mut arg);
+        let _ = if self.verbatim {
+            arg.write_all(self.head)
+                .and_then(|()| arg.write_all(b"{"))
+                .and_then(|()| arg.write_all(self.key))
+                .and_then(|()| arg.write_all(b"}"))
+        } else {
+            write_redis_key(self.head, self.key, &mut arg)
+        };
     }
 }
 
@@ -125,7 +151,7 @@ mod tests {
     fn key_layout() {
         assert_eq!(redis_key(b"rl:gcra:", b"a}b{"), b"rl:gcra:{a%7Db%7B}".to_vec());
         let mut cmd = redis::cmd("GET");
-        cmd.arg(KeyArg { head: b"rl:gcra:", key: b"a}b{" });
+        cmd.arg(KeyArg::new(b"rl:gcra:", b"a}b{"));
         assert_eq!(cmd.get_packed_command(), b"*2\r\n$3\r\nGET\r\n$18\r\nrl:gcra:{a%7Db%7B}\r\n".to_vec());
         assert_eq!(redis_key(b"h:", b"x y"), b"h:{x%20y}".to_vec());
         assert!(prefix_is_valid("tollgate"));

@@ -407,24 +407,50 @@ impl<C: Clock> RedisLimiterBuilder<C> {
     }
 
     /// Validates the configuration, connects and runs one check as a probe (each bounded by
-    /// the timeout): a [`peek`](RedisLimiter::peek) of the empty key, which consumes nothing,
-    /// sent as every check is (`EVALSHA`, then `EVAL` after `NOSCRIPT`), so it needs exactly
-    /// the permissions checks need (no `SCRIPT` command: ACL users without it and servers that
-    /// rename it work). A server that accepts the connection but would refuse every check (a
-    /// password or ACL user missing or wrong, scripting or the key prefix not permitted) is a
-    /// [`SetupError::Connect`] naming Redis' reply, not a limiter whose every check fails (and,
-    /// under [`FailurePolicy::FailOpen`], passes). A read-only replica passes the probe (the
-    /// peek writes nothing); its checks then fail with `READONLY`, which the circuit breaker
-    /// counts as an outage.
+    /// the timeout): a check of cost 1 on a key of its own, `{prefix}:{algo}:{%probe}` (outside
+    /// every user key's: it never touches a user's state; deleted after), sent as
+    /// every check is (`EVALSHA`, then `EVAL` after `NOSCRIPT`), so it needs what checks need:
+    /// no `SCRIPT` command (ACL users without it and servers that rename it work), but
+    /// scripting and writes. A server that accepts the connection but would refuse every check
+    /// (a password or ACL user missing or wrong, no scripting, no writes, a read-only replica,
+    /// a database out of range) is a [`SetupError::Connect`] naming Redis' reply, not a limiter
+    /// whose every check fails (and, under [`FailurePolicy::FailOpen`], passes). An ACL user
+    /// whose key patterns do not cover the probe's key (`NOPERM`, e.g. one pattern per tenant)
+    /// is probed with `SCRIPT LOAD` instead, which checks the password and scripting but
+    /// neither writes nor key patterns (logged as a warning).
     pub async fn connect(self) -> Result<RedisLimiter<C>, SetupError> {
         let params = self.validate()?;
         let conn = conn::connect(&self.target, &self.tls, self.timeout, self.reconnect_max_delay).await?;
         let timeout = self.timeout;
         let limiter = self.with_connection(conn, params);
-        match limiter.bounded(limiter.eval(b"", &limiter.params, Mode::Peek, 1, None)).await {
-            Ok(_) => Ok(limiter),
-            Err(e) if e.is_timeout() => Err(SetupError::Timeout { after: timeout }),
-            Err(e) => Err(SetupError::Connect { reason: format!("Redis refused the limiter's check: {e}") }),
+        let refused = |e: redis::RedisError| {
+            if e.is_timeout() {
+                SetupError::Timeout { after: timeout }
+            } else {
+                SetupError::Connect { reason: format!("Redis refused the limiter's check: {e}") }
+            }
+        };
+        let probe = KeyArg::probe(&limiter.head);
+        match limiter.bounded(limiter.eval(probe, &limiter.params, Mode::Check, 1, None)).await {
+            Ok(_) => {
+                // Best effort: the key expires anyway, but a probe leaves no key behind.
+                let mut del = redis::cmd("DEL");
+                del.arg(probe);
+                let mut conn = limiter.conn.clone();
+                let _ = limiter.bounded(del.query_async::<i64>(&mut conn)).await;
+                Ok(limiter)
+            }
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoPerm) => {
+                tracing::warn!(
+                    error = %e,
+                    "the Redis user may not touch the probe key: connect checked the password and scripting only"
+                );
+                let mut conn = limiter.conn.clone();
+                let load = script::load_command(limiter.params.algorithm);
+                limiter.bounded(load.query_async::<redis::Value>(&mut conn)).await.map_err(refused)?;
+                Ok(limiter)
+            }
+            Err(e) => Err(refused(e)),
         }
     }
 
@@ -652,7 +678,9 @@ impl<C: Clock> RedisLimiter<C> {
         }
         let mode = if cost == 0 { Mode::Peek } else { Mode::Check };
         let prepared = Prepared { params, sent_at, generation };
-        let result = self.sent(self.eval(key, &params, mode, cost, now_us), one_healthy).await;
+        let result = self
+            .sent(self.eval(KeyArg::new(&self.head, key), &params, mode, cost, now_us), one_healthy)
+            .await;
         self.finish(key, cost, &prepared, result.map_err(|e| self.backend(e)), now_us.is_none())
     }
 
@@ -799,14 +827,13 @@ impl<C: Clock> RedisLimiter<C> {
     /// count twice.
     async fn eval(
         &self,
-        key: &[u8],
+        key: KeyArg<'_>,
         params: &Params,
         mode: Mode,
         cost: u64,
         now_us: Option<u64>,
     ) -> Result<redis::Value, redis::RedisError> {
         let mut conn = self.conn.clone();
-        let key = KeyArg { head: &self.head, key };
         let cmd = params.command(key, mode, cost, now_us, ScriptRef::Sha);
         match cmd.query_async::<redis::Value>(&mut conn).await {
             Err(e) if is_noscript(&e) => {
@@ -830,7 +857,9 @@ impl<C: Clock> RedisLimiter<C> {
             not_sent().await;
             return self.on_failure(key, Mode::Peek, 1, params, refused);
         }
-        let result = self.sent(self.eval(key, &params, Mode::Peek, 1, None), one_healthy).await;
+        let result = self
+            .sent(self.eval(KeyArg::new(&self.head, key), &params, Mode::Peek, 1, None), one_healthy)
+            .await;
         match result
             .map_err(|e| self.backend(e))
             .and_then(|reply| params.decode(&reply).map_err(|reason| CheckError::Backend { reason }))
@@ -853,7 +882,7 @@ impl<C: Clock> RedisLimiter<C> {
     /// ```
     pub async fn reset(&self, key: &[u8]) -> Result<(), CheckError> {
         let mut cmd = redis::cmd("DEL");
-        cmd.arg(KeyArg { head: &self.head, key });
+        cmd.arg(KeyArg::new(&self.head, key));
         let mut conn = self.conn.clone();
         let result = self.bounded(cmd.query_async::<i64>(&mut conn)).await.map_err(|e| self.backend(e));
         // After the DEL: a denial whose command Redis ran before the DEL is answered before the
@@ -952,7 +981,7 @@ impl<C: Clock> RedisLimiter<C> {
             let mut pipe = redis::Pipeline::with_capacity(pending.len());
             pipe.ignore_errors();
             for (index, params) in which {
-                let key = KeyArg { head: &self.head, key: keys[*index].as_ref() };
+                let key = KeyArg::new(&self.head, keys[*index].as_ref());
                 pipe.add_command(params.command(key, mode, cost, None, send));
             }
             pipe
@@ -1006,8 +1035,9 @@ impl<C: Clock> RedisLimiter<C> {
         mode: Mode,
         cost: u64,
     ) -> Result<Vec<redis::RedisResult<redis::Value>>, redis::RedisError> {
-        let calls =
-            pending.iter().map(|(index, params)| self.eval(keys[*index].as_ref(), params, mode, cost, None));
+        let calls = pending.iter().map(|(index, params)| {
+            self.eval(KeyArg::new(&self.head, keys[*index].as_ref()), params, mode, cost, None)
+        });
         Ok(join_all(calls.collect()).await)
     }
 
@@ -1147,10 +1177,14 @@ where
 /// busy with a script, read-only after a failover, out of memory, cluster down, ...). Errors
 /// about one call alone (`WRONGTYPE` for one key, a script error, `NOPERM` for a key pattern,
 /// a reply this client cannot decode) come from a server that answers: one bad key must not
-/// open the breaker for every key.
+/// open the breaker for every key. Before Redis 7 an error a script's `redis.call` raised comes
+/// back wrapped, `ERR Error running script (...): ... -READONLY ...`: the wrapped code counts.
 fn is_outage(e: &redis::RedisError) -> bool {
     use redis::{ErrorKind, ServerErrorKind};
     match e.kind() {
+        ErrorKind::Server(ServerErrorKind::ResponseError) => {
+            e.detail().and_then(wrapped_code).is_some_and(is_outage_code)
+        }
         ErrorKind::Server(kind) => matches!(
             kind,
             ServerErrorKind::BusyLoading
@@ -1159,12 +1193,39 @@ fn is_outage(e: &redis::RedisError) -> bool {
                 | ServerErrorKind::MasterDown
                 | ServerErrorKind::ReadOnly
         ),
-        ErrorKind::Extension => {
-            matches!(e.code(), Some("BUSY" | "OOM" | "MISCONF" | "NOAUTH" | "NOREPLICAS" | "UNBLOCKED"))
-        }
+        ErrorKind::Extension => e.code().is_some_and(is_outage_code),
         ErrorKind::Parse | ErrorKind::UnexpectedReturnType => false,
         _ => true,
     }
+}
+
+/// Error codes every call would get from this server now (see [`is_outage`]).
+fn is_outage_code(code: &str) -> bool {
+    matches!(
+        code,
+        "LOADING"
+            | "BUSY"
+            | "READONLY"
+            | "OOM"
+            | "MASTERDOWN"
+            | "CLUSTERDOWN"
+            | "TRYAGAIN"
+            | "NOAUTH"
+            | "MISCONF"
+            | "NOREPLICAS"
+            | "UNBLOCKED"
+    )
+}
+
+/// The code a pre-7 script error wraps: in `Error running script (...): @user_script:4: -CODE
+/// message`, the upper-case word after the last ` -` (`None` for other errors).
+fn wrapped_code(detail: &str) -> Option<&str> {
+    if !detail.starts_with("Error running script") {
+        return None;
+    }
+    let (_, rest) = detail.rsplit_once(" -")?;
+    let code = rest.split(' ').next()?;
+    (!code.is_empty() && code.bytes().all(|b| b.is_ascii_uppercase())).then_some(code)
 }
 
 /// A single call's health for the circuit breaker: see [`is_outage`].
@@ -1247,5 +1308,33 @@ impl<C: Clock> AsyncRateLimiter<str> for RedisLimiter<C> {
 
     fn quota_for_key(&self, key: &str) -> Quota {
         self.quota_of(key.as_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Pre-7 script errors: the wrapped code is found (verbatim Redis 6 replies), and errors
+    /// that are not script errors, or wrap no code, give none.
+    #[test]
+    fn wrapped_codes_of_pre_7_script_errors() {
+        let readonly = "Error running script (call to f_1028a5dba704e1d8a01fd96efeba25bb78f62df2): \
+                        @user_script:4: @user_script: 4: -READONLY You can't write against a read only replica. ";
+        assert_eq!(wrapped_code(readonly), Some("READONLY"));
+        let oom = "Error running script (call to f_ab): @user_script:1: -OOM command not allowed when used \
+                   memory > 'maxmemory'.";
+        assert_eq!(wrapped_code(oom), Some("OOM"));
+        assert_eq!(
+            wrapped_code("Error running script (call to f_ab): @user_script:1: user_script:1: bad"),
+            None
+        );
+        assert_eq!(wrapped_code("WRONGTYPE Operation against a key holding the wrong kind of value"), None);
+        assert_eq!(wrapped_code("unknown command 'X' -READONLY"), None);
+        let wrongtype =
+            "Error running script (call to f_ab): @user_script:2: -WRONGTYPE Operation against a key";
+        assert_eq!(wrapped_code(wrongtype), Some("WRONGTYPE"));
+        assert!(!is_outage_code("WRONGTYPE"));
+        assert!(is_outage_code("READONLY") && is_outage_code("OOM"));
     }
 }
