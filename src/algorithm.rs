@@ -127,6 +127,14 @@ pub trait Algorithm: Clone + fmt::Debug + Send + Sync + 'static {
     /// an implementation reads it after loading the state it converts (each CAS attempt), so
     /// the reading is no earlier than any racing check's whose write it sees.
     ///
+    /// Known limits, for checks in flight during the change (loom-tests/tests/adopt.rs has a
+    /// model of each, ignored): a check that read the old parameters but writes after the
+    /// conversion applies them to the converted state (a fresh key moved from 1/h to 3/s can
+    /// then be locked for up to the old hour; a spent one may admit one more check); and when
+    /// tightening, checks under the new parameters between `publish` and the conversion judge
+    /// the unconverted state (a spent 3/s key moved to 2/min admitted one more). Neither
+    /// outlives the change: the next checks see converted state and the new parameters.
+    ///
     /// The default only publishes: the state means the same under both (a window's count is a
     /// count under any limit). GCRA keeps how full the bucket is: its debt (`tat − now`) scaled
     /// by the ratio of the tolerances (burst × emission interval), rounded up. So a key moved
