@@ -132,8 +132,8 @@ pub trait Algorithm: Clone + fmt::Debug + Send + Sync + 'static {
     /// conversion applies them to the converted state (a fresh key moved from 1/h to 3/s can
     /// then be locked for up to the old hour; a spent one may admit one more check); and when
     /// tightening, checks under the new parameters between `publish` and the conversion judge
-    /// the unconverted state (a spent 3/s key moved to 2/min admitted one more). Neither
-    /// outlives the change: the next checks see converted state and the new parameters.
+    /// the unconverted state (a spent 3/s key moved to 2/min admitted one more). Only checks
+    /// in flight during the change do this; later ones see converted state and new parameters.
     ///
     /// The default only publishes: the state means the same under both (a window's count is a
     /// count under any limit). GCRA keeps how full the bucket is: its debt (`tat − now`) scaled
