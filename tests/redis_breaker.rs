@@ -272,7 +272,7 @@ fn a_pre_7_replica_opens_the_breaker() {
 /// `connect`'s probe writes (a check of its own key): an ACL user without writes, whose every
 /// check would fail (and under FailOpen pass), is refused at connect (review finding: a peek
 /// probe let it through). A user whose key patterns cover only its tenant's keys, not the
-/// probe's, is probed with `SCRIPT LOAD` instead and connects (a peek of the empty key refused
+/// probe's, is probed with a keyless `EVAL` instead and connects (a peek of the empty key refused
 /// it, though its checks work).
 #[test]
 fn connect_probes_writes_and_copes_with_key_patterns() {
@@ -301,6 +301,23 @@ fn connect_probes_writes_and_copes_with_key_patterns() {
                 assert!(reason.contains("refused"), "{reason}")
             }
             other => panic!("a user without writes connected: {other:?}"),
+        }
+        // Key permissions (Redis 7): may read every key, write none. Refused too (review finding:
+        // its NOPERM was taken for a key pattern missing the probe key).
+        let _: String = server.query(
+            redis::cmd("ACL").arg("SETUSER").arg("keyro").arg("on").arg(">pw").arg("%R~*").arg("+@all"),
+        );
+        let url = format!("redis://keyro:pw@127.0.0.1:{}/", server.port());
+        match RedisLimiter::builder(url, quota())
+            .failure_policy(FailurePolicy::FailOpen)
+            .connect()
+            .await
+            .map(drop)
+        {
+            Err(tollgate::redis::SetupError::Connect { reason }) => {
+                assert!(reason.contains("NOPERM") || reason.contains("ermission"), "{reason}")
+            }
+            other => panic!("a read-only key-permission user connected: {other:?}"),
         }
         let url = format!("redis://tenant:pw@127.0.0.1:{}/", server.port());
         let redis = RedisLimiter::builder(url, quota()).prefix("rl").connect().await.expect("connects");

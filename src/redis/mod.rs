@@ -415,8 +415,9 @@ impl<C: Clock> RedisLimiterBuilder<C> {
     /// (a password or ACL user missing or wrong, no scripting, no writes, a read-only replica,
     /// a database out of range) is a [`SetupError::Connect`] naming Redis' reply, not a limiter
     /// whose every check fails (and, under [`FailurePolicy::FailOpen`], passes). An ACL user
-    /// whose key patterns do not cover the probe's key (`NOPERM`, e.g. one pattern per tenant)
-    /// is probed with `SCRIPT LOAD` instead, which checks the password and scripting but
+    /// whose key patterns do not cover the probe's key at all (`NOPERM` for the check and for
+    /// `EXISTS` of it, e.g. one pattern per tenant; one that may read it but not write it is
+    /// refused) is probed with a keyless `EVAL` instead, which checks the password and scripting but
     /// neither writes nor key patterns (logged as a warning).
     pub async fn connect(self) -> Result<RedisLimiter<C>, SetupError> {
         let params = self.validate()?;
@@ -441,13 +442,24 @@ impl<C: Clock> RedisLimiterBuilder<C> {
                 Ok(limiter)
             }
             Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoPerm) => {
+                // A user who may read the probe key but not run scripts on it (`%R~*`: no key
+                // writes) would fail every check: refused. Only one whose key patterns miss the
+                // key altogether (`EXISTS` refused too) falls back.
+                let mut exists = redis::cmd("EXISTS");
+                exists.arg(probe);
+                let mut conn = limiter.conn.clone();
+                if limiter.bounded(exists.query_async::<i64>(&mut conn)).await.is_ok() {
+                    return Err(refused(e));
+                }
                 tracing::warn!(
                     error = %e,
                     "the Redis user may not touch the probe key: connect checked the password and scripting only"
                 );
+                // A keyless script: the password and scripting, without `SCRIPT`.
+                let mut keyless = redis::cmd("EVAL");
+                keyless.arg("return 1").arg(0);
                 let mut conn = limiter.conn.clone();
-                let load = script::load_command(limiter.params.algorithm);
-                limiter.bounded(load.query_async::<redis::Value>(&mut conn)).await.map_err(refused)?;
+                limiter.bounded(keyless.query_async::<redis::Value>(&mut conn)).await.map_err(refused)?;
                 Ok(limiter)
             }
             Err(e) => Err(refused(e)),

@@ -55,14 +55,6 @@ fn lua(algorithm: RedisAlgorithm) -> &'static Lua {
     &SCRIPTS[index]
 }
 
-/// `SCRIPT LOAD` of `algorithm`'s script: `connect`'s fallback probe for an ACL user whose
-/// key patterns do not cover the probe's key (it checks the password and scripting).
-pub(crate) fn load_command(algorithm: RedisAlgorithm) -> redis::Cmd {
-    let mut cmd = redis::cmd("SCRIPT");
-    cmd.arg("LOAD").arg(&lua(algorithm).source);
-    cmd
-}
-
 /// How a command names its script.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum ScriptRef {
