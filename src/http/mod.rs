@@ -1019,19 +1019,13 @@ impl State {
             matching.next()?;
         }
         let mut first = None;
-        // A remote rule that would strike (its look is a round trip, not taken here).
-        let mut remote_striker = None;
         for (index, rule) in matching {
             if rule.mode != Mode::Block {
                 continue;
             }
             let key = rule.key.extract(req);
             let cost = u64::from(rule.cost_of(req));
-            let look = rule.limiter.check_http(&key, 0);
-            if banning && remote_striker.is_none() && matches!(look, Check::Pending(_)) && rule.strikes(req) {
-                remote_striker = Some((index, rule_address(rule)));
-            }
-            if let Check::Ready(Ok(d)) = look {
+            if let Check::Ready(Ok(d)) = rule.limiter.check_http(&key, 0) {
                 if !d.is_allowed() || d.remaining() < cost {
                     // A refusal that is a strike first: one by a bucket others share (a site-wide
                     // limit) would end the checks before the client's own rule could count its
@@ -1048,18 +1042,7 @@ impl State {
                 }
             }
         }
-        match (first, remote_striker) {
-            // Only refusals that are no strikes were seen, and a remote rule that would strike
-            // could not be looked at: it goes first, so that a client over its own (Redis) limit
-            // is still struck (review finding). If it admits, the shared rule then refuses and
-            // the remote take is not refunded (remote checks have no receipt): the client's own
-            // bucket pays one cell for a refused request while a shared limit is full.
-            (Some(_), Some((index, address))) => {
-                acc.strikes = address;
-                (index > 0).then_some(index)
-            }
-            (first, _) => first.filter(|&index| index > 0),
-        }
+        first.filter(|&index| index > 0)
     }
 
     /// The rest of [`State::first_pass`] once a check needs a round trip.
