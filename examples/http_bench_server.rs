@@ -12,7 +12,9 @@
 //! (`X-RateLimit-*`: three), `tollgate-allow-ietf` (`RateLimit-Policy`/`RateLimit`: two),
 //! `tollgate-allow-noheaders`, `tollgate-allow-noheaders-wrapped` (the default body mode, which
 //! axum boxes again; every other tollgate mode keeps axum's body: `same_body`),
-//! `tollgate-deny`, `governor-allow`, `governor-deny`; `noop-layer` (a layer that only passes
+//! `tollgate-deny`, `governor-allow`, `governor-allow-headers` (its `x-ratelimit-limit` and
+//! `-remaining`), `governor-deny`; `static-headers` (the five header names and
+//! values of `tollgate-allow` inserted as static values: the floor for sending them); `noop-layer` (a layer that only passes
 //! requests on: what axum's `Router::layer` costs any middleware); `tollgate-allow-outer` and
 //! `tollgate-allow-noheaders-outer` (the layer wrapped around the whole router, not added with
 //! `Router::layer`). The runtime has `TOLLGATE_BENCH_THREADS` workers (default 1). All modes key
@@ -65,6 +67,24 @@ impl<S: tower::Service<R>, R> tower::Service<R> for Noop<S> {
     }
 }
 
+/// The floor for any middleware that sends tollgate's five rate-limit headers (`HeaderStyle::Both`):
+/// the same names and values as `tollgate-allow`'s, inserted as static values (no decision, no
+/// formatting, no allocation but the header map's growth).
+fn static_headers(mut res: axum::response::Response) -> axum::response::Response {
+    use http::header::{HeaderName, HeaderValue};
+    let headers = res.headers_mut();
+    for (name, value) in [
+        ("x-ratelimit-limit", "1000000000"),
+        ("x-ratelimit-remaining", "999999999"),
+        ("x-ratelimit-reset", "1"),
+        ("ratelimit-policy", "\"bench\";q=1000000000;w=1"),
+        ("ratelimit", "\"bench\";r=999999999;t=1"),
+    ] {
+        headers.insert(HeaderName::from_static(name), HeaderValue::from_static(value));
+    }
+    res
+}
+
 /// A mode's app: a router (bare or with a layer applied through `Router::layer`), or tollgate's
 /// layer wrapped around the whole router (`*-outer` modes: no per-route boxing, and rules match
 /// by path prefix since no route has matched yet).
@@ -91,6 +111,7 @@ fn router(mode: &str) -> Result<Router, String> {
     Ok(match mode {
         "plain" => hello,
         "noop-layer" => hello.layer(NoopLayer),
+        "static-headers" => hello.layer(tower::util::MapResponseLayer::new(static_headers as fn(_) -> _)),
         "tollgate-allow" => hello.layer(tollgate_layer(allow, HeaderStyle::Both)?),
         "tollgate-allow-noheaders" => hello.layer(tollgate_layer(allow, HeaderStyle::None)?),
         "tollgate-allow-noheaders-wrapped" => hello.layer(wrapped_layer(allow, HeaderStyle::None)?),
@@ -107,6 +128,16 @@ fn router(mode: &str) -> Result<Router, String> {
             let config = builder.finish().ok_or("bad governor config")?;
             hello.layer(GovernorLayer::new(config))
         }
+        "governor-allow-headers" => {
+            // tower_governor's own headers: `x-ratelimit-limit` and `x-ratelimit-remaining`.
+            let config = GovernorConfigBuilder::default()
+                .per_nanosecond(1)
+                .burst_size(1_000_000_000)
+                .use_headers()
+                .finish()
+                .ok_or("bad governor config")?;
+            hello.layer(GovernorLayer::new(config))
+        }
         other => return Err(format!("unknown mode {other:?}")),
     })
 }
@@ -117,9 +148,10 @@ fn router(mode: &str) -> Result<Router, String> {
 /// layer's own cost, not throughput.
 fn inproc(requests: u32) -> Result<(), Box<dyn std::error::Error>> {
     use tower::{Service, ServiceExt};
-    const MODES: [&str; 12] = [
+    const MODES: [&str; 14] = [
         "plain",
         "noop-layer",
+        "static-headers",
         "tollgate-allow-outer",
         "tollgate-allow-noheaders-outer",
         "tollgate-allow",
@@ -129,6 +161,7 @@ fn inproc(requests: u32) -> Result<(), Box<dyn std::error::Error>> {
         "tollgate-allow-noheaders-wrapped",
         "tollgate-deny",
         "governor-allow",
+        "governor-allow-headers",
         "governor-deny",
     ];
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
