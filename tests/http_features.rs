@@ -127,6 +127,26 @@ async fn skip_paths_methods_and_predicates() {
     assert_eq!(layer.metrics().denied, 1);
 }
 
+/// Skipping GET skips HEAD (the GET handler answers it), as a rule on GET limits HEAD; other
+/// methods stay limited.
+#[tokio::test]
+async fn skipping_get_skips_head() {
+    let clock = ManualClock::new();
+    let l = limiter(&clock, "1/s");
+    let layer = RateLimitLayer::builder().rule(rule("one", &l)).skip_method(http::Method::GET).build();
+    let base = serve(app(layer.clone())).await;
+    let client = Client::new();
+    for _ in 0..3 {
+        assert_eq!(client.get(&base).send().await.unwrap().status(), StatusCode::OK);
+        let res = client.head(&base).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        assert!(res.headers().get("x-ratelimit-limit").is_none());
+    }
+    assert_eq!(client.post(&base).send().await.unwrap().status(), StatusCode::OK);
+    assert_eq!(client.post(&base).send().await.unwrap().status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(layer.metrics().skipped, 6);
+}
+
 #[tokio::test]
 async fn methods_and_costs() {
     let clock = ManualClock::new();

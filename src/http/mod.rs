@@ -565,9 +565,22 @@ impl RateLimitLayerBuilder {
         self
     }
 
-    /// Requests with this method are not limited (e.g. `OPTIONS`).
+    /// Requests with this method are not limited (e.g. `OPTIONS`). Skipping `GET` skips `HEAD`
+    /// too, as a rule on `GET` limits `HEAD` ([`Rule::methods`]): a server answers `HEAD` by
+    /// running the `GET` handler, so the two are one way in to the same handler.
+    ///
+    /// ```
+    /// use tollgate::http::RateLimitLayer;
+    /// let layer = RateLimitLayer::builder().skip_method(http::Method::OPTIONS).build();
+    /// # let _ = layer;
+    /// ```
     pub fn skip_method(mut self, method: Method) -> Self {
-        self.skip_methods.push(method);
+        let head = method == Method::GET;
+        for m in std::iter::once(method).chain(head.then_some(Method::HEAD)) {
+            if !self.skip_methods.contains(&m) {
+                self.skip_methods.push(m);
+            }
+        }
         self
     }
 
