@@ -29,9 +29,14 @@ pub enum Origin {
     /// A local deny cache answered for a remote backend (the key was denied recently and cannot
     /// be allowed before its `retry_after`).
     DenyCache,
-    /// The backend failed and the limiter's fallback policy decided (fail open, fail closed, or
-    /// a local fallback limiter).
+    /// The backend failed and the limiter's fallback policy decided (fail closed, or a local
+    /// fallback limiter).
     Fallback,
+    /// The backend failed and the limiter's policy let the request through unchecked (fail
+    /// open): `limit` is the quota's, `remaining` and `reset_after` are 0, and none of them
+    /// describes the key. The HTTP layer sends no rate-limit headers for it, as for a failed
+    /// check it lets through.
+    Unchecked,
 }
 
 /// The outcome of a check: allowed or not, plus what callers need for headers and backoff.

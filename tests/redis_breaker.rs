@@ -112,10 +112,10 @@ fn one_bad_key_does_not_open_the_breaker() {
         let _: i64 = server.query(redis::cmd("HSET").arg(&bad).arg("f").arg("v"));
         for _ in 0..10 {
             let d = redis.check(b"bad", 1).await.unwrap();
-            assert_eq!(d.origin(), Origin::Fallback);
+            assert_eq!(d.origin(), Origin::Unchecked);
         }
         let many = redis.check_many(&["bad", "bad"], 1).await;
-        assert!(many.iter().all(|r| r.as_ref().is_ok_and(|d| d.origin() == Origin::Fallback)));
+        assert!(many.iter().all(|r| r.as_ref().is_ok_and(|d| d.origin() == Origin::Unchecked)));
         assert!(!redis.circuit_open());
         let good = redis.check(b"good", 1).await.unwrap();
         assert_eq!((good.origin(), good.remaining()), (Origin::Remote, 999));

@@ -80,7 +80,7 @@ fn each_policy_when_the_server_dies_and_recovery_after_restart() {
                 other => panic!("ReturnError gave {other:?}"),
             }
             let d = guarded(&open, b"k").await.unwrap();
-            assert_eq!((d.is_allowed(), d.origin(), d.limit()), (true, Origin::Fallback, 1000));
+            assert_eq!((d.is_allowed(), d.origin(), d.limit()), (true, Origin::Unchecked, 1000));
             let d = guarded(&closed, b"k").await.unwrap();
             assert_eq!((d.is_allowed(), d.origin()), (false, Origin::Fallback));
             assert_eq!(d.retry_after(), Some(Duration::from_secs(1)));
@@ -99,7 +99,7 @@ fn each_policy_when_the_server_dies_and_recovery_after_restart() {
         ));
         assert!(tokio::time::timeout(HANG, error.reset(b"k")).await.unwrap().is_err());
         let many = tokio::time::timeout(HANG, open.check_many(&["a", "b"], 1)).await.unwrap();
-        assert!(many.iter().all(|r| r.as_ref().unwrap().origin() == Origin::Fallback));
+        assert!(many.iter().all(|r| r.as_ref().unwrap().origin() == Origin::Unchecked));
     });
     server.restart();
     runtime.block_on(async {
@@ -135,7 +135,7 @@ fn kill_mid_load_then_restart() {
                     let d = guarded(&limiter, key.as_bytes()).await.unwrap();
                     match d.origin() {
                         Origin::Remote => remote += 1,
-                        Origin::Fallback => fallback += 1,
+                        Origin::Unchecked => fallback += 1,
                         other => panic!("unexpected origin {other:?}"),
                     }
                 }
@@ -370,7 +370,7 @@ fn the_circuit_breaker_answers_at_once_during_an_outage() {
         for _ in 0..3 {
             let started = std::time::Instant::now();
             let d = guarded(&redis, b"k").await.unwrap();
-            assert_eq!((d.is_allowed(), d.origin()), (true, Origin::Fallback));
+            assert_eq!((d.is_allowed(), d.origin()), (true, Origin::Unchecked));
             assert!(started.elapsed() >= TIMEOUT, "sent, and timed out");
         }
         assert!(redis.circuit_open());
@@ -378,11 +378,11 @@ fn the_circuit_breaker_answers_at_once_during_an_outage() {
         let started = std::time::Instant::now();
         for _ in 0..50 {
             let d = guarded(&redis, b"k").await.unwrap();
-            assert_eq!((d.is_allowed(), d.origin()), (true, Origin::Fallback));
+            assert_eq!((d.is_allowed(), d.origin()), (true, Origin::Unchecked));
         }
         let many = redis.check_many(&["a", "b"], 1).await;
-        assert!(many.iter().all(|r| r.as_ref().is_ok_and(|d| d.origin() == Origin::Fallback)));
-        assert_eq!(redis.peek(b"k").await.unwrap().origin(), Origin::Fallback);
+        assert!(many.iter().all(|r| r.as_ref().is_ok_and(|d| d.origin() == Origin::Unchecked)));
+        assert_eq!(redis.peek(b"k").await.unwrap().origin(), Origin::Unchecked);
         assert!(started.elapsed() < TIMEOUT, "52 calls took {:?}: not sent", started.elapsed());
         // After the pause, a probe goes through and closes the breaker.
         tokio::time::sleep(Duration::from_millis(2_100)).await;

@@ -89,7 +89,7 @@ async fn a_redis_rule_limits_and_fails_as_configured() {
     let expected: [(u16, Option<&str>, Option<&str>); 4] = [
         (200, None, None),           // ReturnError + layer FailOpen: passes, no headers
         (503, None, None),           // ReturnError + layer FailClosed: 503
-        (200, Some("0"), None),      // Redis FailOpen: allowed (by the policy: nothing known left)
+        (200, None, None),           // Redis FailOpen: allowed unchecked, no headers (nothing known)
         (429, Some("0"), Some("1")), // Redis FailClosed: refused, retry in 1 s
     ];
     for (base, want) in apps.iter().zip(expected) {

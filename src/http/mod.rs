@@ -735,6 +735,9 @@ impl Acc {
         };
         if rule.mode != Mode::Shadow
             && state.style != HeaderStyle::None
+            // A backend's fail-open pass knows nothing of the key: `remaining 0` in its headers
+            // would tell well-behaved clients to stop while the backend is down.
+            && decision.origin() != crate::decision::Origin::Unchecked
             && (self.report.as_ref().is_none_or(|r| tighter(&decision, &r.decision))
                 // The refusing rule's own numbers go with its Retry-After.
                 || (rule.mode == Mode::Block && self.deny.is_none() && !decision.is_allowed()))

@@ -114,7 +114,8 @@ pub enum FailurePolicy {
     /// Return the error ([`CheckError::Backend`] or [`CheckError::Timeout`]) to the caller.
     #[default]
     ReturnError,
-    /// Allow the request: `Decision::allowed(limit, 0, 0)` with [`Origin::Fallback`].
+    /// Allow the request: `Decision::allowed(limit, 0, 0)` with [`Origin::Unchecked`] (its
+    /// numbers say nothing of the key).
     FailOpen,
     /// Deny the request: `Decision::denied(limit, 0, 0, 1 s)` with [`Origin::Fallback`]
     /// (`Retry-After: 1`).
@@ -485,7 +486,7 @@ impl<C: Clock> RedisLimiterBuilder<C> {
     ///     .unwrap();
     /// let d = limiter.check_key_async("alice", 1).await.unwrap();
     /// assert!(d.is_allowed());
-    /// assert_eq!(d.origin(), Origin::Fallback);
+    /// assert_eq!(d.origin(), Origin::Unchecked);
     /// # });
     /// ```
     pub fn connect_lazy(self) -> Result<RedisLimiter<C>, SetupError> {
@@ -785,7 +786,7 @@ impl<C: Clock> RedisLimiter<C> {
         let limit = params.capacity;
         match &self.policy {
             FailurePolicy::ReturnError => Err(error),
-            FailurePolicy::FailOpen => Ok(Decision::allowed(limit, 0, 0).with_origin(Origin::Fallback)),
+            FailurePolicy::FailOpen => Ok(Decision::allowed(limit, 0, 0).with_origin(Origin::Unchecked)),
             FailurePolicy::FailClosed => {
                 Ok(Decision::denied(limit, 0, 0, 1_000_000_000).with_origin(Origin::Fallback))
             }
