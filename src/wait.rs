@@ -5,7 +5,10 @@
 //! A waiter checks; on a denial it sleeps for the decision's `retry_after` (plus optional
 //! [`Jitter`]) and checks again. It never spins: every retry is preceded by a sleep of at least
 //! [`MIN_SLEEP`]. A cost that can never fit is an error at once (`InsufficientCapacity`),
-//! never an endless wait. Waiting is not a queue: under contention a waiter that wakes may be
+//! never an endless wait. [`Limiter::wait_n_timeout`] and [`KeyedLimiter::wait_key_n_timeout`]
+//! bound the wait ([`WaitError::TimedOut`]), giving up at once when the next chance is past the
+//! deadline; for the async waits, `tokio::time::timeout` bounds them (cancelling between
+//! checks consumes nothing). Waiting is not a queue: under contention a waiter that wakes may be
 //! denied again and sleep again (no fairness between waiters).
 //!
 //! ```
@@ -88,6 +91,90 @@ impl Jitter {
     }
 }
 
+/// Why a bounded wait (`wait_n_timeout`, `wait_key_n_timeout`) gave up.
+///
+/// ```
+/// use std::time::Duration;
+/// use tollgate::wait::WaitError;
+/// use tollgate::{Limiter, ManualClock, Quota};
+/// let limiter = Limiter::with_clock(Quota::per_hour(1).unwrap(), ManualClock::new());
+/// assert!(limiter.check().is_allowed());
+/// // The next cell comes in an hour: a wait of at most a second gives up at once.
+/// match limiter.wait_n_timeout(1, Duration::from_secs(1)) {
+///     Err(WaitError::TimedOut(d)) => assert_eq!(d.retry_after(), Some(Duration::from_secs(3600))),
+///     other => panic!("{other:?}"),
+/// }
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WaitError<E> {
+    /// The check failed in a way that waiting cannot fix ([`InsufficientCapacity`]: the cost
+    /// can never fit; for a keyed limiter any [`CheckError`], such as a full key table).
+    Check(E),
+    /// The request cannot be admitted within the time allowed. The last denial is attached:
+    /// its `retry_after` says when it could be. A waiter gives up as soon as that is past the
+    /// deadline, without sleeping until the deadline first.
+    TimedOut(Decision),
+}
+
+impl<E: std::fmt::Display> std::fmt::Display for WaitError<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WaitError::Check(e) => e.fmt(f),
+            WaitError::TimedOut(d) => match d.retry_after() {
+                Some(retry) => write!(f, "not admitted within the time allowed (next chance in {retry:?})"),
+                None => f.write_str("not admitted within the time allowed"),
+            },
+        }
+    }
+}
+
+impl<E: std::error::Error + 'static> std::error::Error for WaitError<E> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            WaitError::Check(e) => Some(e),
+            WaitError::TimedOut(_) => None,
+        }
+    }
+}
+
+/// A bounded waiter's next sleep after the denial `denied`, `waited` into a wait of at most
+/// `timeout`, or `None` to give up: the denial cannot turn into an admission before the
+/// deadline (its `retry_after`, the earliest time it could pass with no one else checking,
+/// is past it). The sleep (`retry_after` plus jitter) is cut at the deadline, so a waiter
+/// never sleeps past it; the one check at the deadline then decides.
+fn bounded_sleep(denied: &Decision, jitter: Jitter, waited: Duration, timeout: Duration) -> Option<Duration> {
+    let left = timeout.checked_sub(waited)?;
+    if denied.retry_after().unwrap_or(Duration::ZERO) > left || left.is_zero() {
+        return None;
+    }
+    Some(jitter.delay(denied).min(left).max(MIN_SLEEP))
+}
+
+/// The bounded retry loop of every `*_timeout` waiter: `check` until it admits, sleeping with
+/// `sleep` as [`bounded_sleep`] says; time is `clock`'s (a clock that went back reads as no
+/// time passed).
+fn bounded<E>(
+    clock: &impl Clock,
+    timeout: Duration,
+    jitter: Jitter,
+    mut check: impl FnMut() -> Result<Decision, E>,
+    mut sleep: impl FnMut(Duration),
+) -> Result<Decision, WaitError<E>> {
+    let start = clock.now();
+    loop {
+        let decision = check().map_err(WaitError::Check)?;
+        if decision.is_allowed() {
+            return Ok(decision);
+        }
+        let waited = Duration::from_nanos(clock.now().saturating_sub(start));
+        match bounded_sleep(&decision, jitter, waited, timeout) {
+            Some(d) => sleep(d),
+            None => return Err(WaitError::TimedOut(decision)),
+        }
+    }
+}
+
 thread_local! {
     static RNG: Cell<u64> = Cell::new({
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
@@ -146,6 +233,47 @@ impl<C: Clock, A: Algorithm> Limiter<C, A> {
             }
             sleep(jitter.delay(&decision));
         }
+    }
+
+    /// Blocks until `n` cells are admitted, for at most `timeout` (measured on the limiter's
+    /// clock); [`WaitError::TimedOut`] as soon as the next chance is past it, without sleeping
+    /// first, and [`WaitError::Check`] at once if `n` can never fit.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tollgate::{Limiter, Quota};
+    /// let limiter = Limiter::new(Quota::per_second(1000).unwrap());
+    /// assert!(limiter.wait_n_timeout(10, Duration::from_millis(5)).is_ok());
+    /// ```
+    pub fn wait_n_timeout(
+        &self,
+        n: u32,
+        timeout: Duration,
+    ) -> Result<Decision, WaitError<InsufficientCapacity>> {
+        self.wait_n_timeout_with(n, timeout, Jitter::NONE, std::thread::sleep)
+    }
+
+    /// [`wait_n_timeout`](Self::wait_n_timeout) with jitter and your own sleep function.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tollgate::wait::{Jitter, WaitError};
+    /// use tollgate::{Limiter, ManualClock, Quota};
+    /// let clock = ManualClock::new();
+    /// let limiter = Limiter::with_clock(Quota::per_second(1).unwrap(), clock.clone());
+    /// assert!(limiter.check().is_allowed());
+    /// let advance = |d| clock.advance(d);
+    /// assert!(matches!(limiter.wait_n_timeout_with(1, Duration::from_millis(999), Jitter::NONE, advance), Err(WaitError::TimedOut(_))));
+    /// assert!(limiter.wait_n_timeout_with(1, Duration::from_secs(1), Jitter::NONE, advance).is_ok());
+    /// ```
+    pub fn wait_n_timeout_with(
+        &self,
+        n: u32,
+        timeout: Duration,
+        jitter: Jitter,
+        sleep: impl FnMut(Duration),
+    ) -> Result<Decision, WaitError<InsufficientCapacity>> {
+        bounded(self.clock(), timeout, jitter, || self.check_n(n), sleep)
     }
 
     /// Waits asynchronously until `n` cells are admitted, sleeping with `sleep` (any runtime's
@@ -280,6 +408,59 @@ where
             }
             sleep(jitter.delay(&decision));
         }
+    }
+
+    /// Blocks until `n` cells are admitted for `key`, for at most `timeout` (measured on the
+    /// limiter's clock): [`WaitError::TimedOut`] as soon as the next chance is past it, without
+    /// sleeping first; [`WaitError::Check`] at once for errors waiting cannot fix.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tollgate::wait::WaitError;
+    /// use tollgate::{KeyedLimiter, Quota};
+    /// let limiter: KeyedLimiter<String> = KeyedLimiter::new(Quota::per_hour(1).unwrap());
+    /// assert!(limiter.wait_key_n_timeout("k", 1, Duration::from_millis(5)).is_ok());
+    /// let err = limiter.wait_key_n_timeout("k", 1, Duration::from_millis(5));
+    /// assert!(matches!(err, Err(WaitError::TimedOut(_))));
+    /// ```
+    pub fn wait_key_n_timeout<Q>(
+        &self,
+        key: &Q,
+        n: u32,
+        timeout: Duration,
+    ) -> Result<Decision, WaitError<CheckError>>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        self.wait_key_n_timeout_with(key, n, timeout, Jitter::NONE, std::thread::sleep)
+    }
+
+    /// [`wait_key_n_timeout`](Self::wait_key_n_timeout) with jitter and your own sleep
+    /// function.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tollgate::wait::{Jitter, WaitError};
+    /// use tollgate::{CheckError, KeyedLimiter, ManualClock, Quota};
+    /// let clock = ManualClock::new();
+    /// let limiter: KeyedLimiter<String, _> = KeyedLimiter::with_clock(Quota::per_second(3).unwrap(), clock.clone());
+    /// let err = limiter.wait_key_n_timeout_with("k", 4, Duration::from_secs(9), Jitter::NONE, |d| clock.advance(d));
+    /// assert!(matches!(err, Err(WaitError::Check(CheckError::InsufficientCapacity { cost: 4, capacity: 3 }))));
+    /// ```
+    pub fn wait_key_n_timeout_with<Q>(
+        &self,
+        key: &Q,
+        n: u32,
+        timeout: Duration,
+        jitter: Jitter,
+        sleep: impl FnMut(Duration),
+    ) -> Result<Decision, WaitError<CheckError>>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        bounded(self.clock(), timeout, jitter, || self.check_n(key, n), sleep)
     }
 
     /// Waits asynchronously until `n` cells are admitted for `key`, sleeping with `sleep`.

@@ -121,3 +121,88 @@ fn tokio_until_ready_on_the_real_clock() {
         assert!(limiter.until_n_ready(1001).await.is_err());
     });
 }
+
+/// A bounded wait: admitted when the next chance is within the timeout (after sleeping just
+/// that long), refused at once, with no sleep, when it is past it, and never sleeping past the
+/// deadline, jitter included.
+#[test]
+fn bounded_waits_give_up_at_once_when_the_next_chance_is_too_late() {
+    use tollgate::wait::WaitError;
+    let clock = ManualClock::new();
+    let limiter = Limiter::with_clock(Quota::per_second(1).unwrap(), clock.clone());
+    let slept = std::cell::Cell::new(Duration::ZERO);
+    let sleep = |d: Duration| {
+        slept.set(slept.get() + d);
+        clock.advance(d);
+    };
+    assert!(limiter.check().is_allowed());
+    match limiter.wait_n_timeout_with(1, Duration::from_millis(999), Jitter::NONE, sleep) {
+        Err(WaitError::TimedOut(d)) => assert_eq!(d.retry_after(), Some(Duration::from_secs(1))),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(slept.get(), Duration::ZERO, "gave up without sleeping");
+    let d = limiter.wait_n_timeout_with(1, Duration::from_secs(1), Jitter::NONE, sleep).unwrap();
+    assert!(d.is_allowed());
+    assert_eq!(slept.get(), Duration::from_secs(1));
+    // Jitter is cut at the deadline: the sleep ends there and the check at the deadline passes.
+    slept.set(Duration::ZERO);
+    let jitter = Jitter::up_to(Duration::from_secs(60));
+    for _ in 0..20 {
+        let d = limiter.wait_n_timeout_with(1, Duration::from_secs(1), jitter, sleep).unwrap();
+        assert!(d.is_allowed());
+        assert_eq!(slept.replace(Duration::ZERO), Duration::from_secs(1));
+    }
+    // A zero timeout is one check.
+    assert!(matches!(
+        limiter.wait_n_timeout_with(1, Duration::ZERO, Jitter::NONE, sleep),
+        Err(WaitError::TimedOut(_))
+    ));
+    assert!(matches!(
+        limiter.wait_n_timeout_with(2, Duration::MAX, Jitter::NONE, sleep),
+        Err(WaitError::Check(tollgate::InsufficientCapacity { cost: 2, capacity: 1 }))
+    ));
+    assert_eq!(slept.get(), Duration::ZERO);
+}
+
+/// Others taking every cell the waiter wakes up for: the waiter keeps retrying until its
+/// deadline and gives up there, having slept no longer than the timeout in all.
+#[test]
+fn bounded_wait_under_contention_stops_at_the_deadline() {
+    use tollgate::wait::WaitError;
+    let clock = ManualClock::new();
+    let limiter: KeyedLimiter<String, ManualClock> =
+        KeyedLimiter::with_clock(Quota::per_second(10).unwrap(), clock.clone());
+    assert!(limiter.check_n("k", 10).unwrap().is_allowed());
+    let mut slept = Duration::ZERO;
+    let mut sleeps = 0;
+    let result = limiter.wait_key_n_timeout_with("k", 1, Duration::from_millis(350), Jitter::NONE, |d| {
+        slept += d;
+        sleeps += 1;
+        clock.advance(d);
+        // Someone else takes the cell that refilled while the waiter slept.
+        assert!(limiter.check("k").unwrap().is_allowed());
+    });
+    match result {
+        Err(WaitError::TimedOut(d)) => assert!(!d.is_allowed()),
+        other => panic!("{other:?}"),
+    }
+    // Sleeps of 100 ms at 0, 100 and 200 ms; at 300 ms the next chance (400 ms) is too late.
+    assert_eq!((sleeps, slept), (3, Duration::from_millis(300)));
+    // A full key table is an error waiting cannot fix: reported at once.
+    let full: KeyedLimiter<String, ManualClock> =
+        KeyedLimiter::with_clock(Quota::per_second(1).unwrap(), clock.clone()).max_keys(0);
+    let err = full.wait_key_n_timeout_with("b", 1, Duration::from_secs(1), Jitter::NONE, |_| panic!("slept"));
+    assert_eq!(err, Err(WaitError::Check(CheckError::KeyLimit { max_keys: 0 })));
+}
+
+/// The blocking form on the real clock: a spent hourly limit gives up at once, not after the
+/// timeout.
+#[test]
+fn bounded_blocking_wait_on_the_real_clock() {
+    let limiter = Limiter::new(Quota::per_hour(1).unwrap());
+    assert!(limiter.wait_n_timeout(1, Duration::from_millis(50)).is_ok());
+    let started = std::time::Instant::now();
+    let err = limiter.wait_n_timeout(1, Duration::from_secs(30)).unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(5), "gave up without sleeping to the deadline");
+    assert!(err.to_string().contains("not admitted"), "{err}");
+}
