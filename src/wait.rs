@@ -148,12 +148,16 @@ fn bounded_sleep(denied: &Decision, jitter: Jitter, waited: Duration, timeout: D
     if denied.retry_after().unwrap_or(Duration::ZERO) > left || left.is_zero() {
         return None;
     }
-    Some(jitter.delay(denied).min(left).max(MIN_SLEEP))
+    // The floor first, the cut last: with under MIN_SLEEP left, the sleep ends at the deadline
+    // (review finding: flooring after the cut slept past it and then admitted late).
+    Some(jitter.delay(denied).max(MIN_SLEEP).min(left))
 }
 
 /// The bounded retry loop of every `*_timeout` waiter: `check` until it admits, sleeping with
-/// `sleep` as [`bounded_sleep`] says; time is `clock`'s (a clock that went back reads as no
-/// time passed).
+/// `sleep` as [`bounded_sleep`] says. The time waited is the larger of what `clock` says passed
+/// and what was slept: a clock that stands still (a `ManualClock` under `std::thread::sleep`), lags
+/// (`CachedClock`) or goes back still lets the deadline come (review finding: with a clock that
+/// did not move, a 10 ms wait never ended).
 fn bounded<E>(
     clock: &impl Clock,
     timeout: Duration,
@@ -162,14 +166,18 @@ fn bounded<E>(
     mut sleep: impl FnMut(Duration),
 ) -> Result<Decision, WaitError<E>> {
     let start = clock.now();
+    let mut slept = Duration::ZERO;
     loop {
         let decision = check().map_err(WaitError::Check)?;
         if decision.is_allowed() {
             return Ok(decision);
         }
-        let waited = Duration::from_nanos(clock.now().saturating_sub(start));
+        let waited = Duration::from_nanos(clock.now().saturating_sub(start)).max(slept);
         match bounded_sleep(&decision, jitter, waited, timeout) {
-            Some(d) => sleep(d),
+            Some(d) => {
+                sleep(d);
+                slept = slept.saturating_add(d);
+            }
             None => return Err(WaitError::TimedOut(decision)),
         }
     }

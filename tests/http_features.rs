@@ -1301,3 +1301,48 @@ async fn a_custom_extractor_runs_once_more_on_a_strike() {
     assert_eq!((allowed, denied), (2, 3));
     assert_eq!(layer.metrics().denied, 1);
 }
+
+/// A remote limiter failing open: allowed, numbers that say nothing (`Origin::Unchecked`).
+struct FailsOpen;
+
+impl HttpLimiter for FailsOpen {
+    fn check_http(&self, _key: &HttpKey, _cost: u32) -> Check {
+        Check::Ready(Ok(Decision::allowed(10, 0, 0).with_origin(tollgate::Origin::Unchecked)))
+    }
+    fn quota_http(&self, _key: &HttpKey) -> Quota {
+        Quota::per_second(10).unwrap()
+    }
+    fn reset_http(&self, _key: &HttpKey) -> Result<bool, CheckError> {
+        Ok(false)
+    }
+}
+
+/// A fail-open pass sends no rate-limit headers (its `remaining 0` would tell clients to stop
+/// while the backend is down), and in annotate mode a real decision is the note, not it (review
+/// finding: its remaining 0 beat every real decision); alone, it is still the note.
+#[tokio::test]
+async fn a_fail_open_pass_reports_nothing_it_does_not_know() {
+    let clock = ManualClock::new();
+    let local = limiter(&clock, "5/s");
+    let layer = RateLimitLayer::builder().rule(Rule::new("redis", FailsOpen).unwrap()).build();
+    let base = serve(app(layer)).await;
+    let client = Client::new();
+    let res = client.get(&base).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(res.headers().get("x-ratelimit-remaining").is_none());
+    assert!(res.headers().get("ratelimit").is_none());
+
+    let layer = RateLimitLayer::builder()
+        .rule(Rule::new("redis", FailsOpen).unwrap().mode(Mode::Annotate))
+        .rule(rule("local", &local).mode(Mode::Annotate))
+        .build();
+    let base = serve(app(layer)).await;
+    let res = client.get(&base).send().await.unwrap();
+    assert_eq!(header(&res, "x-ratelimit-remaining"), Some("4"));
+    assert_eq!(res.text().await.unwrap(), "local:true:4");
+
+    let layer =
+        RateLimitLayer::builder().rule(Rule::new("redis", FailsOpen).unwrap().mode(Mode::Annotate)).build();
+    let base = serve(app(layer)).await;
+    assert_eq!(client.get(&base).send().await.unwrap().text().await.unwrap(), "redis:true:0");
+}

@@ -206,3 +206,29 @@ fn bounded_blocking_wait_on_the_real_clock() {
     assert!(started.elapsed() < Duration::from_secs(5), "gave up without sleeping to the deadline");
     assert!(err.to_string().contains("not admitted"), "{err}");
 }
+
+/// Review findings: with under `MIN_SLEEP` left the sleep still ends at the deadline (it slept
+/// 1 µs past it, then admitted late); and a clock that does not move cannot stretch the wait
+/// (with a ManualClock under `std::thread::sleep`, a 10 ms wait never ended).
+#[test]
+fn bounded_waits_end_at_the_deadline_whatever_the_clock() {
+    use tollgate::wait::WaitError;
+    let clock = ManualClock::new();
+    let limiter = Limiter::with_clock(Quota::per_second(1).unwrap(), clock.clone());
+    assert!(limiter.check().is_allowed());
+    clock.advance(Duration::from_secs(1) - Duration::from_nanos(300));
+    let slept = std::cell::Cell::new(Duration::ZERO);
+    let timeout = Duration::from_nanos(500);
+    let r = limiter.wait_n_timeout_with(1, timeout, Jitter::NONE, |d| {
+        slept.set(slept.get() + d);
+        clock.advance(d);
+    });
+    assert!(slept.get() <= timeout, "slept {:?} ({r:?})", slept.get());
+    // A clock that stands still: the sleeps themselves bring the deadline.
+    let still = Limiter::with_clock(Quota::per_second(1000).unwrap(), ManualClock::new());
+    assert!(still.check_n(1000).unwrap().is_allowed());
+    let mut total = Duration::ZERO;
+    let r = still.wait_n_timeout_with(1, Duration::from_millis(10), Jitter::NONE, |d| total += d);
+    assert!(matches!(r, Err(WaitError::TimedOut(_))), "{r:?}");
+    assert_eq!(total, Duration::from_millis(10));
+}

@@ -773,7 +773,13 @@ impl Acc {
                         "rate limit would deny (not enforced)"
                     );
                 }
-                if self.note.as_ref().is_none_or(|n| tighter(&decision, &n.decision)) {
+                // A fail-open pass (`Origin::Unchecked`, remaining 0 by construction) is kept
+                // only when no rule decided for real: it is no count to compare (review finding:
+                // it beat every real decision, so handlers saw 0 left while Redis was down).
+                let unchecked = |d: &Decision| d.origin() == crate::decision::Origin::Unchecked;
+                if self.note.as_ref().is_none_or(|n| {
+                    !unchecked(&decision) && (unchecked(&n.decision) || tighter(&decision, &n.decision))
+                }) {
                     self.note =
                         Some(RateLimitDecision { rule: rule.name.clone(), mode: rule.mode, decision });
                 }
