@@ -207,7 +207,7 @@ async fn rules_are_created_replaced_and_deleted_at_runtime() {
         shown,
         // A rule on GET covers HEAD (servers answer it with the GET handler), and says so.
         serde_json::json!({"name": "search", "route": "/search", "methods": ["GET", "HEAD"], "quota": "2/s",
-            "algorithm": "gcra", "mode": "block", "cost": 1, "key": "client_ip"})
+            "algorithm": "gcra", "mode": "block", "cost": 1, "key": "client_ip", "ban_strikes": null})
     );
     assert_eq!(hit(&client, search.clone()).await, (200, some("2"), some("1")));
     assert_eq!(hit(&client, search.clone()).await, (200, some("2"), some("0")));
@@ -258,6 +258,31 @@ async fn rules_are_created_replaced_and_deleted_at_runtime() {
         assert_eq!(status, StatusCode::NOT_FOUND);
         assert_eq!(problem["status"], 404);
     }
+}
+
+/// `ban_strikes` is shown, set, kept by replacements that leave it out (also when it was set in
+/// code: before, any replacement dropped it), and reset by `null`.
+#[tokio::test]
+async fn ban_strikes_is_shown_set_and_kept() {
+    let (_app, admin, layer) = empty_setup().await;
+    let client = Client::new();
+    let limiter = tollgate::KeyedLimiter::<tollgate::http::HttpKey>::new("5/s".parse().unwrap());
+    let coded = tollgate::http::Rule::new("coded", limiter).unwrap().key(tollgate::http::KeyBy::Global);
+    layer.add_rule(None, coded.ban_strikes(true)).unwrap();
+    let url = format!("{admin}/rules/coded");
+    let (status, shown) = send(&client, reqwest::Method::PUT, url.clone(), r#"{"quota":"9/s"}"#).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!((shown["quota"].as_str(), &shown["ban_strikes"]), (Some("9/s"), &Value::Bool(true)));
+    let (status, shown) = send(&client, reqwest::Method::PUT, url.clone(), r#"{"ban_strikes":false}"#).await;
+    assert_eq!((status, &shown["ban_strikes"]), (StatusCode::OK, &Value::Bool(false)));
+    let (status, shown) = send(&client, reqwest::Method::PUT, url.clone(), r#"{"ban_strikes":null}"#).await;
+    assert_eq!((status, &shown["ban_strikes"]), (StatusCode::OK, &Value::Null));
+    let body = r#"{"name":"new","quota":"1/s","ban_strikes":true}"#;
+    let (status, shown) = send(&client, reqwest::Method::POST, format!("{admin}/rules"), body).await;
+    assert_eq!((status, &shown["ban_strikes"]), (StatusCode::CREATED, &Value::Bool(true)));
+    let (status, problem) = send(&client, reqwest::Method::PUT, url, r#"{"ban_strikes":"yes"}"#).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(problem["detail"].as_str().unwrap().contains("not a valid rule"), "{problem}");
 }
 
 #[tokio::test]

@@ -33,7 +33,9 @@
 //! or `null` for all (default); `quota`: a rate string (`"100/s"`, `"5/m"`, `"1000/h"`;
 //! required to create); `algorithm`: `gcra` (default), `fixed_window`, `sliding_window`,
 //! `sliding_log`; `mode`: `block` (default), `annotate`, `shadow`; `cost`: per request,
-//! `0..=` the quota's burst (default 1); `key`: see [keys](#keys).
+//! `0..=` the quota's burst (default 1); `key`: see [keys](#keys); `ban_strikes`: whether the
+//! rule's denials count toward an auto-ban, `true` or `false`, or `null` (default) for "unless
+//! its key is shared by every client" ([`Rule::ban_strikes`]).
 //!
 //! Changes swap the layer's whole rule set atomically: requests in flight finish under the
 //! rules they started with, and the check path stays lock-free. A new `quota` or `algorithm`
@@ -584,6 +586,7 @@ fn rule_json(route: Option<&str>, rule: &Rule) -> Value {
         "cost": rule.current_fixed_cost(),
         "key": key_text(rule.current_key()).unwrap_or_else(|| "custom".to_owned()),
         "methods": rule.current_methods().map(|m| m.iter().map(|m| m.as_str().to_owned()).collect::<Vec<_>>()),
+        "ban_strikes": rule.strikes,
     })
 }
 
@@ -710,6 +713,8 @@ struct RuleBody {
     mode: Option<String>,
     cost: Option<u64>,
     key: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    ban_strikes: Option<Option<bool>>,
 }
 
 fn clip(s: &str) -> String {
@@ -970,7 +975,13 @@ fn build(api: &Shared, body: &[u8], current: Option<(Option<String>, &Rule)>) ->
         (None, Some(current)) => Rule { cost: current.cost.clone(), ..rule },
         (None, None) => rule,
     };
-    Ok(Built { route, rule })
+    // Kept unless the body says otherwise (before, any replacement dropped a `ban_strikes`
+    // set in code).
+    let strikes = match spec.ban_strikes {
+        Some(strikes) => strikes,
+        None => current.and_then(|r| r.strikes),
+    };
+    Ok(Built { route, rule: Rule { strikes, ..rule } })
 }
 
 async fn create_rule(State(api): Api, headers: HeaderMap, body: Bytes) -> Response {
