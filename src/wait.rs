@@ -4,7 +4,7 @@
 //!
 //! A waiter checks; on a denial it sleeps for the decision's `retry_after` (plus optional
 //! [`Jitter`]) and checks again. It never spins: every retry is preceded by a sleep of at least
-//! [`MIN_SLEEP`]. A cost that can never fit is an error at once (`InsufficientCapacity`),
+//! [`MIN_SLEEP`] (a bounded wait's last sleep may be shorter: it ends at the deadline). A cost that can never fit is an error at once (`InsufficientCapacity`),
 //! never an endless wait. [`Limiter::wait_n_timeout`] and [`KeyedLimiter::wait_key_n_timeout`]
 //! bound the wait ([`WaitError::TimedOut`]), giving up at once when the next chance is past the
 //! deadline; for the async waits, `tokio::time::timeout` bounds them (cancelling between
@@ -154,10 +154,12 @@ fn bounded_sleep(denied: &Decision, jitter: Jitter, waited: Duration, timeout: D
 }
 
 /// The bounded retry loop of every `*_timeout` waiter: `check` until it admits, sleeping with
-/// `sleep` as [`bounded_sleep`] says. The time waited is the larger of what `clock` says passed
-/// and what was slept: a clock that stands still (a `ManualClock` under `std::thread::sleep`), lags
-/// (`CachedClock`) or goes back still lets the deadline come (review finding: with a clock that
-/// did not move, a 10 ms wait never ended).
+/// `sleep` as [`bounded_sleep`] says. The time waited is the clock's while it moves; while it
+/// stands still (a `ManualClock` under `std::thread::sleep`, a `CachedClock` between ticks) or
+/// goes back, the sleeps since its last move are added, so the deadline still comes (review
+/// finding: with a clock that did not move, a 10 ms wait never ended). Sleeps are not trusted
+/// while the clock moves: a sleep that returns early (a spurious wake-up) must not end the wait
+/// early (review finding: summing requested sleeps did).
 fn bounded<E>(
     clock: &impl Clock,
     timeout: Duration,
@@ -166,17 +168,21 @@ fn bounded<E>(
     mut sleep: impl FnMut(Duration),
 ) -> Result<Decision, WaitError<E>> {
     let start = clock.now();
-    let mut slept = Duration::ZERO;
+    let (mut latest, mut stalled) = (start, Duration::ZERO);
     loop {
         let decision = check().map_err(WaitError::Check)?;
         if decision.is_allowed() {
             return Ok(decision);
         }
-        let waited = Duration::from_nanos(clock.now().saturating_sub(start)).max(slept);
+        let now = clock.now();
+        if now > latest {
+            (latest, stalled) = (now, Duration::ZERO);
+        }
+        let waited = Duration::from_nanos(latest - start).saturating_add(stalled);
         match bounded_sleep(&decision, jitter, waited, timeout) {
             Some(d) => {
                 sleep(d);
-                slept = slept.saturating_add(d);
+                stalled = stalled.saturating_add(d);
             }
             None => return Err(WaitError::TimedOut(decision)),
         }
@@ -244,7 +250,7 @@ impl<C: Clock, A: Algorithm> Limiter<C, A> {
     }
 
     /// Blocks until `n` cells are admitted, for at most `timeout` (measured on the limiter's
-    /// clock); [`WaitError::TimedOut`] as soon as the next chance is past it, without sleeping
+    /// clock, and by the sleeps while that clock stands still); [`WaitError::TimedOut`] as soon as the next chance is past it, without sleeping
     /// first, and [`WaitError::Check`] at once if `n` can never fit.
     ///
     /// ```
@@ -419,7 +425,7 @@ where
     }
 
     /// Blocks until `n` cells are admitted for `key`, for at most `timeout` (measured on the
-    /// limiter's clock): [`WaitError::TimedOut`] as soon as the next chance is past it, without
+    /// limiter's clock, and by the sleeps while that clock stands still): [`WaitError::TimedOut`] as soon as the next chance is past it, without
     /// sleeping first; [`WaitError::Check`] at once for errors waiting cannot fix.
     ///
     /// ```

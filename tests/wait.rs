@@ -232,3 +232,21 @@ fn bounded_waits_end_at_the_deadline_whatever_the_clock() {
     assert!(matches!(r, Err(WaitError::TimedOut(_))), "{r:?}");
     assert_eq!(total, Duration::from_millis(10));
 }
+
+/// Review finding: a sleep that returns early (a spurious wake-up) does not end a bounded wait
+/// early while the clock moves: the clock, not the sleeps asked for, says how long it waited.
+#[test]
+fn an_early_wake_up_does_not_end_a_bounded_wait_early() {
+    let clock = ManualClock::new();
+    let limiter = Limiter::with_clock(Quota::per_second(1).unwrap(), clock.clone());
+    assert!(limiter.check().is_allowed());
+    let mut wakes = 0;
+    let d = limiter
+        .wait_n_timeout_with(1, Duration::from_secs(2), Jitter::NONE, |_| {
+            wakes += 1;
+            clock.advance(Duration::from_millis(10)); // woke after 10 ms, whatever was asked
+        })
+        .unwrap();
+    assert!(d.is_allowed());
+    assert_eq!(wakes, 100);
+}

@@ -30,7 +30,9 @@ pub enum Mode {
 }
 
 /// What a non-blocking rule decided, in the request extensions (modes [`Mode::Annotate`] and
-/// [`Mode::Shadow`]). With several such rules, the most restrictive decision.
+/// [`Mode::Shadow`]). With several such rules, the most restrictive decision; a backend's
+/// fail-open pass ([`Origin::Unchecked`](crate::Origin::Unchecked)) only when no other such rule
+/// decided.
 ///
 /// ```
 /// use tollgate::http::RateLimitDecision;
