@@ -710,28 +710,7 @@ impl Acc {
     ) {
         let decision = match result {
             Ok(d) => d,
-            Err(CheckError::InsufficientCapacity { .. }) => {
-                if rule.mode == Mode::Block {
-                    self.deny.get_or_insert(Denial::TooCostly);
-                }
-                return;
-            }
-            Err(CheckError::KeyLimit { .. }) => {
-                // A full key table is a limit, not a backend failure: a client that can mint
-                // new keys (IPv6 /64s, header values) must not pass unlimited under FailOpen.
-                if rule.mode == Mode::Block {
-                    self.deny.get_or_insert(Denial::KeyLimit(KEY_LIMIT_RETRY));
-                }
-                return;
-            }
-            Err(e) => {
-                state.metrics.errors.add(1);
-                tracing::warn!(rule = &*rule.name, key = key.as_str(), error = %e, "rate limiter failed");
-                if rule.mode == Mode::Block && state.on_error == FailurePolicy::FailClosed {
-                    self.deny.get_or_insert(Denial::Unavailable);
-                }
-                return;
-            }
+            Err(e) => return self.failed(state, rule, key, e),
         };
         if rule.mode != Mode::Shadow
             && state.style != HeaderStyle::None
@@ -763,27 +742,58 @@ impl Acc {
                     self.deny = Some(Denial::Limited(retry, strike));
                 }
             }
-            Mode::Annotate | Mode::Shadow => {
-                if !decision.is_allowed() {
-                    state.metrics.shadow_denied.add(1);
-                    tracing::info!(
-                        rule = &*rule.name,
-                        key = key.as_str(),
-                        mode = ?rule.mode,
-                        "rate limit would deny (not enforced)"
-                    );
-                }
-                // A fail-open pass (`Origin::Unchecked`, remaining 0 by construction) is kept
-                // only when no rule decided for real: it is no count to compare (review finding:
-                // it beat every real decision, so handlers saw 0 left while Redis was down).
-                let unchecked = |d: &Decision| d.origin() == crate::decision::Origin::Unchecked;
-                if self.note.as_ref().is_none_or(|n| {
-                    !unchecked(&decision) && (unchecked(&n.decision) || tighter(&decision, &n.decision))
-                }) {
-                    self.note =
-                        Some(RateLimitDecision { rule: rule.name.clone(), mode: rule.mode, decision });
+            Mode::Annotate | Mode::Shadow => self.annotate(state, rule, key, decision),
+        }
+    }
+
+    /// [`apply`](Self::apply) for a failed check (out of line: rare, and its logging is long).
+    #[cold]
+    #[inline(never)]
+    fn failed(&mut self, state: &State, rule: &Rule, key: &HttpKey, error: CheckError) {
+        match error {
+            CheckError::InsufficientCapacity { .. } => {
+                if rule.mode == Mode::Block {
+                    self.deny.get_or_insert(Denial::TooCostly);
                 }
             }
+            CheckError::KeyLimit { .. } => {
+                // A full key table is a limit, not a backend failure: a client that can mint
+                // new keys (IPv6 /64s, header values) must not pass unlimited under FailOpen.
+                if rule.mode == Mode::Block {
+                    self.deny.get_or_insert(Denial::KeyLimit(KEY_LIMIT_RETRY));
+                }
+            }
+            e => {
+                state.metrics.errors.add(1);
+                tracing::warn!(rule = &*rule.name, key = key.as_str(), error = %e, "rate limiter failed");
+                if rule.mode == Mode::Block && state.on_error == FailurePolicy::FailClosed {
+                    self.deny.get_or_insert(Denial::Unavailable);
+                }
+            }
+        }
+    }
+
+    /// [`apply`](Self::apply) for an annotate or shadow rule: the note for the request (out of
+    /// line, so the block path stays short).
+    #[inline(never)]
+    fn annotate(&mut self, state: &State, rule: &Rule, key: &HttpKey, decision: Decision) {
+        if !decision.is_allowed() {
+            state.metrics.shadow_denied.add(1);
+            tracing::info!(
+                rule = &*rule.name,
+                key = key.as_str(),
+                mode = ?rule.mode,
+                "rate limit would deny (not enforced)"
+            );
+        }
+        // A fail-open pass (`Origin::Unchecked`, remaining 0 by construction) is kept only when
+        // no rule decided for real: it is no count to compare (review finding: it beat every
+        // real decision, so handlers saw 0 left while Redis was down).
+        let unchecked = |d: &Decision| d.origin() == crate::decision::Origin::Unchecked;
+        if self.note.as_ref().is_none_or(|n| {
+            !unchecked(&decision) && (unchecked(&n.decision) || tighter(&decision, &n.decision))
+        }) {
+            self.note = Some(RateLimitDecision { rule: rule.name.clone(), mode: rule.mode, decision });
         }
     }
 
@@ -872,9 +882,8 @@ enum Step {
     Async(Box<Resume>),
 }
 
-/// Where [`State::first_pass`] stopped because a check needs a round trip.
-struct Resume {
-    rules: Arc<RuleSet>,
+/// Where the rule checks stopped because one needs a round trip.
+struct Pending {
     /// The rule checked first ([`State::refusing_rule`]).
     first: Option<usize>,
     /// The position, in [`RuleSet::ordered`], of the rule whose check is in flight.
@@ -882,9 +891,30 @@ struct Resume {
     key: HttpKey,
     cost: u32,
     check: CheckFuture,
-    acc: Acc,
     taken: Taken,
+}
+
+/// Where [`State::first_pass`] stopped because a check needs a round trip.
+struct Resume {
+    rules: Arc<RuleSet>,
+    pending: Pending,
+    acc: Acc,
     ban_key: Option<HttpKey>,
+}
+
+impl Resume {
+    /// Out of line: the remote path allocates anyway, and the local one stays short.
+    #[cold]
+    #[inline(never)]
+    fn boxed(
+        rules: arc_swap::Guard<Arc<RuleSet>>,
+        pending: Pending,
+        acc: &mut Acc,
+        ban_key: Option<HttpKey>,
+    ) -> Box<Resume> {
+        let rules = arc_swap::Guard::into_inner(rules);
+        Box::new(Resume { rules, pending, acc: std::mem::take(acc), ban_key })
+    }
 }
 
 /// One rule's refundable take: what an allowed check with a receipt consumed.
@@ -968,57 +998,64 @@ impl State {
             info.remember_routing();
         }
         let req = &*info;
-        let first = self.refusing_rule(&rules, req, acc);
-        let mut taken = Taken::default();
-        let mut pending = None;
-        if rules.len() == 1 {
+        let pending = if rules.len() == 1 {
             // One rule, the common case: no order to choose and nothing to refund (the last
-            // rule's take never is), so none of the loop's bookkeeping.
-            if let Some(rule) = rules.matching(req).next() {
-                let key = rule.key.extract(req);
-                let cost = rule.cost_of(req);
-                match rule.limiter.check_http(&key, cost) {
-                    Check::Ready(result) => acc.apply(self, req, rule, &key, result),
-                    Check::Pending(check) => pending = Some((0, key, cost, check)),
-                }
-            }
-        } else {
-            let mut ordered = rules.ordered(req, first).enumerate().peekable();
-            while let Some((index, rule)) = ordered.next() {
-                let key = rule.key.extract(req);
-                let cost = rule.cost_of(req);
-                match rule.limiter.check_http_with_receipt(&key, cost) {
-                    (Check::Ready(result), receipt) => {
-                        let last = ordered.peek().is_none();
-                        if acc.record(self, req, rule, key, cost, result, receipt, &mut taken, last) {
-                            break;
+            // rule's take never is), so none of the loop's bookkeeping, and only this inline:
+            // the rest of the request path runs out of the first-level instruction cache, so
+            // every line this path touches is a miss per request (cachegrind under wrk).
+            match rules.matching(req).next() {
+                Some(rule) => {
+                    let key = rule.key.extract(req);
+                    let cost = rule.cost_of(req);
+                    match rule.limiter.check_http(&key, cost) {
+                        Check::Ready(result) => {
+                            acc.apply(self, req, rule, &key, result);
+                            None
+                        }
+                        Check::Pending(check) => {
+                            Some(Pending { first: None, index: 0, key, cost, check, taken: Taken::default() })
                         }
                     }
-                    (Check::Pending(check), _) => {
-                        pending = Some((index, key, cost, check));
-                        break;
-                    }
                 }
+                None => None,
             }
+        } else {
+            self.check_rules(&rules, req, acc)
+        };
+        if let Some(pending) = pending {
+            return Step::Async(Resume::boxed(rules, pending, acc, ban_key));
         }
-        if let Some((index, key, cost, check)) = pending {
-            let rules = arc_swap::Guard::into_inner(rules);
-            return Step::Async(Box::new(Resume {
-                rules,
-                first,
-                index,
-                key,
-                cost,
-                check,
-                acc: std::mem::take(acc),
-                taken,
-                ban_key,
-            }));
+        if acc.deny.is_none() {
+            return Step::Pass;
         }
         match acc.conclude(self, ban_key.as_ref()) {
             Some(res) => Step::Respond(res),
             None => Step::Pass,
         }
+    }
+
+    /// [`first_pass`](Self::first_pass) with several rules: the one that would refuse first,
+    /// then the others in order, refunding what was taken when one refuses. `Some` when a check
+    /// needs a round trip.
+    #[inline(never)]
+    fn check_rules(&self, rules: &RuleSet, req: &RequestInfo<'_>, acc: &mut Acc) -> Option<Pending> {
+        let first = self.refusing_rule(rules, req, acc);
+        let mut taken = Taken::default();
+        let mut ordered = rules.ordered(req, first).enumerate().peekable();
+        while let Some((index, rule)) = ordered.next() {
+            let key = rule.key.extract(req);
+            let cost = rule.cost_of(req);
+            match rule.limiter.check_http_with_receipt(&key, cost) {
+                (Check::Ready(result), receipt) => {
+                    let last = ordered.peek().is_none();
+                    if acc.record(self, req, rule, key, cost, result, receipt, &mut taken, last) {
+                        break;
+                    }
+                }
+                (Check::Pending(check), _) => return Some(Pending { first, index, key, cost, check, taken }),
+            }
+        }
+        None
     }
 
     /// With several rules, the position (among the matching rules) of a blocking rule after
@@ -1069,7 +1106,8 @@ impl State {
 
     /// The rest of [`State::first_pass`] once a check needs a round trip.
     async fn finish_async(&self, info: &mut RequestInfo<'_>, resume: Box<Resume>, acc: &mut Acc) -> Step {
-        let Resume { rules, first, index, key, cost, check, acc: resumed, mut taken, ban_key } = *resume;
+        let Resume { rules, pending, acc: resumed, ban_key } = *resume;
+        let Pending { first, index, key, cost, check, mut taken } = pending;
         if rules.has_routes() {
             info.remember_routing();
         }
@@ -1114,6 +1152,52 @@ fn prepare<B>(req: &mut Request<B>, acc: &mut Acc, state: &State) -> Option<Repo
     acc.report.take()
 }
 
+impl<S, M> RateLimit<S, M> {
+    /// [`call`](Service::call) once a check needs a round trip (out of line: the local path
+    /// stays short).
+    #[cold]
+    #[inline(never)]
+    fn call_async<ReqBody, ResBody>(
+        &mut self,
+        mut req: Request<ReqBody>,
+        resume: Box<Resume>,
+    ) -> ResponseFuture<S::Future, ResBody, S::Error, M>
+    where
+        S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+        ReqBody: Send + 'static,
+        ResBody: Send + 'static,
+        M: BodyMode<ResBody>,
+    {
+        let state = Arc::clone(&self.state);
+        // The service that was polled ready handles this request; keep a fresh clone.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        ResponseFuture::boxed(Box::pin(async move {
+            let mut acc = Acc::default();
+            let step = {
+                let mut info = RequestInfo::new(&req, &state.ip);
+                state.finish_async(&mut info, resume, &mut acc).await
+            };
+            match step {
+                Step::Pass => {
+                    let report = prepare(&mut req, &mut acc, &state);
+                    let mut res = inner.call(req).await?;
+                    if let Some(r) = report {
+                        write_headers(res.headers_mut(), state.style, &r.policy, &r.quota, &r.decision);
+                    }
+                    Ok(Ok(res))
+                }
+                Step::Respond(res) => Ok(Err(res)),
+                // finish_async only passes or responds.
+                Step::Skip | Step::Async(_) => {
+                    Ok(Err(problem(StatusCode::SERVICE_UNAVAILABLE, headers::UNAVAILABLE)))
+                }
+            }
+        }))
+    }
+}
+
 impl<S, ReqBody, ResBody, M> Service<Request<ReqBody>> for RateLimit<S, M>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
@@ -1137,40 +1221,7 @@ where
             Step::Skip => None,
             Step::Pass => prepare(&mut req, &mut acc, &self.state),
             Step::Respond(res) => return ResponseFuture::ready(res),
-            Step::Async(resume) => {
-                let state = Arc::clone(&self.state);
-                // The service that was polled ready handles this request; keep a fresh clone.
-                let clone = self.inner.clone();
-                let mut inner = std::mem::replace(&mut self.inner, clone);
-                return ResponseFuture::boxed(Box::pin(async move {
-                    let mut acc = Acc::default();
-                    let step = {
-                        let mut info = RequestInfo::new(&req, &state.ip);
-                        state.finish_async(&mut info, resume, &mut acc).await
-                    };
-                    match step {
-                        Step::Pass => {
-                            let report = prepare(&mut req, &mut acc, &state);
-                            let mut res = inner.call(req).await?;
-                            if let Some(r) = report {
-                                write_headers(
-                                    res.headers_mut(),
-                                    state.style,
-                                    &r.policy,
-                                    &r.quota,
-                                    &r.decision,
-                                );
-                            }
-                            Ok(Ok(res))
-                        }
-                        Step::Respond(res) => Ok(Err(res)),
-                        // finish_async only passes or responds.
-                        Step::Skip | Step::Async(_) => {
-                            Ok(Err(problem(StatusCode::SERVICE_UNAVAILABLE, headers::UNAVAILABLE)))
-                        }
-                    }
-                }));
-            }
+            Step::Async(resume) => return self.call_async(req, resume),
         };
         // One call site, the inner future written straight into the returned one's field.
         ResponseFuture {
