@@ -173,10 +173,7 @@ fn fixed_window_sweeper_vs_checker() {
 /// A composite key of `a` = GCRA 1/s and `b` = one cell per 2 s (GCRA, or a sliding log of
 /// limit 1: its ring is the word the sweep must judge through the head), spent at time 0: `a`
 /// is idle from 1 s, `b` from 2 s.
-fn spent_composite<B: Algorithm>(
-    clock: &ManualClock,
-    b: B,
-) -> Arc<KeyedLimiter<u8, ManualClock, DefaultHashBuilder, Both<B>>> {
+fn spent_composite<B: Algorithm>(clock: &ManualClock, b: B) -> Arc<CompositeLimiter<B>> {
     let a = Gcra::new(&Quota::per_second(1).expect("quota")).expect("fits");
     let limiter = KeyedLimiter::build(Composite::of(a, b), clock.clone(), 0, DefaultHashBuilder::default());
     assert!(limiter.check(&1).expect("no key limit").is_allowed());
@@ -184,6 +181,9 @@ fn spent_composite<B: Algorithm>(
 }
 
 type Both<B> = Composite<Gcra, B>;
+
+/// The keyed composite limiter the eviction models share.
+type CompositeLimiter<B> = KeyedLimiter<u8, ManualClock, DefaultHashBuilder, Both<B>>;
 
 fn every_two_seconds() -> Quota {
     Quota::new(1, Duration::from_secs(2)).expect("quota")
@@ -206,7 +206,7 @@ fn race_composite<B: Algorithm>(
     at: u64,
     sweep_at: u64,
     checkers: usize,
-) -> (Arc<KeyedLimiter<u8, ManualClock, DefaultHashBuilder, Both<B>>>, usize, usize) {
+) -> (Arc<CompositeLimiter<B>>, usize, usize) {
     let clock = ManualClock::new();
     let limiter = spent_composite(&clock, b);
     clock.set(at);
