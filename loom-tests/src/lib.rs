@@ -32,6 +32,12 @@
 //!   capacity racing an insertion never drops a live denial. These models build tollgate with
 //!   feature `redis` (loom builds only, see `Cargo.toml`) and drive the production cache through
 //!   `tollgate::redis::deny_cache_loom`, with papaya replaced by a loom `Mutex` stand-in.
+//! * `breaker.rs`: the Redis circuit breaker (`src/redis/breaker.rs`), driven through
+//!   `tollgate::redis::breaker_loom` with time as an input: racing failures open it (none lost,
+//!   the count saturates); before the cooldown ends every call is refused; after it exactly one
+//!   racing caller probes, and only a failure recorded late lets one more through; a probe's
+//!   success resets the count even when another thread opened it (a fixed defect); and whatever
+//!   a probe's outcome races, the breaker is never stuck and can always open again.
 //!
 //! # Preemption bound
 //!

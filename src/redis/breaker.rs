@@ -6,14 +6,35 @@
 //! closes the breaker, its failure opens it for another cooldown.
 //!
 //! All of it is advisory: it decides only whether a call is sent, and a call not sent gets what
-//! a failed call would, so no ordering is needed beyond each word's own atomicity (`Relaxed`
-//! throughout). Racing calls may send a few more probes than one, or close the breaker on a
-//! reply that was already in flight when it opened: both only mean a call is tried.
-
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+//! a failed call would, so each word's own atomicity is nearly all it needs, and its atomics are
+//! `Relaxed` but for one pair. A failure that swaps in a deadline does so with `Release`, and the
+//! probe's CAS that moves the deadline on succeeds with `Acquire`, so the probe's success sees
+//! the failures that opened the breaker and resets their count. Without the pair (all `Relaxed`)
+//! the probe could read the count from before them (0), skip the reset and leave the breaker
+//! closed with `threshold` failures still counted, so that the next single failure reopened it
+//! (found by the loom model, `loom-tests/tests/breaker.rs`). Both sit on cold paths (a failure
+//! past the threshold, one probe per cooldown); the hot path (closed, calls succeeding) is three
+//! `Relaxed` loads and writes nothing.
+//!
+//! What racing calls can do, as the loom model checks:
+//! * **Probes.** Each deadline written lets at most one call through: the one whose CAS moves it
+//!   on. Callers racing past one deadline with no call's outcome recorded meanwhile let exactly
+//!   one through. Beyond that, only a failure whose deadline is already past when it lands (its
+//!   clock read before a probe's, and a cooldown or more before a later caller's: a failure
+//!   recorded late) lets one more through, one per such failure.
+//! * **Refused once.** A caller whose CAS loses to a recorded outcome is refused even where that
+//!   outcome closed the breaker or swapped in a deadline already behind the caller's clock (the
+//!   CAS does not retry); the next call is sent.
+//! * **Replies in flight.** A success that was in flight when the breaker opened closes it,
+//!   possibly with the failures that opened it still counted (the next failure reopens it); a
+//!   failure in flight across a success can leave it open with fewer than `threshold` counted
+//!   (its probe's failure still reopens it: the probe's CAS has moved the deadline on). The
+//!   breaker is never left stuck: a call past the last deadline is sent, and `threshold` failures
+//!   in a row always open it.
 
 use crate::clock::{Clock, Nanos, QuantaClock};
 use crate::decision::CheckError;
+use crate::sync::{AtomicU32, AtomicU64, Ordering};
 
 /// The breaker's state; `threshold` 0 turns it off.
 #[derive(Debug)]
@@ -58,16 +79,21 @@ impl Breaker {
         if self.threshold == 0 {
             return None;
         }
-        // Relaxed: see the module docs.
+        // Relaxed: advisory (module docs); a stale value sends or refuses this one call, and the
+        // CAS below reads the latest.
         let until = self.open_until.load(Ordering::Relaxed);
         if until == 0 {
             return None;
         }
         if now >= until {
             // The cooldown is over: this call probes if it is the first to move the deadline
-            // on (Relaxed: the CAS's atomicity picks one probe per cooldown; nothing else).
+            // on; the CAS's atomicity picks one probe per deadline. Acquire on success pairs
+            // with the Release swap in `record` that wrote `until` (or, where an earlier probe's
+            // CAS wrote it, the swap before: RMWs continue its release sequence), so this probe's
+            // `record(true)` sees the failures that opened the breaker and resets them (module
+            // docs). Relaxed on failure: refused, nothing read.
             let next = self.deadline(now);
-            if self.open_until.compare_exchange(until, next, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+            if self.open_until.compare_exchange(until, next, Ordering::Acquire, Ordering::Relaxed).is_ok() {
                 return None;
             }
         }
@@ -88,22 +114,29 @@ impl Breaker {
         }
         if ok {
             // Loads first: the common case (closed, no failures) writes nothing, so a busy
-            // limiter's cores do not all write one line. Relaxed: see the module docs.
+            // limiter's cores do not all write one line. Relaxed: a probe sees the count through
+            // its CAS's Acquire (`refuse`); any other success races the failures it would reset
+            // (module docs), and the store publishes nothing.
             if self.failures.load(Ordering::Relaxed) != 0 {
                 self.failures.store(0, Ordering::Relaxed);
             }
+            // Relaxed: closing publishes nothing; a call that reads 0 is sent and reads nothing
+            // else. The swap is an RMW, so it does not break a failure's release sequence.
             if self.open_until.load(Ordering::Relaxed) != 0 && self.open_until.swap(0, Ordering::Relaxed) != 0
             {
                 tracing::info!("Redis answers again: circuit breaker closed");
             }
             return;
         }
-        // Relaxed: see the module docs.
+        // Relaxed: the RMW's atomicity alone loses no failure (and saturates); the swap below
+        // publishes the count to the probe.
         let failures = self
             .failures
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |f| Some(f.saturating_add(1)))
             .map_or(u32::MAX, |f| f.saturating_add(1));
-        if failures >= self.threshold && self.open_until.swap(self.deadline(now), Ordering::Relaxed) == 0 {
+        // Release: pairs with the probe's Acquire CAS in `refuse`, so the probe's success sees
+        // this count and resets it (module docs).
+        if failures >= self.threshold && self.open_until.swap(self.deadline(now), Ordering::Release) == 0 {
             tracing::warn!(
                 failures,
                 cooldown_ms = self.cooldown / 1_000_000,
@@ -114,6 +147,7 @@ impl Breaker {
 
     /// Whether calls are currently not sent (open, cooldown not over).
     pub(crate) fn is_open(&self, now: Nanos) -> bool {
+        // Relaxed: a health signal; a lagging answer is fine.
         let until = self.open_until.load(Ordering::Relaxed);
         until != 0 && now < until
     }
@@ -121,6 +155,61 @@ impl Breaker {
     /// The end of a cooldown starting at `now` (never 0, the "closed" value).
     fn deadline(&self, now: Nanos) -> Nanos {
         now.saturating_add(self.cooldown).max(1)
+    }
+}
+
+/// What the loom models call (`loom-tests/tests/breaker.rs`): a forwarding facade over
+/// [`Breaker`], so the models run the production protocol. Time is the models' input: each call
+/// takes the `now` a caller would have read from [`Breaker::now`].
+#[cfg(tollgate_loom)]
+#[doc(hidden)]
+pub mod loom_api {
+    use crate::clock::Nanos;
+    use crate::sync::Ordering;
+
+    /// [`Breaker`](super::Breaker), for the models.
+    #[derive(Debug)]
+    pub struct Breaker(super::Breaker);
+
+    impl Breaker {
+        /// Opens after `threshold` failed calls in a row, for `cooldown` ns.
+        pub fn new(threshold: u32, cooldown: Nanos) -> Breaker {
+            Breaker(super::Breaker::new(threshold, cooldown))
+        }
+
+        /// Like [`new`](Self::new), with `failures` failed calls already counted (and the breaker
+        /// still closed), to start a model near the counter's saturation.
+        pub fn with_failures(threshold: u32, cooldown: Nanos, failures: u32) -> Breaker {
+            let breaker = super::Breaker::new(threshold, cooldown);
+            breaker.failures.store(failures, Ordering::Relaxed); // Relaxed: before any thread
+            Breaker(breaker)
+        }
+
+        /// Whether a call at `now` is not sent (`refuse(now)` is `Some`).
+        pub fn refuse(&self, now: Nanos) -> bool {
+            self.0.refuse(now).is_some()
+        }
+
+        /// Records how a sent call ended, with the clock read after it.
+        pub fn record(&self, ok: bool, now: Nanos) {
+            self.0.record(ok, now);
+        }
+
+        /// Whether calls at `now` are not sent (what `circuit_open()` reports).
+        pub fn is_open(&self, now: Nanos) -> bool {
+            self.0.is_open(now)
+        }
+
+        /// The failure count. Relaxed, like the breaker's own loads, so that reading it adds no
+        /// synchronization the production code lacks.
+        pub fn failures(&self) -> u32 {
+            self.0.failures.load(Ordering::Relaxed)
+        }
+
+        /// Until when calls are not sent (0 while closed). Relaxed, as [`failures`](Self::failures).
+        pub fn open_until(&self) -> Nanos {
+            self.0.open_until.load(Ordering::Relaxed)
+        }
     }
 }
 

@@ -45,6 +45,9 @@
 //! [`EVALSHA`]: https://redis.io/docs/latest/commands/evalsha/
 
 mod breaker;
+#[cfg(tollgate_loom)]
+#[doc(hidden)]
+pub use breaker::loom_api as breaker_loom;
 mod cache;
 #[cfg(tollgate_loom)]
 #[doc(hidden)]
