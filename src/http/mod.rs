@@ -1226,6 +1226,7 @@ where
         // One call site, the inner future written straight into the returned one's field.
         ResponseFuture {
             kind: Kind::Inner { future: self.inner.call(req), report, style: self.state.style },
+            done: false,
             mode: PhantomData,
         }
     }
@@ -1240,6 +1241,11 @@ pin_project_lite::pin_project! {
     pub struct ResponseFuture<F, B, E, M = Wrapped> {
         #[pin]
         kind: Kind<F, B, E>,
+        // The response was returned. Polling again is a caller bug; it gets a 503 rather than
+        // a panic (an inner future or an `async` block polled after completion may panic). The
+        // finished future is dropped with this one: dropping it here, in place, cost a second
+        // copy of its drop code on the request path.
+        done: bool,
         mode: PhantomData<fn() -> M>,
     }
 }
@@ -1253,19 +1259,16 @@ pin_project_lite::pin_project! {
         Ready { response: Option<Response<Bytes>> },
         // A remote limiter is being asked.
         Boxed { future: BoxedResponse<B, E> },
-        // The response was returned. Polling again is a caller bug; it gets a 503 rather than a
-        // panic (an inner future or an `async` block polled after completion may panic).
-        Done { done: () },
     }
 }
 
 impl<F, B, E, M> ResponseFuture<F, B, E, M> {
     fn ready(response: Response<Bytes>) -> Self {
-        ResponseFuture { kind: Kind::Ready { response: Some(response) }, mode: PhantomData }
+        ResponseFuture { kind: Kind::Ready { response: Some(response) }, done: false, mode: PhantomData }
     }
 
     fn boxed(future: BoxedResponse<B, E>) -> Self {
-        ResponseFuture { kind: Kind::Boxed { future }, mode: PhantomData }
+        ResponseFuture { kind: Kind::Boxed { future }, done: false, mode: PhantomData }
     }
 }
 
@@ -1283,9 +1286,12 @@ where
     type Output = Result<Response<M::Body>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut kind = self.project().kind;
+        let this = self.project();
         let unavailable = || problem(StatusCode::SERVICE_UNAVAILABLE, headers::UNAVAILABLE);
-        let output = match kind.as_mut().project() {
+        if *this.done {
+            return Poll::Ready(Ok(unavailable().map(M::own)));
+        }
+        let output = match this.kind.project() {
             Proj::Inner { future, report, style } => match future.poll(cx) {
                 Poll::Ready(Ok(mut res)) => {
                     if let Some(r) = report.take() {
@@ -1303,10 +1309,8 @@ where
                 Poll::Ready(Err(e)) => Err(e),
                 Poll::Pending => return Poll::Pending,
             },
-            Proj::Done { .. } => Ok(unavailable().map(M::own)),
         };
-        // Drops the finished inner future (or the boxed one) now, in place.
-        kind.set(Kind::Done { done: () });
+        *this.done = true;
         Poll::Ready(output)
     }
 }
