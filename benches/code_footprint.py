@@ -3,7 +3,7 @@
 every request, from a callgrind profile of the bench server under load (--dump-instr=yes
 --compress-pos=no). When a server's per-request code is larger than the first-level
 instruction cache (64 KiB per core on the VM this was written on; plain axum's request path is
-already ~65 KiB), every such line is fetched again on each request, so lines a layer adds cost
+already ~64 KiB), every such line is fetched again on each request, so lines a layer adds cost
 more than their instruction count says. This is a property of the code and its layout, not of
 the run's timing, so it compares builds where wall-clock and cachegrind miss counts (which move
 by tens of lines with code alignment alone) cannot.
@@ -30,12 +30,20 @@ def main():
     if len(sys.argv) != 3:
         sys.exit(__doc__)
     path, requests = sys.argv[1], int(sys.argv[2])
-    executed, owner = collections.Counter(), {}
+    executed, owner, names = collections.Counter(), {}, {}
     function, after_calls = None, False
     with open(path) as f:
         for line in f:
-            if line.startswith("fn="):
-                function = line[3:].strip()
+            if line.startswith(("fn=", "cfn=")):
+                # Compressed names: `(id) name` where first seen (as a function or a callee),
+                # `(id)` after.
+                text = line.partition("=")[2].strip()
+                if text.startswith("(") and ")" in text:
+                    ident, _, name = text[1:].partition(")")
+                    name = name.strip()
+                    text = names.setdefault(ident, name) if name else names.get(ident, ident)
+                if line.startswith("fn="):
+                    function = text
             elif line.startswith("calls="):
                 after_calls = True  # the next cost line is the call's inclusive cost
             elif line.startswith("0x"):
@@ -58,8 +66,11 @@ def main():
     limiter = set().union(*per_function.values()) if per_function else set()
     print(f"code lines run per request: {len(lines)} ({len(lines) * 64 / 1024:.1f} KiB); "
           f"limiter side: {len(limiter)}; instructions per request: {sum(executed.values()) / requests:.0f}")
-    for function, fl in sorted(per_function.items(), key=lambda kv: -len(kv[1]))[:20]:
-        print(f"{len(fl):5}  {function[:150]}")
+    try:
+        for function, fl in sorted(per_function.items(), key=lambda kv: -len(kv[1]))[:20]:
+            print(f"{len(fl):5}  {function[:150]}")
+    except BrokenPipeError:  # piped into `head`
+        pass
 
 
 if __name__ == "__main__":
