@@ -10,11 +10,12 @@ by tens of lines with code alignment alone) cannot.
 
     cargo build --release --features axum --example http_bench_server
     B=target/release/examples/http_bench_server
-    taskset -c 0 valgrind --tool=callgrind --dump-instr=yes --compress-pos=no \
+    taskset -c 0 valgrind --tool=callgrind --instr-atstart=no --dump-instr=yes --compress-pos=no \
         --callgrind-out-file=/tmp/fp.out $B tollgate-allow-noheaders 127.0.0.1:18101 &
-    sleep 5; N=$(taskset -c 1 wrk -t1 -c32 -d6s http://127.0.0.1:18101/ | awk '/requests in/ {print $1}')
-    kill %1; wait
-    python3 benches/code_footprint.py /tmp/fp.out $N
+    sleep 5; callgrind_control -i on     # count the load only, not start-up (clock calibration)
+    N=$(taskset -c 1 wrk -t1 -c32 -d6s http://127.0.0.1:18101/ | awk '/requests in/ {print $1}')
+    callgrind_control -d; kill %1; wait   # the dump is /tmp/fp.out.1
+    python3 benches/code_footprint.py /tmp/fp.out.1 $N
 
 Prints the lines run at least 0.5 times per request (all code, and the limiter side: functions
 of tollgate, papaya, seize, arc_swap, quanta, foldhash, governor, dashmap), then the limiter
