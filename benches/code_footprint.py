@@ -18,8 +18,10 @@ by tens of lines with code alignment alone) cannot.
     python3 benches/code_footprint.py /tmp/fp.out.1 $N
 
 Prints the lines run at least 0.5 times per request (all code, and the limiter side: functions
-of tollgate, papaya, seize, arc_swap, quanta, foldhash, governor, dashmap), then the limiter
-side's functions by lines.
+of tollgate, papaya, seize, arc_swap, quanta, foldhash, governor, dashmap), the distinct
+instructions among them (which, unlike lines, do not depend on where functions happen to be
+aligned: moving one function shifts others across line boundaries, ±10 lines in all), then the
+limiter side's functions by lines.
 """
 import collections
 import sys
@@ -65,8 +67,10 @@ def main():
         if any(p in owner[a] for p in LIMITER_SIDE):
             per_function[owner[a]].add(a >> 6)
     limiter = set().union(*per_function.values()) if per_function else set()
+    own = [a for a in hot if any(p in owner[a] for p in LIMITER_SIDE)]
     print(f"code lines run per request: {len(lines)} ({len(lines) * 64 / 1024:.1f} KiB); "
-          f"limiter side: {len(limiter)}; instructions per request: {sum(executed.values()) / requests:.0f}")
+          f"limiter side: {len(limiter)}; distinct instructions: {len(hot)} (limiter side {len(own)}); "
+          f"instructions per request: {sum(executed.values()) / requests:.0f}")
     try:
         for function, fl in sorted(per_function.items(), key=lambda kv: -len(kv[1]))[:20]:
             print(f"{len(fl):5}  {function[:150]}")

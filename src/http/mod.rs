@@ -974,25 +974,46 @@ impl State {
         swept + self.ban.as_ref().map_or(0, AutoBan::sweep)
     }
 
-    fn first_pass(&self, info: &mut RequestInfo<'_>, acc: &mut Acc) -> Step {
+    /// Whether the request is skipped (counted), with its path remembered for later matching
+    /// where there are skip paths. Out of line, as are the bans: most layers have neither.
+    #[inline(never)]
+    fn skip(&self, info: &mut RequestInfo<'_>) -> bool {
         if !self.skip_paths.is_empty() {
             info.remember_path();
         }
-        if self.skipped(info) {
+        let skipped = self.skipped(info);
+        if skipped {
             self.metrics.skipped.add(1);
+        }
+        skipped
+    }
+
+    /// The response if the request's client is banned; else `None`, with the ban table's key
+    /// for this request in `key`.
+    #[inline(never)]
+    fn ban_gate(
+        &self,
+        ban: &AutoBan,
+        info: &RequestInfo<'_>,
+        key: &mut Option<HttpKey>,
+    ) -> Option<Response<Bytes>> {
+        let k = key.insert(ban.key.extract(info));
+        let left = ban.banned(k)?;
+        self.metrics.banned.add(1);
+        Some(ban.response(left))
+    }
+
+    fn first_pass(&self, info: &mut RequestInfo<'_>, acc: &mut Acc) -> Step {
+        let skips = !self.skip_paths.is_empty() || !self.skip_methods.is_empty() || self.skip_if.is_some();
+        if skips && self.skip(info) {
             return Step::Skip;
         }
-        let ban_key = match &self.ban {
-            Some(ban) => {
-                let key = ban.key.extract(info);
-                if let Some(left) = ban.banned(&key) {
-                    self.metrics.banned.add(1);
-                    return Step::Respond(ban.response(left));
-                }
-                Some(key)
+        let mut ban_key = None;
+        if let Some(ban) = &self.ban {
+            if let Some(res) = self.ban_gate(ban, info, &mut ban_key) {
+                return Step::Respond(res);
             }
-            None => None,
-        };
+        }
         let rules = self.rules.load();
         if rules.has_routes() {
             info.remember_routing();
@@ -1003,7 +1024,7 @@ impl State {
             // rule's take never is), so none of the loop's bookkeeping, and only this inline:
             // the rest of the request path runs out of the first-level instruction cache, so
             // every line this path touches is a miss per request (cachegrind under wrk).
-            match rules.matching(req).next() {
+            match rules.lone(req) {
                 Some(rule) => {
                     let key = rule.key.extract(req);
                     let cost = rule.cost_of(req);
