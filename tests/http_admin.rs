@@ -372,7 +372,15 @@ async fn bad_rule_bodies_are_400_problems_and_change_nothing() {
     let cases = [
         ("not json", "body is not a valid rule"),
         (r#"{"name":"x","quota":"1/s","nmae":"y"}"#, "unknown field"),
-        (r#"{"name":"x","quota":"1/s","cost":-1}"#, "body is not a valid rule"),
+        (r#"{"name":"x","quota":"1/s","cost":-1}"#, "body is not a valid rule: \"cost\": invalid value"),
+        // A wrong type is named (review finding: the detail gave only a line and column).
+        (
+            r#"{"name":"x","quota":"1/s","ban_strikes":"yes"}"#,
+            "\"ban_strikes\": invalid type: string \"yes\"",
+        ),
+        (r#"{"name":"x","quota":5}"#, "\"quota\": invalid type: integer"),
+        (r#"{"name":"x","quota":"1/s","methods":["GET",7]}"#, "\"methods[1]\": invalid type"),
+        (r#"{"name":"x","quota":"1/s"} {}"#, "trailing characters"),
         (r#"{"quota":"1/s"}"#, "\"name\" is required"),
         (r#"{"name":"x"}"#, "\"quota\" is required"),
         (r#"{"name":"x","quota":"lots"}"#, "\"quota\" \"lots\""),

@@ -895,11 +895,30 @@ struct Built {
     rule: Rule,
 }
 
+/// Parses a rule body. A field of the wrong type is named in the detail (`"ban_strikes":
+/// invalid type: string "yes", expected a boolean`): serde_json alone gives only the position.
+fn parse(body: &[u8]) -> Result<RuleBody, SpecError> {
+    let json = |e: serde_json::Error| SpecError::Json { detail: e.to_string() };
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let spec: RuleBody = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        match path.as_str() {
+            // The body itself: not JSON, not an object, or an unknown field (whose name the
+            // parser's message gives).
+            "." | "" => json(inner),
+            field => SpecError::Json { detail: format!("\"{field}\": {inner}") },
+        }
+    })?;
+    // Trailing characters after the object (what `serde_json::from_slice` checks).
+    de.end().map_err(json)?;
+    Ok(spec)
+}
+
 /// Validates `body` into a rule; `current` is the rule being replaced (its route and rule),
 /// whose values fill the fields the body leaves out.
 fn build(api: &Shared, body: &[u8], current: Option<(Option<String>, &Rule)>) -> Result<Built, SpecError> {
-    let spec: RuleBody =
-        serde_json::from_slice(body).map_err(|e| SpecError::Json { detail: e.to_string() })?;
+    let spec = parse(body)?;
     let (current_route, current) = match current {
         Some((route, rule)) => (route, Some(rule)),
         None => (None, None),
