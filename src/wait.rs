@@ -189,6 +189,22 @@ fn bounded<E>(
     }
 }
 
+/// The blocking retry loop of every waiter without a deadline: `check` until it admits,
+/// sleeping each denial's `retry_after` plus jitter.
+fn unbounded<E>(
+    jitter: Jitter,
+    mut check: impl FnMut() -> Result<Decision, E>,
+    mut sleep: impl FnMut(Duration),
+) -> Result<Decision, E> {
+    loop {
+        let decision = check()?;
+        if decision.is_allowed() {
+            return Ok(decision);
+        }
+        sleep(jitter.delay(&decision));
+    }
+}
+
 thread_local! {
     static RNG: Cell<u64> = Cell::new({
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
@@ -238,15 +254,9 @@ impl<C: Clock, A: Algorithm> Limiter<C, A> {
         &self,
         n: u32,
         jitter: Jitter,
-        mut sleep: impl FnMut(Duration),
+        sleep: impl FnMut(Duration),
     ) -> Result<Decision, InsufficientCapacity> {
-        loop {
-            let decision = self.check_n(n)?;
-            if decision.is_allowed() {
-                return Ok(decision);
-            }
-            sleep(jitter.delay(&decision));
-        }
+        unbounded(jitter, || self.check_n(n), sleep)
     }
 
     /// Blocks until `n` cells are admitted, for at most `timeout` (measured on the limiter's
@@ -409,19 +419,13 @@ where
         key: &Q,
         n: u32,
         jitter: Jitter,
-        mut sleep: impl FnMut(Duration),
+        sleep: impl FnMut(Duration),
     ) -> Result<Decision, CheckError>
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
-        loop {
-            let decision = self.check_n(key, n)?;
-            if decision.is_allowed() {
-                return Ok(decision);
-            }
-            sleep(jitter.delay(&decision));
-        }
+        unbounded(jitter, || self.check_n(key, n), sleep)
     }
 
     /// Blocks until `n` cells are admitted for `key`, for at most `timeout` (measured on the
