@@ -1346,3 +1346,53 @@ async fn a_fail_open_pass_reports_nothing_it_does_not_know() {
     let base = serve(app(layer)).await;
     assert_eq!(client.get(&base).send().await.unwrap().text().await.unwrap(), "redis:true:0");
 }
+
+/// A backend failure in a set of several rules: under `FailClosed` the 503 takes nothing from
+/// the rule that allowed the request first (refunded, as for a 429); under `FailOpen` the
+/// request passes and counts against that rule only; an annotate rule that fails leaves no note
+/// and changes nothing (review finding: no test had a failed check among several rules).
+#[tokio::test]
+async fn a_failing_rule_among_several_follows_the_policy_and_refunds() {
+    let clock = ManualClock::new();
+    let key = HttpKey::new("127.0.0.1");
+    let client = Client::new();
+    let local = limiter(&clock, "3/m");
+    let closed = RateLimitLayer::builder()
+        .rule(rule("local", &local))
+        .rule(Rule::new("redis", Down).unwrap())
+        .on_error(FailurePolicy::FailClosed)
+        .build();
+    let base = serve(app(closed.clone())).await;
+    for _ in 0..3 {
+        let res = client.get(&base).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+    assert_eq!(local.0.peek(&key).remaining(), 2, "a unit check still leaves 2: nothing taken");
+    assert_eq!((closed.metrics().errors, closed.metrics().denied, closed.metrics().allowed), (3, 3, 0));
+
+    let local = limiter(&clock, "3/m");
+    let open =
+        RateLimitLayer::builder().rule(rule("local", &local)).rule(Rule::new("redis", Down).unwrap()).build();
+    let base = serve(app(open.clone())).await;
+    let statuses: Vec<u16> = {
+        let mut out = Vec::new();
+        for _ in 0..4 {
+            out.push(client.get(&base).send().await.unwrap().status().as_u16());
+        }
+        out
+    };
+    assert_eq!(statuses, [200, 200, 200, 429], "the local rule still counts");
+    assert_eq!(open.metrics().errors, 3, "the refused request stops at the local rule");
+
+    let local = limiter(&clock, "3/m");
+    let soft = RateLimitLayer::builder()
+        .rule(rule("local", &local))
+        .rule(Rule::new("redis", Down).unwrap().mode(Mode::Annotate))
+        .on_error(FailurePolicy::FailClosed)
+        .build();
+    let base = serve(app(soft.clone())).await;
+    let res = client.get(&base).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK, "a failing annotate rule never refuses");
+    assert_eq!(res.text().await.unwrap(), "none", "and leaves no note");
+    assert_eq!(local.0.peek(&key).remaining(), 1, "the request counts against the local rule");
+}

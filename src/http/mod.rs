@@ -746,8 +746,8 @@ impl Acc {
         }
     }
 
-    /// [`apply`](Self::apply) for a failed check (out of line: rare, and its logging is long).
-    #[cold]
+    /// [`apply`](Self::apply) for a failed check (out of line: its logging is long). Not cold: a
+    /// flood of new keys fills the table and sends every request here (`KeyLimit`).
     #[inline(never)]
     fn failed(&mut self, state: &State, rule: &Rule, key: &HttpKey, error: CheckError) {
         match error {
@@ -903,8 +903,8 @@ struct Resume {
 }
 
 impl Resume {
-    /// Out of line: the remote path allocates anyway, and the local one stays short.
-    #[cold]
+    /// Out of line (not cold: every request of a remote-only layer comes here): the remote path
+    /// allocates anyway, and the local one stays short.
     #[inline(never)]
     fn boxed(
         rules: arc_swap::Guard<Arc<RuleSet>>,
@@ -1174,9 +1174,8 @@ fn prepare<B>(req: &mut Request<B>, acc: &mut Acc, state: &State) -> Option<Repo
 }
 
 impl<S, M> RateLimit<S, M> {
-    /// [`call`](Service::call) once a check needs a round trip (out of line: the local path
-    /// stays short).
-    #[cold]
+    /// [`call`](Service::call) once a check needs a round trip (out of line, so the local path
+    /// stays short; not cold: every request of a remote-only layer comes here).
     #[inline(never)]
     fn call_async<ReqBody, ResBody>(
         &mut self,
@@ -1264,8 +1263,10 @@ pin_project_lite::pin_project! {
         kind: Kind<F, B, E>,
         // The response was returned. Polling again is a caller bug; it gets a 503 rather than
         // a panic (an inner future or an `async` block polled after completion may panic). The
-        // finished future is dropped with this one: dropping it here, in place, cost a second
-        // copy of its drop code on the request path.
+        // finished future, and whatever it still holds (a `ConcurrencyLimit` permit), is
+        // released when this one is dropped, as with tower's own futures (`Oneshot`): dropping
+        // it here, in place, cost a second copy of its drop code on the request path. hyper
+        // drops a service's future as soon as it is ready.
         done: bool,
         mode: PhantomData<fn() -> M>,
     }
