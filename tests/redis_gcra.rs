@@ -343,15 +343,17 @@ fn unix_socket_url_and_bounded_deny_cache() {
         }
         // Ten denied keys, none expired: the cache holds at most its capacity.
         assert_eq!(redis.deny_cache_len(), 3);
-        // A quota change drops the key's cached denial (it was judged under the old quota).
-        // The key's TAT carries over (like KeyedLimiter::set_quota): with burst 3 it has room.
+        // A quota change drops the key's cached denial (it was judged under the old quota), so
+        // Redis judges the next check. The bucket carries over as full as it was (like
+        // KeyedLimiter::set_quota): spent under 1/h, spent under 1/h with burst 3 (the stored
+        // TAT used to carry over as a time, leaving room for 2 more).
         let bigger = Quota::per_hour(1).unwrap().with_burst(3).unwrap();
         for key in [b"u0", b"u1", b"u2", b"u9"] {
             redis.set_quota(key, bigger).unwrap();
         }
         assert_eq!(redis.deny_cache_len(), 0);
         let d = redis.check(b"u1", 1).await.unwrap();
-        assert_eq!((d.is_allowed(), d.limit(), d.remaining(), d.origin()), (true, 3, 1, Origin::Remote));
+        assert_eq!((d.is_allowed(), d.limit(), d.remaining(), d.origin()), (false, 3, 0, Origin::Remote));
     });
 }
 

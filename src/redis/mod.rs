@@ -85,7 +85,8 @@ pub use script::{MAX_LOG_LIMIT, MAX_SCRIPT_VALUE, MAX_WINDOW_LIMIT};
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum RedisAlgorithm {
-    /// GCRA (token bucket / leaky bucket): one string per key holding the TAT.
+    /// GCRA (token bucket / leaky bucket): one string per key holding the TAT and the tolerance
+    /// it was written under (so a per-key quota change converts it: [`RedisLimiter::set_quota`]).
     #[default]
     Gcra,
     /// Fixed window: one string per key (`window index:count`); limit at most
@@ -1074,12 +1075,18 @@ impl<C: Clock> RedisLimiter<C> {
     /// process sharing the limit the same overrides. A [`FailurePolicy::Fallback`] limiter keeps
     /// its own quotas: override the key there too if its local share should follow.
     ///
-    /// As in process, a window algorithm's override keeps the window length
+    /// GCRA keeps how full the bucket is, as in process ([`Algorithm::adopt`](crate::Algorithm::adopt)):
+    /// the key's state records the tolerance (burst × emission interval) it was written under,
+    /// and the script scales a debt written under another one by the ratio, rounded up. So a key
+    /// moved from 10/min to 1000/s right after its 10 waits 1 ms for its next cell, not the old
+    /// minute. `set_quota` makes no round trip, so the conversion happens at the key's next check
+    /// or peek (which stores it): the key is as full as it is then under the old quota, as if
+    /// `set_quota` had run at that instant. One difference: a debt beyond a full bucket (only
+    /// after the server's clock stepped back) is converted as a full bucket.
+    ///
+    /// As in process, a fixed or sliding window's override keeps the window length
     /// ([`QuotaError::Incompatible`] otherwise): the stored window index and counts mean nothing
-    /// on another window grid. Unlike in process, GCRA's stored deadline is not converted to
-    /// the new quota (that would take a round trip here, and `set_quota` is synchronous): a key
-    /// moved from 10/min to 1000/s right after its 10 waits out the old minute. Reset the key
-    /// ([`RedisLimiter::reset`]) to start it afresh under the new quota.
+    /// on another window grid.
     ///
     /// ```no_run
     /// # fn demo(limiter: tollgate::redis::RedisLimiter) -> Result<(), tollgate::QuotaError> {
