@@ -1,7 +1,7 @@
 //! Per-key quota overrides in Redis, against the in-process [`KeyedLimiter`] as the reference: a
 //! GCRA key's bucket stays as full as it was when its quota changes (the script converts the
 //! stored TAT, which records the tolerance it was written under), keys in the previous release's
-//! format (a bare TAT) are still read.
+//! format (a bare TAT) are still read, and the sliding log keeps its window length.
 #![cfg(feature = "redis")]
 
 mod redis_support;
@@ -11,7 +11,7 @@ use std::time::Duration;
 use rand::{Rng, SeedableRng};
 use redis_support::RedisServer;
 use tollgate::redis::{RedisAlgorithm, RedisLimiter};
-use tollgate::{Clock, Decision, Gcra, KeyedLimiter, ManualClock, Nanos, Quota};
+use tollgate::{Clock, Decision, Gcra, KeyedLimiter, ManualClock, Nanos, Quota, QuotaError};
 
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
@@ -290,5 +290,35 @@ fn conversions_are_exact_up_to_the_script_bound() {
                 }
             }
         }
+    });
+}
+
+/// The sliding log's override must keep the window length, as the windows' do
+/// ([`QuotaError::Incompatible`]). In process a longer window is refused (stamps a sweep under
+/// the default's window may have dropped would count again). In Redis the key's TTL plays the
+/// sweep, and it follows the window of the check that wrote it: a longer override revived
+/// stamps only while the key had not expired, and clearing a shorter one forgot stamps the
+/// default still counts (its key expired with the override's window). Another limit is fine:
+/// the sorted set has no fixed size (unlike the in-process ring).
+#[test]
+fn sliding_log_override_keeps_the_window_length() {
+    let server = RedisServer::start();
+    rt().block_on(async {
+        let redis = redis_support::manual_limiter(&server, q("2/s"), RedisAlgorithm::SlidingLog).await;
+        for other in ["2/10s", "2/h", "2/500ms", "200/10s"] {
+            assert!(
+                matches!(redis.set_quota(b"k", q(other)), Err(QuotaError::Incompatible { .. })),
+                "{other} accepted"
+            );
+        }
+        assert_eq!(redis.quota_of(b"k"), q("2/s"));
+        // The same window, another limit: accepted, the stamps count under it.
+        assert!(redis.check_at(b"k", 2, BASE).await.unwrap().is_allowed());
+        redis.set_quota(b"k", q("5/s")).unwrap();
+        let d = redis.check_at(b"k", 1, BASE + 600_000_000).await.unwrap();
+        assert_eq!((d.is_allowed(), d.limit(), d.remaining()), (true, 5, 2));
+        redis.clear_quota(b"k");
+        let d = redis.check_at(b"k", 1, BASE + 700_000_000).await.unwrap();
+        assert_eq!((d.is_allowed(), d.limit(), d.remaining()), (false, 2, 0));
     });
 }

@@ -36,8 +36,8 @@ fn window_override_keeps_the_window_length() {
             assert!(!d.is_allowed());
             assert!(d.retry_after().unwrap() <= Duration::from_secs(2 * 3600), "{algorithm:?}: {d:?}");
         }
-        // GCRA (its script converts the key's state) and the log have no grid: any override is
-        // fine.
+        // GCRA has no grid (its script converts the key's state): any override is fine. The
+        // log keeps its window length too (tests/redis_overrides.rs).
         let gcra = RedisLimiter::builder(server.url(), Quota::per_hour(2).unwrap()).connect().await.unwrap();
         gcra.set_quota(b"promo", Quota::per_second(10).unwrap()).unwrap();
     });

@@ -1084,9 +1084,13 @@ impl<C: Clock> RedisLimiter<C> {
     /// `set_quota` had run at that instant. One difference: a debt beyond a full bucket (only
     /// after the server's clock stepped back) is converted as a full bucket.
     ///
-    /// As in process, a fixed or sliding window's override keeps the window length
-    /// ([`QuotaError::Incompatible`] otherwise): the stored window index and counts mean nothing
-    /// on another window grid.
+    /// A window algorithm's override keeps the window length ([`QuotaError::Incompatible`]
+    /// otherwise): for fixed and sliding windows, as in process, the stored window index and
+    /// counts mean nothing on another grid. For the sliding log, the key's TTL (set by the
+    /// window of the check that wrote it) is what a sweep is in process: a longer window would
+    /// count stamps only while the key had not expired, and clearing a shorter one would forget
+    /// stamps the default's window still counts. Unlike in process, the log's limit may change
+    /// (a sorted set, not a ring of `limit` stamps).
     ///
     /// ```no_run
     /// # fn demo(limiter: tollgate::redis::RedisLimiter) -> Result<(), tollgate::QuotaError> {
@@ -1097,9 +1101,9 @@ impl<C: Clock> RedisLimiter<C> {
     /// ```
     pub fn set_quota(&self, key: &[u8], quota: Quota) -> Result<(), QuotaError> {
         let params = Params::new(self.params.algorithm, quota)?;
-        let windowed =
-            matches!(self.params.algorithm, RedisAlgorithm::FixedWindow | RedisAlgorithm::SlidingWindow);
-        if windowed && params.a != self.params.a {
+        // GCRA's script converts the key's state; a window's state is on the window's grid, and
+        // a log's stamps expire with the window of the check that wrote them.
+        if self.params.algorithm != RedisAlgorithm::Gcra && params.a != self.params.a {
             return Err(QuotaError::Incompatible { reason: "a window override keeps the window length" });
         }
         self.overrides.pin().insert(key.into(), params);
