@@ -196,37 +196,29 @@ fn a_conversion_is_stored_with_its_ttl() {
         assert!(!seen[1].is_allowed());
         let name = redis.redis_key(KEY.as_bytes());
         let value: String = server.query(redis::cmd("GET").arg(&name));
-        // Back under the limiter's own quota: stored bare (an integer in Redis).
-        assert_eq!(value, format!("{}", BASE / 1000 + 3_600_000_000));
+        assert_eq!(value, format!("{}.03600000000", BASE / 1000 + 3_600_000_000));
         // check_at adds one hour to every TTL.
         let pttl: i64 = server.query(redis::cmd("PTTL").arg(&name));
         assert!((7_190_000..=7_200_000).contains(&pttl), "pttl {pttl}");
     });
 }
 
-/// A bare TAT (the previous release's format, and this one's for keys under the limiter's own
-/// quota) is read as written under the limiter's own quota: a key under it checks as before, and
-/// an overridden key converts it as from that quota (the state of every key the previous release
-/// did not override). A key under the limiter's own quota is stored bare again; an overridden one
-/// carries its tolerance.
+/// A key in the previous release's format (a bare TAT) is read as written under the quota in
+/// force for the key, as before (no conversion: nothing says under which it was written), and an
+/// admitting check rewrites it in the current format.
 #[test]
 fn a_bare_tat_from_the_previous_release_is_read() {
     let server = RedisServer::start();
     rt().block_on(async {
         let redis = redis_support::manual_limiter(&server, q("10/m"), RedisAlgorithm::Gcra).await;
         redis.set_quota(b"vip", q("1000/s")).unwrap();
-        let tat = BASE + 30_000_000_000; // 30 s ahead: half the 10/m bucket (60 s) spent
-        let default_tolerance = interval_us(q("10/m")) * q("10/m").burst();
+        let tat = BASE + 30_000_000_000; // 30 s ahead
         for (key, quota) in [("free", q("10/m")), ("vip", q("1000/s"))] {
             let name = redis.redis_key(key.as_bytes());
             let _: () = server
                 .query(redis::cmd("SET").arg(&name).arg((tat / 1000).to_string()).arg("PX").arg(60_000));
             let gcra = Gcra::from_quota(quota);
-            // The in-process state: the bare TAT, under the default quota, converted to the
-            // key's (the debt scaled by the ratio of the tolerances, rounded up; µs as in Redis).
-            let tolerance = interval_us(quota) * quota.burst();
-            let debt_us = (tat - BASE) / 1000;
-            let mut state = BASE + (debt_us * tolerance).div_ceil(default_tolerance) * 1000;
+            let mut state = tat;
             let steps =
                 [(0, BASE), (1, BASE), (4, BASE), (1, BASE + 29_000_000_000), (1, BASE + 29_500_000_000)];
             for (cost, now) in steps {
@@ -236,14 +228,8 @@ fn a_bare_tat_from_the_previous_release_is_read() {
                 assert_eq!(fields(&got), fields(&want), "{key}: cost {cost} at {now}");
             }
             let value: String = server.query(redis::cmd("GET").arg(&name));
-            if key == "free" {
-                assert_eq!(value, format!("{}", state / 1000), "{key}");
-                // Stored as Redis stores an integer (no string allocated per key).
-                let encoding: String = server.query(redis::cmd("OBJECT").arg("ENCODING").arg(&name));
-                assert_eq!(encoding, "int", "{key}");
-            } else {
-                assert_eq!(value, format!("{}.0{tolerance}", state / 1000), "{key}");
-            }
+            let tolerance = interval_us(quota) * quota.burst();
+            assert_eq!(value, format!("{}.0{tolerance}", state / 1000), "{key}");
         }
     });
 }
@@ -300,8 +286,7 @@ fn conversions_are_exact_up_to_the_script_bound() {
                 if u128::from(old) == new {
                     assert_eq!(value, stored, "{context}: the same tolerance, nothing to convert");
                 } else {
-                    // Converted to the limiter's own quota: stored bare, as its keys are.
-                    assert_eq!(value, format!("{}", now_us + want), "{context}");
+                    assert_eq!(value, format!("{}.0{new}", now_us + want), "{context}");
                 }
             }
         }

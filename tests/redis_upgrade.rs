@@ -106,55 +106,39 @@ fn keys_the_previous_release_locked_heal() {
     });
 }
 
-/// GCRA, exactly: the previous release reads this one's state as the bare TAT it wrote (for a
-/// key under the limiter's own quota it is bare; for an overridden key, a TAT and its tolerance
-/// in one decimal number, `<tat>.0<tolerance>`), and this release reads the previous one's bare
-/// TATs of keys under the limiter's own quota. Every decision of either, on one key, equals the
-/// in-process step's.
+/// GCRA, exactly: the previous release reads this one's state (a TAT and its tolerance in one
+/// decimal number, `<tat>.0<tolerance>`) as the bare TAT it wrote, and this release reads the
+/// previous one's bare TATs. Every decision of either, on one key, equals the in-process step's.
 #[test]
 fn previous_and_current_release_read_each_others_gcra_state_exactly() {
     let server = RedisServer::start();
     rt().block_on(async {
         let quota = Quota::new(3, std::time::Duration::from_micros(300)).unwrap(); // T = 100 µs
-        for overridden in [false, true] {
-            // The key's quota is `quota` either way: the limiter's own, or an override of 1/s.
-            let own = if overridden { Quota::per_second(1).unwrap() } else { quota };
-            let current = redis_support::manual_limiter(&server, own, RedisAlgorithm::Gcra).await;
-            let key: &[u8] = if overridden { b"exact-override" } else { b"exact" };
-            if overridden {
-                current.set_quota(key, quota).unwrap();
-            }
-            let gcra = Gcra::from_quota(quota);
-            let redis_key = current.redis_key(key);
-            // From 2^50 µs (2005) on, where a double's spacing is 0.25 µs: every TAT the server's
-            // clock writes.
-            let (mut tat, mut now_us) = (0, 1 << 50);
-            for i in 0..80u64 {
-                // Under an override the previous release only looks (cost 0): its writes are bare
-                // TATs, which this release reads as written under the limiter's own quota (the
-                // state of every key it did not override), not the override's.
-                let cost = if overridden && i % 2 == 0 { 0 } else { i * 7 % 4 };
-                now_us += i * 13 % 150;
-                let (want, new_tat) = gcra.step(tat, now_us * 1000, cost);
-                tat = new_tat.unwrap_or(tat);
-                let want =
-                    (want.is_allowed(), want.remaining(), want.reset_after_nanos(), want.retry_after_nanos());
-                let got = if i % 2 == 0 {
-                    let r = previous_eval(&server, PREVIOUS_GCRA, &redis_key, cost, Some(now_us), (100, 300));
-                    let ns = |us: i64| u64::try_from(us).unwrap() * 1000;
-                    (r[0] == 1, u64::try_from(r[1]).unwrap(), ns(r[2]), (r[0] == 0).then(|| ns(r[3])))
-                } else {
-                    let d = current.check_at(key, cost as u32, now_us * 1000).await.unwrap();
-                    (d.is_allowed(), d.remaining(), d.reset_after_nanos(), d.retry_after_nanos())
-                };
-                assert_eq!(got, want, "overridden {overridden}, step {i}: cost {cost} at {now_us} µs");
-            }
-            let value: String = server.query(redis::cmd("GET").arg(&redis_key));
-            if overridden {
-                assert!(value.ends_with(".0300"), "an override's format: {value}");
+        let current = redis_support::manual_limiter(&server, quota, RedisAlgorithm::Gcra).await;
+        let gcra = Gcra::from_quota(quota);
+        let key: &[u8] = b"exact";
+        let redis_key = current.redis_key(key);
+        // From 2^50 µs (2005) on, where a double's spacing is 0.25 µs: every TAT the server's
+        // clock writes.
+        let (mut tat, mut now_us) = (0, 1 << 50);
+        for i in 0..80u64 {
+            let cost = i * 7 % 4;
+            now_us += i * 13 % 150;
+            let (want, new_tat) = gcra.step(tat, now_us * 1000, cost);
+            tat = new_tat.unwrap_or(tat);
+            let want =
+                (want.is_allowed(), want.remaining(), want.reset_after_nanos(), want.retry_after_nanos());
+            let got = if i % 2 == 0 {
+                let r = previous_eval(&server, PREVIOUS_GCRA, &redis_key, cost, Some(now_us), (100, 300));
+                let ns = |us: i64| u64::try_from(us).unwrap() * 1000;
+                (r[0] == 1, u64::try_from(r[1]).unwrap(), ns(r[2]), (r[0] == 0).then(|| ns(r[3])))
             } else {
-                assert!(!value.contains('.'), "the limiter's own quota stores bare TATs: {value}");
-            }
+                let d = current.check_at(key, cost as u32, now_us * 1000).await.unwrap();
+                (d.is_allowed(), d.remaining(), d.reset_after_nanos(), d.retry_after_nanos())
+            };
+            assert_eq!(got, want, "step {i}: cost {cost} at {now_us} µs");
         }
+        let value: String = server.query(redis::cmd("GET").arg(&redis_key));
+        assert!(value.ends_with(".0300"), "the current format: {value}");
     });
 }

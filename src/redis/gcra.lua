@@ -1,36 +1,28 @@
 -- GCRA (DESIGN.md §3; the same integer math as src/gcra.rs, in microseconds).
--- KEYS[1]: the key's state. ARGV[4]: emission interval T, ARGV[5]: tolerance burst·T, ARGV[6]:
--- the tolerance of the limiter's own (default) quota.
+-- KEYS[1]: the key's state. ARGV[4]: emission interval T, ARGV[5]: tolerance burst·T.
 -- The key expires when its TAT passes: a fresh key and an expired key are indistinguishable.
 --
--- The state is the TAT (decimal µs) and, for a key under a per-key quota (an override), the
--- tolerance it was written under, as one decimal number: "<tat>.0<tolerance>" (TAT
--- 1700000000123456 under a 1 s tolerance is "1700000000123456.01000000", 25 bytes). A key under
--- the default quota is stored bare, "<tat>", as it always was: an integer in Redis (no string to
--- allocate or parse: the common case costs what it did), read as written under the default
--- tolerance. The previous release reads either with tonumber(): a suffixed value as the TAT
--- plus less than 0.1, which rounds to the TAT exactly (doubles are 0.25 apart from 2^50 µs, 2005,
--- on, and a stored TAT is never before the server's clock), so processes of both releases keep
+-- The state is the TAT and the tolerance it was written under, both decimal µs, as one decimal
+-- number: "<tat>.0<tolerance>" (TAT 1700000000123456 under a 1 s tolerance is
+-- "1700000000123456.01000000", 25 bytes: an embedded string in Redis' 48-byte size class up to
+-- 10 tolerance digits, 2.7 h). The previous release reads it with tonumber(), as the TAT plus
+-- less than 0.1, which rounds to the TAT exactly: doubles are 0.25 apart from 2^50 µs (2005) on,
+-- and a stored TAT is never before the server's clock. So processes of both releases keep
 -- sharing one limit during a rolling upgrade (with a separator such as ':' the previous release
--- would read every such key as fresh). Its own writes are bare, read as the default quota's: the
--- state of every key it did not override.
+-- would read every key this one wrote as fresh; with explicit test times before 2005 it would
+-- read a fraction). Its writes, a bare TAT, read as written under this check's tolerance: the
+-- previous behaviour.
 local t = tonumber(ARGV[4])
 local tolerance = tonumber(ARGV[5])
-local default_tolerance = tonumber(ARGV[6])
 local now = tollgate_now_us
 local cost = tollgate_cost
 
 local stored = redis.call('GET', KEYS[1])
-local tat, written_under = 0, default_tolerance
+local tat, written_under = 0, tolerance
 if stored then
-  -- A plain find first: a bare TAT (the common case) has no '.'.
-  if string.find(stored, '.', 1, true) then
-    local tat_text, tolerance_text = string.match(stored, '^(%d+)%.0([1-9]%d*)$')
-    if tat_text then
-      tat, written_under = tonumber(tat_text), tonumber(tolerance_text)
-    else
-      tat = tonumber(stored) or 0
-    end
+  local tat_text, tolerance_text = string.match(stored, '^(%d+)%.0([1-9]%d*)$')
+  if tat_text then
+    tat, written_under = tonumber(tat_text), tonumber(tolerance_text)
   else
     tat = tonumber(stored) or 0
   end
@@ -89,12 +81,7 @@ if written_under ~= tolerance and tat > now then
 end
 
 local function store(value)
-  local text
-  if tolerance == default_tolerance then
-    text = string.format('%.0f', value)
-  else
-    text = string.format('%.0f.0%.0f', value, tolerance)
-  end
+  local text = string.format('%.0f.0%.0f', value, tolerance)
   redis.call('SET', KEYS[1], text, 'PX', tollgate_ttl_ms(value - now))
 end
 

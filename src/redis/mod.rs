@@ -85,9 +85,8 @@ pub use script::{MAX_LOG_LIMIT, MAX_SCRIPT_VALUE, MAX_WINDOW_LIMIT};
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum RedisAlgorithm {
-    /// GCRA (token bucket / leaky bucket): one string per key holding the TAT, and for a key
-    /// under a per-key quota the tolerance it was written under (so a quota change converts it:
-    /// [`RedisLimiter::set_quota`]).
+    /// GCRA (token bucket / leaky bucket): one string per key holding the TAT and the tolerance
+    /// it was written under (so a per-key quota change converts it: [`RedisLimiter::set_quota`]).
     #[default]
     Gcra,
     /// Fixed window: one string per key (`window index:count`); limit at most
@@ -1077,9 +1076,8 @@ impl<C: Clock> RedisLimiter<C> {
     /// its own quotas: override the key there too if its local share should follow.
     ///
     /// GCRA keeps how full the bucket is, as in process ([`Algorithm::adopt`](crate::Algorithm::adopt)):
-    /// an overridden key's state records the tolerance (burst × emission interval) it was written
-    /// under (a key under the limiter's own quota stores its bare TAT, as before), and the script
-    /// scales a debt written under another one by the ratio, rounded up. So a key
+    /// the key's state records the tolerance (burst × emission interval) it was written under,
+    /// and the script scales a debt written under another one by the ratio, rounded up. So a key
     /// moved from 10/min to 1000/s right after its 10 waits 1 ms for its next cell, not the old
     /// minute. `set_quota` makes no round trip, so the conversion happens at the key's next check
     /// or peek (which stores it): the key is as full as it is then under the old quota, as if
@@ -1102,9 +1100,7 @@ impl<C: Clock> RedisLimiter<C> {
     /// # Ok(()) }
     /// ```
     pub fn set_quota(&self, key: &[u8], quota: Quota) -> Result<(), QuotaError> {
-        let mut params = Params::new(self.params.algorithm, quota)?;
-        // Bare stored TATs are the default quota's, whatever the key's (script.rs `Params::bare`).
-        params.bare = self.params.bare;
+        let params = Params::new(self.params.algorithm, quota)?;
         // GCRA's script converts the key's state; a window's state is on the window's grid, and
         // a log's stamps expire with the window of the check that wrote them.
         if self.params.algorithm != RedisAlgorithm::Gcra && params.a != self.params.a {

@@ -104,11 +104,6 @@ pub(crate) struct Params {
     pub(crate) b: u64,
     /// The most one check can admit (and `Decision::limit`).
     pub(crate) capacity: u64,
-    /// GCRA: the tolerance (µs) a bare stored TAT was written under: the limiter's own (default)
-    /// quota's. Keys under it are stored bare, as before overrides were converted (an integer
-    /// in Redis, no string to parse); an override's keys carry their tolerance (`gcra.lua`).
-    /// Windows: unused.
-    pub(crate) bare: u64,
 }
 
 fn too_large(what: &'static str, value: u64, max: u64) -> QuotaError {
@@ -135,7 +130,7 @@ impl Params {
                 let tolerance = burst.checked_mul(t).filter(|&v| v <= MAX_SCRIPT_VALUE).ok_or_else(|| {
                     too_large("burst × emission interval in µs (Redis)", burst, MAX_SCRIPT_VALUE / t)
                 })?;
-                Ok(Params { algorithm, quota, a: t, b: tolerance, capacity: burst, bare: tolerance })
+                Ok(Params { algorithm, quota, a: t, b: tolerance, capacity: burst })
             }
             RedisAlgorithm::FixedWindow | RedisAlgorithm::SlidingWindow | RedisAlgorithm::SlidingLog => {
                 // As for GCRA: a window below 1 µs would run as 1 µs.
@@ -159,7 +154,7 @@ impl Params {
                 if limit > max {
                     return Err(too_large("limit per window (Redis)", limit, max));
                 }
-                Ok(Params { algorithm, quota, a: window, b: limit, capacity: limit, bare: 0 })
+                Ok(Params { algorithm, quota, a: window, b: limit, capacity: limit })
             }
         }
     }
@@ -189,9 +184,9 @@ impl Params {
             ScriptRef::Sha => ("EVALSHA", lua.script.get_hash()),
             ScriptRef::Source => ("EVAL", lua.source.as_str()),
         };
-        // 10 arguments; numbers take at most 20 digits each. Room for escaping a few bytes.
-        let size = name.len() + script.len() + key.head.len() + key.key.len() + 2 + 16 + 6 * 20;
-        let mut cmd = redis::Cmd::with_capacity(10, size);
+        // 9 arguments; numbers take at most 20 digits each. Room for escaping a few bytes.
+        let size = name.len() + script.len() + key.head.len() + key.key.len() + 2 + 16 + 5 * 20;
+        let mut cmd = redis::Cmd::with_capacity(9, size);
         cmd.arg(name).arg(script).arg(1).arg(key);
         cmd.arg(match mode {
             Mode::Check => "c",
@@ -203,9 +198,6 @@ impl Params {
             None => cmd.arg(""),
         };
         cmd.arg(self.a).arg(self.b);
-        if self.algorithm == RedisAlgorithm::Gcra {
-            cmd.arg(self.bare);
-        }
         cmd
     }
 
