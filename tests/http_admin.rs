@@ -381,6 +381,8 @@ async fn bad_rule_bodies_are_400_problems_and_change_nothing() {
         (r#"{"name":"x","quota":5}"#, "\"quota\": invalid type: integer"),
         (r#"{"name":"x","quota":"1/s","methods":["GET",7]}"#, "\"methods[1]\": invalid type"),
         (r#"{"name":"x","quota":"1/s"} {}"#, "trailing characters"),
+        (r#"{"name":"x","quota":"1/s",}"#, "body is not a valid rule: trailing comma"),
+        (r#"{"name":"x","quota":"1/s""#, "body is not a valid rule: EOF"),
         (r#"{"quota":"1/s"}"#, "\"name\" is required"),
         (r#"{"name":"x"}"#, "\"quota\" is required"),
         (r#"{"name":"x","quota":"lots"}"#, "\"quota\" \"lots\""),

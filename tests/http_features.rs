@@ -949,16 +949,30 @@ async fn both_body_modes_answer_alike() {
 }
 
 /// A response future polled again after it completed answers 503 instead of panicking, on the
-/// local path and on the remote (boxed) one, in both body modes.
+/// local path and on the remote (boxed) one, in both body modes. The inner service is pending on
+/// its first poll: a pending poll does not count as completion (review finding: untested).
 #[tokio::test]
 async fn response_futures_polled_after_completion_answer() {
     use std::future::Future;
     use std::task::{Context, Poll, Waker};
     use tower::{Service, ServiceExt};
 
+    /// Pending once (waking itself), then ready.
+    struct YieldOnce(bool);
+    impl Future for YieldOnce {
+        type Output = ();
+        fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+            if std::mem::replace(&mut self.0, true) {
+                return Poll::Ready(());
+            }
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    }
     type Inner = http_body_util::Full<bytes::Bytes>;
     let hello = || {
         tower::service_fn(|_req: http::Request<()>| async {
+            YieldOnce(false).await;
             Ok::<_, std::convert::Infallible>(http::Response::new(Inner::from("hello")))
         })
     };

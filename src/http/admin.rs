@@ -903,11 +903,14 @@ fn parse(body: &[u8]) -> Result<RuleBody, SpecError> {
     let spec: RuleBody = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
+        // A value of the wrong type or range, or an unknown field, is named by its path; a syntax
+        // error (a trailing comma, a truncated body: path `?`) is reported as the parser words it
+        // (review finding: it read `"?": trailing comma`).
         match path.as_str() {
-            // The body itself: not JSON, not an object, or an unknown field (whose name the
-            // parser's message gives).
-            "." | "" => json(inner),
-            field => SpecError::Json { detail: format!("\"{field}\": {inner}") },
+            field if inner.is_data() && !matches!(field, "." | "") && !field.contains('?') => {
+                SpecError::Json { detail: format!("\"{field}\": {inner}") }
+            }
+            _ => json(inner),
         }
     })?;
     // Trailing characters after the object (what `serde_json::from_slice` checks).

@@ -504,12 +504,12 @@ impl RuleSet {
         self.global.iter().filter(move |r| r.applies_to(method)).chain(route)
     }
 
-    /// [`matching`](Self::matching)'s first rule, for a set of one rule (the common case), without
-    /// building the iterator.
+    /// [`matching`](Self::matching)'s first rule; for a set of one global rule (the common case)
+    /// without building the iterator.
     #[inline]
     pub(crate) fn lone<'r, 'a: 'r>(&'r self, req: &RequestInfo<'a>) -> Option<&'r Rule> {
-        match (self.global.first(), self.routes.is_empty()) {
-            (Some(rule), true) => rule.applies_to(req.method).then_some(rule),
+        match (self.global.as_slice(), self.routes.is_empty()) {
+            ([rule], true) => rule.applies_to(req.method).then_some(rule),
             _ => self.matching(req).next(),
         }
     }
