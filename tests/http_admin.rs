@@ -382,6 +382,8 @@ async fn bad_rule_bodies_are_400_problems_and_change_nothing() {
         (r#"{"name":"x","quota":"1/s","methods":["GET",7]}"#, "\"methods[1]\": invalid type"),
         (r#"{"name":"x","quota":"1/s"} {}"#, "trailing characters"),
         (r#"{"name":"x","quota":"1/s",}"#, "body is not a valid rule: trailing comma"),
+        (r#"["x",null,null,"1/s"]"#, "body is not a valid rule: a rule is a JSON object"),
+        ("", "a rule is a JSON object"),
         (r#"{"name":"x","quota":"1/s""#, "body is not a valid rule: EOF"),
         (r#"{"quota":"1/s"}"#, "\"name\" is required"),
         (r#"{"name":"x"}"#, "\"quota\" is required"),

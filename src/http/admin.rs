@@ -899,6 +899,11 @@ struct Built {
 /// invalid type: string "yes", expected a boolean`): serde_json alone gives only the position.
 fn parse(body: &[u8]) -> Result<RuleBody, SpecError> {
     let json = |e: serde_json::Error| SpecError::Json { detail: e.to_string() };
+    // An object only: serde's derive also reads a struct from an array of its fields in order,
+    // so `["api", null, null, "1/s"]` made a rule (review finding).
+    if body.iter().find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r')) != Some(&b'{') {
+        return Err(SpecError::Json { detail: "a rule is a JSON object".to_owned() });
+    }
     let mut de = serde_json::Deserializer::from_slice(body);
     let spec: RuleBody = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
