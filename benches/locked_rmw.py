@@ -7,7 +7,7 @@ bounces that line between them), which a 2-core machine's timings cannot show.
     cargo build --release --features axum --example http_bench_server
     B=target/release/examples/http_bench_server
     TOLLGATE_BENCH_ONLY=tollgate-allow valgrind --tool=callgrind --dump-instr=yes \
-        --toggle-collect='http_bench_server::inproc::{{closure}}*' \
+        --toggle-collect='tokio::runtime::runtime::Runtime::block_on*' \
         --callgrind-out-file=/tmp/cg.out $B inproc 20000
     python3 benches/locked_rmw.py /tmp/cg.out $B 100000     # inproc: 5 rounds x 20000
 

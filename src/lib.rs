@@ -14,7 +14,8 @@
 //! # Choosing an algorithm
 //!
 //! * [`Gcra`] (default): token bucket / leaky bucket as a meter; smooth, one `u64` per key. Can
-//!   pass up to `2n − 1` in one wall-clock period (a full burst plus the refill).
+//!   pass up to `burst + n − 1` in one wall-clock period (a full burst plus the refill; `2n − 1`
+//!   with the default burst `n`).
 //! * [`FixedWindow`], [`SlidingWindow`] (weighted two-window counter) and [`SlidingLog`]
 //!   (exact, `8·limit + 32` bytes per key): "`count` per window", compared in the
 //!   [`window`] module's table; [`Composite`] puts several limits on one key, all or nothing.

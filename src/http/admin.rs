@@ -45,7 +45,7 @@
 //! The default factory's limiters hold at most [`DEFAULT_MAX_KEYS`] keys, and fewer where
 //! their state would exceed the memory budget ([`DEFAULT_MEMORY_BUDGET`], 256 MiB per rule;
 //! [`AdminApi::memory_budget`]): a `sliding_log` keeps `8 · limit + 32` bytes per key, so one
-//! of 4096 holds 8 186 keys. A rule whose per-key state alone exceeds the budget is a `400`.
+//! of 4096 holds 8 184 keys. A rule whose per-key state alone exceeds the budget is a `400`.
 //!
 //! # Keys
 //!
@@ -402,7 +402,7 @@ impl AdminApi {
     /// Bytes of limiter state each rule created or re-limited through the API may hold
     /// (default [`DEFAULT_MEMORY_BUDGET`], 256 MiB): its limiter's key cap is
     /// [`max_keys_within_budget`] of [`DEFAULT_MAX_KEYS`] and this budget, so a sliding log of
-    /// 4096 gets 8 186 keys rather than 2²⁰ (32 GiB). A rule whose per-key state alone exceeds
+    /// 4096 gets 8 184 keys rather than 2²⁰ (32 GiB). A rule whose per-key state alone exceeds
     /// the budget is refused (`400`). Applies to the default factory only: a factory set with
     /// [`limiter_factory`](Self::limiter_factory) bounds its own limiters (e.g. with
     /// [`budgeted_factory`]).
